@@ -1,0 +1,37 @@
+"""flowseg: cell segmentation across microscopy modalities with flow fields.
+
+The public names are loaded on first use, so that ``python -m flowseg --help`` does not pay for
+numba's or torch's import.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_HOMES = {
+    "FLOW_SCALE": "flowseg.flows",
+    "labels_to_flows": "flowseg.flows",
+    "labels_to_targets": "flowseg.flows",
+    "find_pairs": "flowseg.io",
+    "read_image": "flowseg.io",
+    "read_labels": "flowseg.io",
+    "write_labels": "flowseg.io",
+    "MaskConfig": "flowseg.masks",
+    "masks_from_flows": "flowseg.masks",
+    "challenge_scores": "flowseg.metrics",
+    "evaluate_folder": "flowseg.metrics",
+    "match_labels": "flowseg.metrics",
+    "normalize_image": "flowseg.normalize",
+    "to_three_channels": "flowseg.normalize",
+}
+
+__all__ = ["__version__", *sorted(_HOMES)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'flowseg' has no attribute {name!r}")

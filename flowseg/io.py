@@ -1,0 +1,320 @@
+"""Read images and instance labels in the challenge's formats; write labels atomically.
+
+Images come as png, bmp, jpg/jpeg or tif/tiff, 8- or 16-bit (or float), gray, RGB(A) or
+multi-channel; :func:`read_image` returns them as ``(C, H, W) float32`` with the original values
+(no rescaling, so the full 16-bit range is kept). Labels are ``<name>_label.tiff`` files of instance
+ids, 0 = background.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import imagecodecs
+import numpy as np
+import numpy.typing as npt
+import tifffile
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
+TIFF_SUFFIXES = (".tif", ".tiff")
+LABEL_SUFFIX = "_label.tiff"
+# More channels than this on the first or last axis reads as a 3-D stack, which we refuse.
+MAX_CHANNELS = 16
+
+
+def read_image(path: str | os.PathLike[str]) -> npt.NDArray[np.float32]:
+    """Read an image file as channel-first float32.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A png, bmp, jpg/jpeg or tif/tiff file: 2-D gray, RGB(A), or a multi-channel TIFF with the
+        channels on the first or the last axis (the shorter one, at most ``MAX_CHANNELS``).
+
+    Returns
+    -------
+    image : (C, H, W) ndarray of float32
+        The pixel values unchanged (a 16-bit image keeps 0..65535). The alpha channel of a
+        png/bmp is dropped; TIFF channels are all kept.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the format is not supported, the file cannot be decoded, or its shape is not that of a
+        2-D image; the message names the file.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, tifffile, numpy as np
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.tif"
+    >>> tifffile.imwrite(p, np.full((4, 5, 3), 65535, np.uint16))
+    >>> read_image(p).shape, float(read_image(p).max())
+    ((3, 4, 5), 65535.0)
+    """
+    path = Path(path)
+    array = _decode(path)
+    if array.dtype == bool or array.dtype.kind not in "uif":
+        raise ValueError(f"{path}: unsupported pixel type {array.dtype}")
+    image = _to_channels_first(array, path)
+    if image.shape[1] < 1 or image.shape[2] < 1:
+        raise ValueError(f"{path}: empty image of shape {array.shape}")
+    return image.astype(np.float32, copy=False)
+
+
+def _decode(path: Path) -> npt.NDArray[np.generic]:
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise ValueError(f"{path}: unsupported format '{suffix}' (expected one of "
+                         f"{', '.join(IMAGE_SUFFIXES)})")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file")
+    try:
+        if suffix in TIFF_SUFFIXES:
+            array = np.asarray(tifffile.imread(path))
+        else:
+            array = _drop_alpha(np.asarray(imagecodecs.imread(str(path))))
+    except Exception as err:  # decoders raise many types; the user needs the file and the reason
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{path}: cannot decode image ({reason})") from err
+    if array.size == 0:
+        raise ValueError(f"{path}: cannot decode image (no pixel data)")
+    return array
+
+
+def _drop_alpha(array: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    # png/bmp/jpg store channels last; 2 channels are gray + alpha, 4 are RGB + alpha.
+    if array.ndim == 3 and array.shape[-1] in (2, 4):
+        return array[..., : array.shape[-1] - 1]
+    return array
+
+
+def _to_channels_first(array: npt.NDArray[np.generic], path: Path) -> npt.NDArray[np.generic]:
+    squeezed = array.squeeze() if array.ndim > 2 else array
+    if squeezed.ndim == 2:
+        return squeezed[np.newaxis]
+    if squeezed.ndim == 3:
+        first, last = squeezed.shape[0], squeezed.shape[-1]
+        if min(first, last) <= MAX_CHANNELS:
+            return squeezed if first <= last else np.moveaxis(squeezed, -1, 0)
+    raise ValueError(f"{path}: shape {array.shape} is not a 2-D image with at most "
+                     f"{MAX_CHANNELS} channels on its first or last axis")
+
+
+def read_labels(path: str | os.PathLike[str]) -> npt.NDArray[np.uint32]:
+    """Read an instance label image.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A TIFF (or png) of non-negative integer ids, 0 = background. Floating-point files are
+        accepted when every value is a whole number.
+
+    Returns
+    -------
+    labels : (H, W) ndarray of uint32
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If it cannot be decoded, is not 2-D, or holds negative, fractional or too large ids.
+    """
+    path = Path(path)
+    array = _decode(path)
+    if array.ndim > 2:
+        array = array.squeeze()
+    if array.ndim != 2:
+        raise ValueError(f"{path}: labels must be 2-D, got shape {array.shape}")
+    return as_labels(array, name=str(path))
+
+
+def as_labels(array: npt.ArrayLike, *, name: str = "labels") -> npt.NDArray[np.uint32]:
+    """Check and convert an array of instance ids to ``(H, W) uint32``.
+
+    Parameters
+    ----------
+    array : (H, W) array_like
+        Non-negative whole-number ids, 0 = background.
+    name : str
+        What to call the array in error messages (a file name, say).
+
+    Returns
+    -------
+    labels : (H, W) ndarray of uint32
+
+    Raises
+    ------
+    ValueError
+        If the array is not 2-D, not numeric, or holds negative, fractional or too large ids.
+    """
+    array = np.asarray(array)
+    if array.ndim != 2:
+        raise ValueError(f"{name}: labels must be 2-D, got shape {array.shape}")
+    if array.dtype == bool:
+        return array.astype(np.uint32)
+    if array.dtype.kind not in "uif":
+        raise ValueError(f"{name}: labels must be integers, got dtype {array.dtype}")
+    if array.size == 0:
+        return np.zeros(array.shape, np.uint32)
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array) & (array == np.round(array))):
+        raise ValueError(f"{name}: labels of dtype {array.dtype} hold non-integer values")
+    low, high = array.min(), array.max()
+    if low < 0:
+        raise ValueError(f"{name}: labels hold a negative id ({low})")
+    if high > np.iinfo(np.uint32).max:
+        raise ValueError(f"{name}: label id {high} does not fit in uint32")
+    return array.astype(np.uint32, copy=False)
+
+
+def find_pairs(
+    images_dir: str | os.PathLike[str], labels_dir: str | os.PathLike[str]
+) -> list[tuple[Path, Path]]:
+    """Match ``<name>.<ext>`` images to ``<name>_label.tiff`` label files.
+
+    Parameters
+    ----------
+    images_dir, labels_dir : str or PathLike
+        Folders of images and of labels (they may be the same folder).
+
+    Returns
+    -------
+    pairs : list of (Path, Path)
+        ``(image, labels)`` sorted by name.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a folder does not exist.
+    ValueError
+        If no image is found, two images share a name, or an image has no labels or labels have
+        no image; the message names the unmatched files.
+    """
+    images = list_images(images_dir)
+    label_files = {p.name[: -len(LABEL_SUFFIX)]: p for p in _list_label_files(Path(labels_dir))}
+    if not images:
+        raise ValueError(f"{images_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    missing = [p.name for p in images if p.stem not in label_files]
+    orphans = sorted(set(label_files) - {p.stem for p in images})
+    if missing or orphans:
+        parts = []
+        if missing:
+            parts.append(f"no {LABEL_SUFFIX} in {labels_dir} for {_few(missing)}")
+        if orphans:
+            names = [label_files[n].name for n in orphans]
+            parts.append(f"no image in {images_dir} for {_few(names)}")
+        raise ValueError("; ".join(parts))
+    return [(p, label_files[p.stem]) for p in images]
+
+
+def list_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """List the image files of a folder (not its label files), sorted by name.
+
+    Parameters
+    ----------
+    folder : str or PathLike
+
+    Returns
+    -------
+    images : list of Path
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder does not exist.
+    ValueError
+        If two images share a name (``a.png`` and ``a.tif``): their outputs would collide.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    images = sorted(
+        p for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+        and not p.name.endswith(LABEL_SUFFIX)
+    )
+    stems = [p.stem for p in images]
+    twins = sorted({s for s in stems if stems.count(s) > 1})
+    if twins:
+        raise ValueError(f"{folder}: several images share the name {_few(twins)}; "
+                         "their label files would collide")
+    return images
+
+
+def _list_label_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(LABEL_SUFFIX))
+
+
+def _few(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def label_path(image_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
+    """Return where the labels of an image go: ``<out_dir>/<name>_label.tiff``.
+
+    Parameters
+    ----------
+    image_path : str or PathLike
+    out_dir : str or PathLike
+
+    Returns
+    -------
+    path : Path
+
+    Examples
+    --------
+    >>> label_path("in/cell_01.png", "out").as_posix()
+    'out/cell_01_label.tiff'
+    """
+    return Path(out_dir) / f"{Path(image_path).stem}{LABEL_SUFFIX}"
+
+
+def write_labels(labels: npt.ArrayLike, path: str | os.PathLike[str]) -> Path:
+    """Write labels as a compressed TIFF, atomically.
+
+    The data go to a temporary file in the same folder, which is then renamed over ``path``, so a
+    reader (or a crash) never sees a half-written file.
+
+    Parameters
+    ----------
+    labels : (H, W) array_like of non-negative integers
+    path : str or PathLike
+        Destination; its folder is created if needed.
+
+    Returns
+    -------
+    path : Path
+        The file written: uint16 when every id fits, else uint32.
+
+    Raises
+    ------
+    ValueError
+        If ``labels`` are not 2-D non-negative whole numbers.
+    """
+    path = Path(path)
+    data = as_labels(labels, name=str(path))
+    if data.size == 0 or data.max() <= np.iinfo(np.uint16).max:
+        data = data.astype(np.uint16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        tifffile.imwrite(tmp, data, compression="zlib")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,438 @@
+"""From flows and cell probability to instance labels.
+
+1. Foreground: pixels whose cell-probability logit exceeds ``cellprob_threshold``.
+2. :func:`follow_flows`: every foreground pixel moves along the flows (Euler steps of at most one
+   pixel, bilinear interpolation, flows zero outside the foreground) for up to ``niter`` steps.
+3. :func:`cluster_endpoints`: pixels whose end points gather at one place form one cell. Seeds are
+   the fullest end-point bins (local maxima in a 5 x 5 window, fullest first, none within 2 pixels of
+   a fuller one); each end point joins the nearest seed within ``GROW_RADIUS`` pixels.
+4. Masks larger than ``max_size_fraction`` of the image are dropped.
+5. :func:`remove_bad_flow_masks`: the flows of each mask are recomputed from its shape; a mask whose
+   mean squared difference to the given flows exceeds ``flow_threshold`` is dropped.
+6. :func:`fill_holes`, then masks under ``min_size`` pixels are dropped; ids are made consecutive.
+
+Numpy and numba only: this runs without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import fastremap
+import numpy as np
+import numpy.typing as npt
+from numba import njit, prange
+from scipy import ndimage
+
+from flowseg.flows import FLOW_SCALE, labels_to_flows
+
+# End points within this chessboard distance of a seed's bin join that seed (cellpose grows its
+# seeds for 5 iterations of a 3 x 3 dilation: the same reach).
+GROW_RADIUS = 5
+# A seed suppresses weaker local maxima within this chessboard distance (a 5 x 5 window).
+SEED_RADIUS = 2
+# A pixel that moved less than this many pixels over its last two steps is at rest at a sink, or in
+# the 2-cycle that sinks produce, and stops early: its end point can differ from that after all niter
+# steps by at most niter / 2 * REST_DRIFT pixels (1 pixel for the default niter).
+REST_DRIFT = 0.01
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    """Settings of :func:`masks_from_flows`.
+
+    Attributes
+    ----------
+    cellprob_threshold : float
+        Pixels whose cell-probability logit exceeds this are foreground.
+    flow_threshold : float
+        Masks whose flows differ from their recomputed flows by a larger mean squared error are
+        dropped; 0 turns the check off.
+    min_size : int
+        Masks with fewer pixels (after filling holes) are dropped.
+    niter : int
+        Most Euler steps a pixel takes.
+    max_size_fraction : float
+        Masks larger than this fraction of the image are dropped.
+    """
+
+    cellprob_threshold: float = 0.0
+    flow_threshold: float = 0.4
+    min_size: int = 15
+    niter: int = 200
+    max_size_fraction: float = 0.4
+
+
+def masks_from_flows(
+    flows: npt.ArrayLike, cellprob: npt.ArrayLike, *, config: MaskConfig = MaskConfig()
+) -> npt.NDArray[np.uint32]:
+    """Turn flows and cell probability into instance labels.
+
+    Parameters
+    ----------
+    flows : (2, H, W) array_like of float
+        ``(dy, dx)`` in ``FLOW_SCALE`` units, as the network predicts them (unit flows times
+        ``FLOW_SCALE``).
+    cellprob : (H, W) array_like of float
+        Cell-probability logits.
+    config : MaskConfig
+        Thresholds and iteration count.
+
+    Returns
+    -------
+    labels : (H, W) ndarray of uint32
+        Consecutive ids ``1..N``, 0 = background.
+
+    Raises
+    ------
+    ValueError
+        If the shapes disagree or the inputs hold NaN or infinite values.
+
+    Examples
+    --------
+    >>> from flowseg.flows import labels_to_flows
+    >>> truth = np.zeros((40, 40), np.uint32)
+    >>> truth[5:20, 5:20], truth[5:20, 20:35] = 7, 3
+    >>> labels = masks_from_flows(labels_to_flows(truth) * FLOW_SCALE, np.where(truth > 0, 5.0, -5.0))
+    >>> int(labels.max()), bool(np.all((labels > 0) == (truth > 0)))
+    (2, True)
+    """
+    flows, cellprob = _check_inputs(flows, cellprob)
+    foreground = cellprob > config.cellprob_threshold
+    if not foreground.any():
+        return np.zeros(cellprob.shape, np.uint32)
+    endpoints = follow_flows(flows, foreground, niter=config.niter)
+    labels = cluster_endpoints(endpoints, foreground)
+    labels = _remove_masks_by_size(labels, high=config.max_size_fraction * labels.size)
+    if config.flow_threshold > 0:
+        labels = remove_bad_flow_masks(labels, flows, threshold=config.flow_threshold)
+    labels = fill_holes(labels)
+    labels = _remove_masks_by_size(labels, low=config.min_size)
+    renumbered, _ = fastremap.renumber(labels, preserve_zero=True, in_place=True)
+    return np.asarray(renumbered, dtype=np.uint32)
+
+
+def _check_inputs(
+    flows: npt.ArrayLike, cellprob: npt.ArrayLike
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    flows = np.ascontiguousarray(flows, dtype=np.float32)
+    cellprob = np.asarray(cellprob, dtype=np.float32)
+    if flows.ndim != 3 or flows.shape[0] != 2 or flows.shape[1:] != cellprob.shape:
+        raise ValueError(f"flows must be (2, H, W) and cellprob (H, W), got {flows.shape} "
+                         f"and {cellprob.shape}")
+    if not (np.isfinite(flows).all() and np.isfinite(cellprob).all()):
+        raise ValueError("flows or cellprob hold NaN or infinite values")
+    return flows, cellprob
+
+
+def follow_flows(
+    flows: npt.ArrayLike, foreground: npt.ArrayLike, *, niter: int = 200
+) -> npt.NDArray[np.float32]:
+    """Move every foreground pixel along the flows and return where it ends.
+
+    Each step adds the flow at the current position, bilinearly interpolated from the pixels
+    around it (flows count as zero outside the foreground) and divided by ``FLOW_SCALE``; positions
+    are kept inside the image. A pixel stops early once it is back within ``REST_DRIFT`` of where
+    it was two steps before (at rest, or oscillating around a sink).
+
+    Parameters
+    ----------
+    flows : (2, H, W) array_like of float
+        ``(dy, dx)`` in ``FLOW_SCALE`` units.
+    foreground : (H, W) array_like of bool
+        The pixels to move; the others stay where they are.
+    niter : int
+        Most steps per pixel.
+
+    Returns
+    -------
+    endpoints : (2, H, W) ndarray of float32
+        Final ``(y, x)`` of the pixel that started at each position.
+
+    Raises
+    ------
+    ValueError
+        If the shapes disagree or ``niter`` is negative.
+    """
+    flows = np.ascontiguousarray(flows, dtype=np.float32)
+    mask = np.ascontiguousarray(foreground, dtype=np.bool_)
+    if flows.ndim != 3 or flows.shape[0] != 2 or flows.shape[1:] != mask.shape:
+        raise ValueError(f"flows must be (2, H, W) and foreground (H, W), got {flows.shape} "
+                         f"and {mask.shape}")
+    if niter < 0:
+        raise ValueError(f"niter must be >= 0, got {niter}")
+    endpoints = np.empty(flows.shape, np.float32)
+    _euler_steps(flows, mask, int(niter), np.float32(1.0 / FLOW_SCALE), endpoints)
+    return endpoints
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _euler_steps(flows, mask, niter, scale, endpoints):  # type: ignore[no-untyped-def]
+    height, width = mask.shape
+    rest = REST_DRIFT * REST_DRIFT
+    for y in prange(height):
+        for x in range(width):
+            py, px = np.float32(y), np.float32(x)
+            if mask[y, x]:
+                # Positions one and two steps back: a point that comes back to where it was two
+                # steps ago is at rest or caught in the 2-cycle that sinks produce.
+                qy, qx = py, px
+                ry, rx = np.float32(-1e9), np.float32(-1e9)
+                for _ in range(niter):
+                    dy, dx = _interpolate(flows, mask, py, px)
+                    ry, rx, qy, qx = qy, qx, py, px
+                    py = min(max(py + dy * scale, 0.0), height - 1.0)
+                    px = min(max(px + dx * scale, 0.0), width - 1.0)
+                    if (py - ry) ** 2 + (px - rx) ** 2 < rest:
+                        break
+            endpoints[0, y, x] = py
+            endpoints[1, y, x] = px
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _interpolate(flows, mask, py, px):  # type: ignore[no-untyped-def]
+    height, width = mask.shape
+    y0, x0 = int(py), int(px)
+    y1, x1 = min(y0 + 1, height - 1), min(x0 + 1, width - 1)
+    fy, fx = py - y0, px - x0
+    w00 = (1 - fy) * (1 - fx) * mask[y0, x0]
+    w01 = (1 - fy) * fx * mask[y0, x1]
+    w10 = fy * (1 - fx) * mask[y1, x0]
+    w11 = fy * fx * mask[y1, x1]
+    dy = (w00 * flows[0, y0, x0] + w01 * flows[0, y0, x1]
+          + w10 * flows[0, y1, x0] + w11 * flows[0, y1, x1])
+    dx = (w00 * flows[1, y0, x0] + w01 * flows[1, y0, x1]
+          + w10 * flows[1, y1, x0] + w11 * flows[1, y1, x1])
+    return dy, dx
+
+
+def cluster_endpoints(
+    endpoints: npt.ArrayLike, foreground: npt.ArrayLike
+) -> npt.NDArray[np.uint32]:
+    """Group foreground pixels whose end points gather at one place.
+
+    End points are counted per pixel bin. Seeds are bins that hold the most end points in their
+    5 x 5 window, taken fullest first, and a seed within ``SEED_RADIUS`` of a fuller one is merged
+    into it. Every bin within ``GROW_RADIUS`` (chessboard distance) of a seed joins the nearest one
+    (the fuller seed on a tie); a pixel takes the id of the bin where it ended.
+
+    Parameters
+    ----------
+    endpoints : (2, H, W) array_like of float
+        Final positions from :func:`follow_flows`.
+    foreground : (H, W) array_like of bool
+
+    Returns
+    -------
+    labels : (H, W) ndarray of uint32
+        Ids ``1..N`` in seed order (not yet filtered), 0 = background or not near any seed.
+
+    Raises
+    ------
+    ValueError
+        If the shapes disagree.
+    """
+    endpoints = np.asarray(endpoints)
+    mask = np.asarray(foreground, dtype=bool)
+    if endpoints.shape != (2, *mask.shape):
+        raise ValueError(f"endpoints must be (2, H, W) over foreground (H, W), got "
+                         f"{endpoints.shape} and {mask.shape}")
+    height, width = mask.shape
+    ends_y = np.clip(np.rint(endpoints[0][mask]), 0, height - 1).astype(np.int64)
+    ends_x = np.clip(np.rint(endpoints[1][mask]), 0, width - 1).astype(np.int64)
+    bins = ends_y * width + ends_x
+    hist = np.bincount(bins, minlength=height * width).astype(np.int32).reshape(height, width)
+    owner = _grow_seeds(hist, SEED_RADIUS, GROW_RADIUS)
+    labels = np.zeros(mask.shape, np.uint32)
+    labels[mask] = owner.reshape(-1)[bins]
+    return labels
+
+
+@njit(cache=True, nogil=True)
+def _grow_seeds(hist, seed_radius, grow_radius):  # type: ignore[no-untyped-def]
+    height, width = hist.shape
+    cand_y, cand_x, cand_n = [], [], []
+    for y in range(height):
+        for x in range(width):
+            n = hist[y, x]
+            if n == 0:
+                continue
+            peak = True
+            for v in range(max(0, y - 2), min(height, y + 3)):
+                for u in range(max(0, x - 2), min(width, x + 3)):
+                    if hist[v, u] > n:
+                        peak = False
+            if peak:
+                cand_y.append(y)
+                cand_x.append(x)
+                cand_n.append(n)
+    order = np.argsort(-np.array(cand_n, dtype=np.int64), kind="mergesort")
+    owner = np.zeros((height, width), np.int32)
+    queue = np.empty(height * width, np.int64)
+    depth = np.zeros(height * width, np.int32)
+    head = tail = 0
+    seeds = 0
+    for i in order:
+        y, x = cand_y[i], cand_x[i]
+        taken = False
+        for v in range(max(0, y - seed_radius), min(height, y + seed_radius + 1)):
+            for u in range(max(0, x - seed_radius), min(width, x + seed_radius + 1)):
+                if owner[v, u] > 0:
+                    taken = True
+        if not taken:
+            seeds += 1
+            owner[y, x] = seeds
+            queue[tail] = y * width + x
+            tail += 1
+    while head < tail:  # breadth first from all seeds at once: each bin joins the nearest seed
+        y, x = queue[head] // width, queue[head] % width
+        d = depth[head]
+        head += 1
+        if d == grow_radius:
+            continue
+        for v in range(max(0, y - 1), min(height, y + 2)):
+            for u in range(max(0, x - 1), min(width, x + 2)):
+                if owner[v, u] == 0:
+                    owner[v, u] = owner[y, x]
+                    queue[tail] = v * width + u
+                    depth[tail] = d + 1
+                    tail += 1
+    return owner
+
+
+def remove_bad_flow_masks(
+    labels: npt.ArrayLike, flows: npt.ArrayLike, *, threshold: float = 0.4
+) -> npt.NDArray[np.uint32]:
+    """Drop masks whose given flows disagree with the flows of their own shape.
+
+    Parameters
+    ----------
+    labels : (H, W) array_like of non-negative integers
+    flows : (2, H, W) array_like of float
+        The flows the masks came from, in ``FLOW_SCALE`` units.
+    threshold : float
+        Largest mean (over the mask) squared error between the unit flows of the mask's shape and
+        ``flows / FLOW_SCALE``, summed over both components.
+
+    Returns
+    -------
+    labels : (H, W) ndarray of uint32
+        A copy without the rejected masks (ids otherwise unchanged).
+
+    Raises
+    ------
+    ValueError
+        If the shapes disagree.
+    """
+    labels = np.array(labels, dtype=np.uint32)
+    flows = np.ascontiguousarray(flows, dtype=np.float32)
+    if flows.shape != (2, *labels.shape):
+        raise ValueError(f"flows must be (2, H, W) over labels (H, W), got {flows.shape} "
+                         f"and {labels.shape}")
+    errors = flow_errors(labels, flows)
+    bad = np.flatnonzero(errors > threshold) + 1
+    if bad.size:
+        labels = fastremap.mask(labels, bad)
+    return labels
+
+
+def flow_errors(labels: npt.ArrayLike, flows: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Mean squared error, per mask, between given flows and the flows of the mask's shape.
+
+    Parameters
+    ----------
+    labels : (H, W) array_like of non-negative integers
+    flows : (2, H, W) array_like of float
+        In ``FLOW_SCALE`` units.
+
+    Returns
+    -------
+    errors : (labels.max(),) ndarray of float64
+        ``errors[i]`` belongs to id ``i + 1``; ids with no pixel get 0.
+
+    Raises
+    ------
+    ValueError
+        If ``labels`` is not a 2-D integer array.
+    """
+    labels = np.ascontiguousarray(labels, dtype=np.uint32)
+    own = labels_to_flows(labels)
+    sums = np.zeros(int(labels.max()) + 1 if labels.size else 1, np.float64)
+    counts = np.zeros_like(sums)
+    _flow_error_sums(labels, own, np.ascontiguousarray(flows, dtype=np.float32),
+                     np.float32(1.0 / FLOW_SCALE), sums, counts)
+    return (sums / np.maximum(counts, 1))[1:]
+
+
+@njit(cache=True, nogil=True)
+def _flow_error_sums(labels, own, flows, scale, sums, counts):  # type: ignore[no-untyped-def]
+    height, width = labels.shape
+    for y in range(height):
+        for x in range(width):
+            k = labels[y, x]
+            if k:
+                ey = own[0, y, x] - flows[0, y, x] * scale
+                ex = own[1, y, x] - flows[1, y, x] * scale
+                sums[k] += ey * ey + ex * ex
+                counts[k] += 1
+
+
+def fill_holes(labels: npt.ArrayLike) -> npt.NDArray[np.uint32]:
+    """Fill background regions that are enclosed by a single mask.
+
+    A background region (4-connected) that touches the image border, or borders two masks or more,
+    is left alone, so that a cell inside another cell's hole is never overwritten.
+
+    Parameters
+    ----------
+    labels : (H, W) array_like of non-negative integers
+
+    Returns
+    -------
+    labels : (H, W) ndarray of uint32
+
+    Examples
+    --------
+    >>> ring = np.ones((5, 5), np.uint32)
+    >>> ring[2, 2] = 0
+    >>> int(fill_holes(ring)[2, 2])
+    1
+    """
+    labels = np.array(labels, dtype=np.uint32)
+    holes, count = ndimage.label(labels == 0)
+    if count:
+        owner = _hole_owners(labels, holes.astype(np.int32, copy=False), count)
+        fill = owner[holes]
+        labels[fill > 0] = fill[fill > 0]
+    return labels
+
+
+@njit(cache=True, nogil=True)
+def _hole_owners(labels, holes, count):  # type: ignore[no-untyped-def]
+    """Return, per background region, its only neighbouring id, or -1 (0 for region 0)."""
+    height, width = labels.shape
+    owner = np.zeros(count + 1, np.int64)
+    for y in range(height):
+        for x in range(width):
+            h = holes[y, x]
+            if h == 0:
+                continue
+            if y == 0 or x == 0 or y == height - 1 or x == width - 1:
+                owner[h] = -1
+                continue
+            for v, u in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                k = labels[v, u]
+                if k == 0 or owner[h] == -1:
+                    continue
+                owner[h] = k if owner[h] == 0 or owner[h] == k else -1
+    owner[0] = 0
+    return owner
+
+
+def _remove_masks_by_size(
+    labels: npt.NDArray[np.uint32], *, low: float = 0, high: float = np.inf
+) -> npt.NDArray[np.uint32]:
+    sizes = np.bincount(labels.reshape(-1))
+    drop = np.flatnonzero((sizes > 0) & ((sizes < low) | (sizes > high)))
+    drop = drop[drop > 0]
+    return fastremap.mask(labels, drop) if drop.size else labels

@@ -1,0 +1,404 @@
+"""The challenge's metric: F1 of instances matched one to one at IoU >= 0.5.
+
+As the NeurIPS 2022 cell segmentation challenge scores a prediction:
+
+- cells that touch a band ``BORDER`` pixels wide along the image edge are removed from both the
+  truth and the prediction, and the ids renumbered;
+- each true cell is matched to at most one predicted cell (Hungarian assignment), and a match with
+  IoU >= 0.5 is a true positive; FP = predictions - TP, FN = true cells - TP;
+- an image of ``PATCH_PIXELS`` pixels or more is zero-padded to a multiple of ``PATCH`` and scored
+  in ``PATCH x PATCH`` patches (each with its own border removal), whose counts are added.
+
+Where the challenge's script divides zero by zero (no prediction, or no true cell), we return 1 when
+both are empty and 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import fastremap
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from flowseg.io import LABEL_SUFFIX, read_labels
+
+log = logging.getLogger(__name__)
+
+BORDER = 2
+PATCH = 2000
+PATCH_PIXELS = 25_000_000
+IOU_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Counts and rates of one comparison.
+
+    Attributes
+    ----------
+    tp, fp, fn : int
+        Matched, unmatched predicted, and unmatched true cells.
+    iou_sum : float
+        Sum of the IoU of the matched pairs (to average across patches or images).
+    """
+
+    tp: int
+    fp: int
+    fn: int
+    iou_sum: float = 0.0
+
+    def __add__(self, other: Scores) -> Scores:
+        return Scores(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn,
+                      self.iou_sum + other.iou_sum)
+
+    @property
+    def precision(self) -> float:
+        """TP / (TP + FP); 1 when nothing was predicted and nothing was there."""
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else float(self.fn == 0)
+
+    @property
+    def recall(self) -> float:
+        """TP / (TP + FN); 1 when there was nothing to find and nothing was predicted."""
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else float(self.fp == 0)
+
+    @property
+    def f1(self) -> float:
+        """2 TP / (2 TP + FP + FN), the harmonic mean of precision and recall."""
+        total = 2 * self.tp + self.fp + self.fn
+        return 2 * self.tp / total if total else 1.0
+
+    @property
+    def mean_iou(self) -> float:
+        """Mean IoU of the matched pairs (NaN when none matched)."""
+        return self.iou_sum / self.tp if self.tp else math.nan
+
+
+def label_overlap(x: npt.ArrayLike, y: npt.ArrayLike) -> npt.NDArray[np.uint32]:
+    """Count the pixels shared by every pair of ids.
+
+    Parameters
+    ----------
+    x, y : (H, W) array_like of non-negative integers
+        Two label images of one shape. Ids index the result, so renumber huge ids first.
+
+    Returns
+    -------
+    overlap : (x.max() + 1, y.max() + 1) ndarray of uint32
+        ``overlap[i, j]`` pixels have id ``i`` in ``x`` and ``j`` in ``y``.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ.
+
+    Examples
+    --------
+    >>> label_overlap(np.array([[0, 1, 1]]), np.array([[1, 1, 0]])).tolist()
+    [[0, 1], [1, 1]]
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    if x.shape != y.shape:
+        raise ValueError(f"label images differ in shape: {x.shape} and {y.shape}")
+    x = np.ascontiguousarray(x.reshape(-1), dtype=np.int64)
+    y = np.ascontiguousarray(y.reshape(-1), dtype=np.int64)
+    x_max = int(x.max()) if x.size else 0
+    y_max = int(y.max()) if y.size else 0
+    overlap = np.zeros((x_max + 1, y_max + 1), np.uint32)
+    _label_overlap(x, y, overlap)
+    return overlap
+
+
+@njit(cache=True, nogil=True)
+def _label_overlap(x, y, overlap):  # type: ignore[no-untyped-def]
+    for i in range(x.size):
+        overlap[x[i], y[i]] += 1
+
+
+def match_labels(
+    true: npt.ArrayLike, pred: npt.ArrayLike, *, threshold: float = IOU_THRESHOLD
+) -> Scores:
+    """Match cells one to one and count those matched at IoU >= ``threshold``.
+
+    The assignment maximises the number of pairs at or above the threshold, then their summed IoU,
+    as the challenge's Hungarian cost does. Pairs are found from the overlapping pixels only, and
+    the assignment is solved per connected group of candidate pairs, so that ten thousand cells
+    cost no dense ten-thousand-square matrix.
+
+    Parameters
+    ----------
+    true, pred : (H, W) array_like of non-negative integers
+        Ground truth and prediction; ids need not be consecutive.
+    threshold : float
+        IoU a pair needs to count as a match, in (0, 1].
+
+    Returns
+    -------
+    scores : Scores
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ or ``threshold`` is outside (0, 1].
+
+    Examples
+    --------
+    >>> t = np.array([[1, 1, 0, 2, 2]])
+    >>> p = np.array([[5, 5, 5, 0, 0]])
+    >>> s = match_labels(t, p)
+    >>> s.tp, s.fp, s.fn, round(s.f1, 3)
+    (1, 0, 1, 0.667)
+    """
+    if not 0 < threshold <= 1:
+        raise ValueError(f"IoU threshold must be in (0, 1], got {threshold}")
+    true_ids, _ = fastremap.renumber(np.asarray(true), in_place=False)
+    pred_ids, _ = fastremap.renumber(np.asarray(pred), in_place=False)
+    overlap = label_overlap(true_ids, pred_ids)
+    n_true, n_pred = overlap.shape[0] - 1, overlap.shape[1] - 1
+    if n_true == 0 or n_pred == 0:
+        return Scores(0, n_pred, n_true)
+    area_true = overlap.sum(axis=1, dtype=np.int64)
+    area_pred = overlap.sum(axis=0, dtype=np.int64)
+    ti, pj = np.nonzero(overlap[1:, 1:])
+    inter = overlap[ti + 1, pj + 1].astype(np.float64)
+    iou = inter / (area_true[ti + 1] + area_pred[pj + 1] - inter)
+    keep = iou >= threshold
+    matched = _assign(ti[keep], pj[keep], iou[keep], n_true, n_pred)
+    return Scores(len(matched), n_pred - len(matched), n_true - len(matched), float(matched.sum()))
+
+
+def _assign(
+    ti: npt.NDArray[np.intp], pj: npt.NDArray[np.intp], iou: npt.NDArray[np.float64],
+    n_true: int, n_pred: int,
+) -> npt.NDArray[np.float64]:
+    """Return the IoU of the chosen pairs of a maximum, then IoU-heaviest, one-to-one matching."""
+    if ti.size == 0:
+        return np.zeros(0)
+    graph = coo_matrix((np.ones(ti.size), (ti, pj + n_true)), shape=(n_true + n_pred,) * 2)
+    _, group = connected_components(graph, directed=False)
+    groups = group[ti]
+    sizes = np.bincount(groups, minlength=group.max() + 1)
+    chosen = [iou[sizes[groups] == 1]]  # a pair alone in its group is matched as it stands
+    for g in np.unique(groups[sizes[groups] > 1]):
+        sel = groups == g
+        rows, r = np.unique(ti[sel], return_inverse=True)
+        cols, c = np.unique(pj[sel], return_inverse=True)
+        # Each pair counts 1, plus IoU / (2 n) to prefer the better IoU among equal counts.
+        cost = np.zeros((rows.size, cols.size))
+        cost[r, c] = -1.0 - iou[sel] / (2 * min(rows.size, cols.size))
+        a, b = linear_sum_assignment(cost)
+        hit = cost[a, b] < 0
+        pair_iou = np.zeros_like(cost)
+        pair_iou[r, c] = iou[sel]
+        chosen.append(pair_iou[a[hit], b[hit]])
+    return np.concatenate(chosen)
+
+
+def remove_border_cells(labels: npt.ArrayLike, *, width: int = BORDER) -> npt.NDArray[np.uint32]:
+    """Remove the cells that touch a band of ``width`` pixels along the image edge.
+
+    Parameters
+    ----------
+    labels : (H, W) array_like of non-negative integers
+    width : int
+        Band width in pixels; the challenge uses 2.
+
+    Returns
+    -------
+    labels : (H, W) ndarray of uint32
+        Remaining cells renumbered ``1..N``.
+
+    Examples
+    --------
+    >>> x = np.zeros((8, 8), int); x[0, 0] = 1; x[3:5, 3:5] = 2
+    >>> remove_border_cells(x).max(), remove_border_cells(x)[3, 3]
+    (np.uint32(1), np.uint32(1))
+    """
+    labels = np.array(labels, dtype=np.uint32)
+    band = np.ones(labels.shape, bool)
+    band[width:-width or None, width:-width or None] = False
+    touching = np.unique(labels[band])
+    touching = touching[touching > 0]
+    if touching.size:
+        labels = fastremap.mask(labels, touching)
+    renumbered, _ = fastremap.renumber(labels, preserve_zero=True, in_place=True)
+    return np.asarray(renumbered, dtype=np.uint32)
+
+
+def challenge_scores(
+    true: npt.ArrayLike, pred: npt.ArrayLike, *, threshold: float = IOU_THRESHOLD
+) -> Scores:
+    """Score a prediction as the challenge does (border cells removed, large images in patches).
+
+    Parameters
+    ----------
+    true, pred : (H, W) array_like of non-negative integers
+    threshold : float
+        IoU of a match; the challenge uses 0.5.
+
+    Returns
+    -------
+    scores : Scores
+        Summed over patches for images of ``PATCH_PIXELS`` pixels or more.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ.
+    """
+    true, pred = np.asarray(true), np.asarray(pred)
+    if true.shape != pred.shape or true.ndim != 2:
+        raise ValueError(f"truth and prediction must be 2-D of one shape, got {true.shape} "
+                         f"and {pred.shape}")
+    if true.size < PATCH_PIXELS:
+        return match_labels(remove_border_cells(true), remove_border_cells(pred),
+                            threshold=threshold)
+    total = Scores(0, 0, 0)
+    height, width = true.shape
+    for y in range(0, height, PATCH):
+        for x in range(0, width, PATCH):
+            # The challenge pads with zeros to whole patches: a patch cut by the image edge keeps
+            # its PATCH size, and the padding is background.
+            t = _padded_patch(true, y, x)
+            p = _padded_patch(pred, y, x)
+            total += match_labels(remove_border_cells(t), remove_border_cells(p),
+                                  threshold=threshold)
+    return total
+
+
+def _padded_patch(labels: npt.NDArray[np.generic], y: int, x: int) -> npt.NDArray[np.uint32]:
+    patch = np.zeros((PATCH, PATCH), np.uint32)
+    part = labels[y : y + PATCH, x : x + PATCH]
+    patch[: part.shape[0], : part.shape[1]] = part
+    return patch
+
+
+@dataclass
+class Evaluation:
+    """Result of :func:`evaluate_folder`.
+
+    Attributes
+    ----------
+    rows : list of dict
+        One per ground-truth image: name, f1, precision, recall, tp, fp, fn, mean_iou, status
+        (``ok``, ``missing`` or an error message for an unreadable prediction).
+    missing : list of str
+        Names with no prediction (scored as empty).
+    failed : list of str
+        ``name: reason`` for images that could not be scored at all (unreadable ground truth).
+    """
+
+    rows: list[dict[str, object]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        """Return the mean and median F1 over the scored images (NaN when none was scored)."""
+        f1 = np.array([float(r["f1"]) for r in self.rows])  # type: ignore[arg-type]
+        if f1.size == 0:
+            return {"mean_f1": math.nan, "median_f1": math.nan}
+        return {"mean_f1": float(f1.mean()), "median_f1": float(np.median(f1))}
+
+    def to_table(self) -> str:
+        """Return the per-image table, the mean and median F1, and what was missing or failed."""
+        lines = [f"{'image':<32} {'F1':>6} {'prec':>6} {'recall':>6} {'TP':>6} {'FP':>6} "
+                 f"{'FN':>6} {'mIoU':>6}  status"]
+        for r in self.rows:
+            lines.append(f"{r['name']!s:<32} {r['f1']:6.3f} {r['precision']:6.3f} "
+                         f"{r['recall']:6.3f} {r['tp']:6d} {r['fp']:6d} {r['fn']:6d} "
+                         f"{r['mean_iou']:6.3f}  {r['status']}")
+        s = self.summary()
+        lines.append(f"{len(self.rows)} images: mean F1 {s['mean_f1']:.4f}, "
+                     f"median F1 {s['median_f1']:.4f}")
+        if self.missing:
+            lines.append(f"missing predictions (scored as empty): {', '.join(self.missing)}")
+        lines += [f"not scored: {reason}" for reason in self.failed]
+        return "\n".join(lines)
+
+    def write_csv(self, path: str | os.PathLike[str]) -> None:
+        """Write the per-image rows as CSV, atomically (a temporary file renamed over ``path``)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=list(_CSV_FIELDS))
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, path)
+
+
+_CSV_FIELDS = ("name", "f1", "precision", "recall", "tp", "fp", "fn", "mean_iou", "status")
+
+
+def evaluate_folder(
+    pred_dir: str | os.PathLike[str],
+    gt_dir: str | os.PathLike[str],
+    *,
+    threshold: float = IOU_THRESHOLD,
+) -> Evaluation:
+    """Score every ``<name>_label.tiff`` of ``gt_dir`` against the same name in ``pred_dir``.
+
+    A missing prediction counts as an empty one and is listed; an unreadable or misshapen
+    prediction counts as empty too and its row says why; an unreadable ground truth is listed in
+    ``failed`` and not scored.
+
+    Parameters
+    ----------
+    pred_dir, gt_dir : str or PathLike
+        Folders of ``<name>_label.tiff`` files.
+    threshold : float
+        IoU of a match.
+
+    Returns
+    -------
+    evaluation : Evaluation
+
+    Raises
+    ------
+    FileNotFoundError
+        If a folder does not exist.
+    ValueError
+        If ``gt_dir`` holds no label file.
+    """
+    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    for folder in (pred_dir, gt_dir):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no such folder")
+    truths = sorted(gt_dir.glob(f"*{LABEL_SUFFIX}"))
+    if not truths:
+        raise ValueError(f"{gt_dir}: no *{LABEL_SUFFIX} files")
+    result = Evaluation()
+    for truth_path in truths:
+        name = truth_path.name[: -len(LABEL_SUFFIX)]
+        try:
+            truth = read_labels(truth_path)
+        except (OSError, ValueError) as err:
+            result.failed.append(f"{name}: {err}")
+            continue
+        pred, status = np.zeros_like(truth), "ok"
+        pred_path = pred_dir / truth_path.name
+        if not pred_path.exists():
+            result.missing.append(name)
+            status = "missing"
+        else:
+            try:
+                pred = read_labels(pred_path)
+                if pred.shape != truth.shape:
+                    raise ValueError(f"{pred_path}: shape {pred.shape}, truth has {truth.shape}")
+            except (OSError, ValueError) as err:
+                pred, status = np.zeros_like(truth), f"unreadable: {err}"
+                log.warning("%s", err)
+        scores = challenge_scores(truth, pred, threshold=threshold)
+        result.rows.append({"name": name, "f1": scores.f1, "precision": scores.precision,
+                            "recall": scores.recall, "tp": scores.tp, "fp": scores.fp,
+                            "fn": scores.fn, "mean_iou": scores.mean_iou, "status": status})
+    return result

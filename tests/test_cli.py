@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flowseg.cli import build_parser, main
+from flowseg.io import write_labels
+from flowseg.synthetic import random_touching_labels
+
+
+def test_help_imports_neither_torch_nor_numba() -> None:
+    code = ("import sys; from flowseg.cli import build_parser; build_parser().format_help(); "
+            "print(sorted(m for m in ('torch', 'numba', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_module_help_and_version() -> None:
+    out = subprocess.run([sys.executable, "-m", "flowseg", "--help"], capture_output=True,
+                         text=True, check=True)
+    assert "evaluate" in out.stdout
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+
+
+def test_evaluate_prints_table_and_writes_csv(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    labels = random_touching_labels((96, 96), seed=0)
+    write_labels(labels, tmp_path / "gt" / "img_label.tiff")
+    write_labels(labels, tmp_path / "pred" / "img_label.tiff")
+    write_labels(labels, tmp_path / "gt" / "other_label.tiff")
+    code = main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
+                 "--csv", str(tmp_path / "s.csv")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "img" in out and "mean F1 0.5000" in out and "missing predictions" in out
+    assert (tmp_path / "s.csv").read_text().count("\n") == 3
+
+
+def test_evaluate_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--pred", str(tmp_path / "nope"), "--gt", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "nope: no such folder" in err
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "gt" / "bad_label.tiff").write_bytes(b"x")
+    write_labels(np.zeros((4, 4), np.uint8), tmp_path / "gt" / "ok_label.tiff")
+    assert main(["evaluate", "--pred", str(tmp_path), "--gt", str(tmp_path / "gt")]) == 1
+    assert "not scored: bad" in capsys.readouterr().out
+
+
+def test_parser_requires_a_command() -> None:
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args([])
+    assert info.value.code == 2

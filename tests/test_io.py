@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import imagecodecs
+import numpy as np
+import pytest
+import tifffile
+
+from flowseg.io import (
+    find_pairs,
+    label_path,
+    list_images,
+    read_image,
+    read_labels,
+    write_labels,
+)
+
+RNG = np.random.default_rng(0)
+
+
+def _save(path: Path, array: np.ndarray) -> Path:
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        tifffile.imwrite(path, array)
+    elif suffix == ".png":
+        path.write_bytes(imagecodecs.png_encode(array))
+    elif suffix == ".bmp":
+        path.write_bytes(imagecodecs.bmp_encode(array))
+    else:
+        path.write_bytes(imagecodecs.jpeg8_encode(array, level=100))
+    return path
+
+
+LOSSLESS = [(s, d, c) for s in (".png", ".tif", ".tiff", ".bmp") for d in (np.uint8, np.uint16)
+            for c in (0, 3) if not (s == ".bmp" and d == np.uint16)]  # BMP has no 16 bits
+
+
+@pytest.mark.parametrize(("suffix", "dtype", "channels"), LOSSLESS)
+def test_lossless_formats_round_trip(tmp_path: Path, suffix: str, dtype: type, channels: int) -> None:
+    shape = (17, 23, channels) if channels else (17, 23)
+    array = RNG.integers(0, np.iinfo(dtype).max, shape, endpoint=True).astype(dtype)
+    image = read_image(_save(tmp_path / f"x{suffix}", array))
+    expected = np.moveaxis(array, -1, 0) if channels else array[None]
+    assert image.dtype == np.float32 and image.shape == expected.shape
+    np.testing.assert_array_equal(image, expected.astype(np.float32))  # 16-bit range kept
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".jpeg", ".JPG"])
+def test_jpeg_reads_close(tmp_path: Path, suffix: str) -> None:
+    array = np.tile(np.linspace(0, 255, 32).astype(np.uint8), (24, 1))
+    rgb = np.stack([array, array[::-1], array], axis=-1)
+    image = read_image(_save(tmp_path / f"x{suffix}", rgb))
+    assert image.shape == (3, 24, 32)
+    assert np.abs(image - np.moveaxis(rgb, -1, 0)).mean() < 3
+
+
+def test_alpha_is_dropped_from_png(tmp_path: Path) -> None:
+    rgba = RNG.integers(0, 255, (9, 11, 4)).astype(np.uint8)
+    assert read_image(_save(tmp_path / "a.png", rgba)).shape == (3, 9, 11)
+    gray_alpha = RNG.integers(0, 255, (9, 11, 2)).astype(np.uint8)
+    assert read_image(_save(tmp_path / "b.png", gray_alpha)).shape == (1, 9, 11)
+
+
+@pytest.mark.parametrize("shape", [(5, 40, 30), (40, 30, 5), (1, 40, 30), (2, 40, 30), (40, 30, 4)])
+def test_multichannel_tiff_in_either_order(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    array = RNG.integers(0, 60_000, shape).astype(np.uint16)
+    image = read_image(_save(tmp_path / "m.tif", array))
+    channel_last = shape[-1] < shape[0]
+    expected = np.moveaxis(array, -1, 0) if channel_last else array
+    np.testing.assert_array_equal(image, expected)
+
+
+def test_float_tiff_keeps_values(tmp_path: Path) -> None:
+    array = RNG.normal(0, 1000, (12, 13)).astype(np.float32)
+    np.testing.assert_array_equal(read_image(_save(tmp_path / "f.tif", array))[0], array)
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("missing.png", None, "no such file"),
+    ("empty.png", b"", "empty file"),
+    ("corrupt.png", b"\x89PNG\r\n\x1a\nnot really a png", "cannot decode"),
+    ("corrupt.tif", b"II*\x00garbage", "cannot decode"),
+    ("notes.txt", b"hello", "unsupported format"),
+])
+def test_bad_files_give_one_line_errors(tmp_path: Path, name: str, content: bytes | None,
+                                        message: str) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises((ValueError, FileNotFoundError), match=message) as info:
+        read_image(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_stack_is_refused(tmp_path: Path) -> None:
+    path = _save(tmp_path / "stack.tif", np.zeros((30, 40, 50), np.uint8))
+    with pytest.raises(ValueError, match=r"stack.tif: shape \(30, 40, 50\)"):
+        read_image(path)
+
+
+def test_labels_round_trip_and_dtype(tmp_path: Path) -> None:
+    small = RNG.integers(0, 60_000, (20, 30)).astype(np.uint32)
+    path = write_labels(small, tmp_path / "out" / "a_label.tiff")
+    assert tifffile.imread(path).dtype == np.uint16
+    np.testing.assert_array_equal(read_labels(path), small)
+    big = small.copy()
+    big[0, 0] = 70_000
+    path = write_labels(big, tmp_path / "b_label.tiff")
+    assert tifffile.imread(path).dtype == np.uint32
+    np.testing.assert_array_equal(read_labels(path), big)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages[0].compression != 1  # compressed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b_label.tiff", "out"]  # no leftovers
+
+
+def test_write_labels_failure_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="negative"):
+        write_labels(np.full((4, 4), -1), tmp_path / "x_label.tiff")
+    old = write_labels(np.ones((4, 4), np.uint8), tmp_path / "y_label.tiff")
+    with pytest.raises(ValueError, match="2-D"):
+        write_labels(np.ones((2, 4, 4), np.uint8), old)
+    assert read_labels(old).sum() == 16 and sorted(os.listdir(tmp_path)) == ["y_label.tiff"]
+
+
+@pytest.mark.parametrize(("array", "message"), [
+    (np.full((4, 4), -3, np.int32), "negative"),
+    (np.full((4, 4), 1.5, np.float32), "non-integer"),
+    (np.zeros((2, 4, 4), np.uint16), "2-D"),
+])
+def test_bad_labels(tmp_path: Path, array: np.ndarray, message: str) -> None:
+    path = tmp_path / "bad_label.tiff"
+    tifffile.imwrite(path, array)
+    with pytest.raises(ValueError, match=message):
+        read_labels(path)
+
+
+def test_find_pairs(tmp_path: Path) -> None:
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    for name in ("b", "a"):
+        _save(images / f"{name}.png", np.zeros((4, 4), np.uint8))
+        write_labels(np.zeros((4, 4), np.uint8), labels / f"{name}_label.tiff")
+    (images / ".hidden.png").write_bytes(b"")
+    pairs = find_pairs(images, labels)
+    assert [(i.name, lab.name) for i, lab in pairs] == [
+        ("a.png", "a_label.tiff"), ("b.png", "b_label.tiff")]
+    _save(images / "c.tif", np.zeros((4, 4), np.uint8))
+    write_labels(np.zeros((4, 4), np.uint8), labels / "z_label.tiff")
+    with pytest.raises(ValueError, match=r"for c.tif.*for z_label.tiff"):
+        find_pairs(images, labels)
+    _save(images / "a.tif", np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError, match="share the name a"):
+        list_images(images)
+
+
+def test_find_pairs_in_one_folder_and_empty(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no images"):
+        find_pairs(tmp_path, tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        find_pairs(tmp_path / "nope", tmp_path)
+    _save(tmp_path / "x.bmp", np.zeros((4, 4, 3), np.uint8))
+    write_labels(np.zeros((4, 4), np.uint8), tmp_path / "x_label.tiff")
+    assert [p[0].name for p in find_pairs(tmp_path, tmp_path)] == ["x.bmp"]
+
+
+def test_label_path() -> None:
+    assert label_path("/in/cell.01.png", "/out") == Path("/out/cell.01_label.tiff")

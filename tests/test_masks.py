@@ -1,0 +1,234 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import ndimage
+
+from flowseg.flows import FLOW_SCALE, labels_to_flows
+from flowseg.io import read_labels
+from flowseg.masks import (
+    GROW_RADIUS,
+    REST_DRIFT,
+    SEED_RADIUS,
+    MaskConfig,
+    _grow_seeds,
+    _hole_owners,
+    cluster_endpoints,
+    fill_holes,
+    flow_errors,
+    follow_flows,
+    masks_from_flows,
+    remove_bad_flow_masks,
+)
+from flowseg.metrics import challenge_scores, match_labels
+from flowseg.synthetic import random_touching_labels
+
+from .conftest import ring_cell
+
+
+def round_trip(labels: np.ndarray, config: MaskConfig = MaskConfig()) -> np.ndarray:
+    flows = labels_to_flows(labels) * FLOW_SCALE
+    cellprob = np.where(labels > 0, 4.0, -4.0)
+    return masks_from_flows(flows, cellprob, config=config)
+
+
+def test_round_trip_recovers_synthetic_cells(synthetic_labels: np.ndarray) -> None:
+    masks = round_trip(synthetic_labels, MaskConfig(min_size=0))
+    scores = match_labels(synthetic_labels, masks)
+    assert scores.f1 >= 0.995 and scores.mean_iou >= 0.98, scores
+    assert masks.dtype == np.uint32
+    assert np.array_equal(np.unique(masks), np.arange(masks.max() + 1))
+
+
+def test_ring_cell_loses_only_its_saddle() -> None:
+    labels = ring_cell()
+    assert round_trip(labels, MaskConfig(min_size=0)).max() == 3  # ring, inner cell, saddle bit
+    masks = round_trip(labels)  # the default min_size drops the few pixels stuck at the saddle
+    scores = match_labels(labels, masks)
+    assert scores.f1 == 1.0 and scores.mean_iou >= 0.98, scores
+
+
+def test_round_trip_keeps_a_one_pixel_cell() -> None:
+    labels = np.zeros((30, 30), np.uint32)
+    labels[5:20, 5:20] = 4
+    labels[25, 25] = 9
+    masks = round_trip(labels, MaskConfig(min_size=0))
+    assert masks[25, 25] > 0 and masks.max() == 2
+    assert round_trip(labels)[25, 25] == 0  # the default min_size drops it
+
+
+def test_round_trip_on_real_samples(shared_pair: tuple) -> None:
+    labels = read_labels(shared_pair[1])
+    scores = challenge_scores(labels, round_trip(labels))
+    assert scores.f1 >= 0.995 and scores.mean_iou >= 0.98, scores
+
+
+def test_dense_round_trip_at_challenge_scale() -> None:
+    labels = random_touching_labels((768, 768), seed=11)
+    scores = challenge_scores(labels, round_trip(labels))
+    assert labels.max() > 700 and scores.f1 >= 0.995 and scores.mean_iou >= 0.98, scores
+
+
+def euler_reference(flows: np.ndarray, mask: np.ndarray, niter: int) -> np.ndarray:
+    """Vectorised numpy Euler integration with the same bilinear rule and rest test."""
+    h, w = mask.shape
+    field = (flows * mask).astype(np.float32)
+    scale = np.float32(1 / FLOW_SCALE)
+    ys, xs = np.nonzero(mask)
+    p = np.stack([ys, xs]).astype(np.float32)
+    back1, back2 = p.copy(), np.full_like(p, -1e9)
+    active = np.ones(ys.size, bool)
+    for _ in range(niter):
+        y0, x0 = p[0].astype(int), p[1].astype(int)
+        y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+        fy, fx = p[0] - y0, p[1] - x0
+        step = ((1 - fy) * (1 - fx) * field[:, y0, x0] + (1 - fy) * fx * field[:, y0, x1]
+                + fy * (1 - fx) * field[:, y1, x0] + fy * fx * field[:, y1, x1])
+        new = p + step * scale
+        new[0] = np.clip(new[0], 0, h - 1)
+        new[1] = np.clip(new[1], 0, w - 1)
+        back2[:, active], back1[:, active] = back1[:, active], p[:, active]
+        p[:, active] = new[:, active]
+        active &= ((p - back2) ** 2).sum(axis=0) >= REST_DRIFT**2
+    out = np.stack(np.mgrid[:h, :w]).astype(np.float32)
+    out[:, ys, xs] = p
+    return out
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 40))
+def test_euler_kernel_matches_numpy_reference(seed: int, niter: int) -> None:
+    rng = np.random.default_rng(seed)
+    # A smooth field: white noise would make the paths chaotic, so that rounding alone diverges.
+    noise = ndimage.gaussian_filter(rng.normal(0, 1, (2, 23, 31)), (0, 3, 3))
+    flows = (noise / noise.std() * FLOW_SCALE).astype(np.float32)
+    mask = ndimage.gaussian_filter(rng.random((23, 31)), 2) < 0.55
+    # float32 rounding may stop a point one step earlier in one of the two: at most a few
+    # REST_DRIFT apart.
+    np.testing.assert_allclose(follow_flows(flows, mask, niter=niter),
+                               euler_reference(flows, mask, niter), atol=3 * REST_DRIFT)
+
+
+def grow_reference(hist: np.ndarray) -> np.ndarray:
+    """Seeds by 5 x 5 maxima and suppression, then each bin to the nearest seed (ties: fuller)."""
+    peaks = (hist > 0) & (hist == ndimage.maximum_filter(hist, size=5, mode="constant"))
+    ys, xs = np.nonzero(peaks)
+    order = np.argsort(-hist[ys, xs], kind="stable")
+    seeds: list[tuple[int, int]] = []
+    for y, x in zip(ys[order], xs[order], strict=True):
+        if all(max(abs(y - sy), abs(x - sx)) > SEED_RADIUS for sy, sx in seeds):
+            seeds.append((y, x))
+    owner = np.zeros(hist.shape, np.int32)
+    best = np.full(hist.shape, GROW_RADIUS + 1)
+    yy, xx = np.mgrid[: hist.shape[0], : hist.shape[1]]
+    for k, (sy, sx) in enumerate(seeds, start=1):
+        d = np.maximum(abs(yy - sy), abs(xx - sx))
+        win = d < best
+        owner[win], best[win] = k, d[win]
+    return owner
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000))
+def test_grow_kernel_matches_numpy_reference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    hist = np.zeros((48, 48), np.int32)
+    # Sinks on a jittered grid, at least 2 * GROW_RADIUS + 3 apart: nearer ones make ties whose
+    # order may legitimately differ between a breadth-first search and a distance map.
+    grid = np.array([(y, x) for y in (10, 34) for x in (10, 34)])
+    centres = grid + rng.integers(-3, 4, grid.shape)
+    for cy, cx in centres:  # each a peak with a spread of stragglers
+        hist[cy, cx] += rng.integers(20, 200)
+        near = np.clip(rng.normal((cy, cx), 1.5, (25, 2)).round().astype(int), 0, 47)
+        np.add.at(hist, tuple(near.T), 1)
+    stray = rng.integers(0, 48, (6, 2))  # lone end points far from any sink
+    np.add.at(hist, tuple(stray.T), 1)
+    np.testing.assert_array_equal(_grow_seeds(hist, SEED_RADIUS, GROW_RADIUS), grow_reference(hist))
+
+
+def test_cluster_merges_plateaus_and_splits_distant_sinks() -> None:
+    mask = np.ones((20, 20), bool)
+    ends = np.zeros((2, 20, 20), np.float32)
+    ends[:, :, :10] = np.array([5.0, 5.0])[:, None, None]  # left half ends at (5, 5)
+    ends[:, :10, 10:] = np.array([5.0, 15.0])[:, None, None]  # right half at (5, 15) and (5, 16):
+    ends[:, 10:, 10:] = np.array([5.0, 16.0])[:, None, None]  # neighbouring bins, one cell
+    labels = cluster_endpoints(ends, mask)
+    assert labels.max() == 2 and len(np.unique(labels[:, :10])) == 1
+    assert len(np.unique(labels[:, 10:])) == 1
+
+
+def hole_owner_reference(labels: np.ndarray) -> np.ndarray:
+    holes, n = ndimage.label(labels == 0)
+    owner = np.zeros(n + 1, np.int64)
+    for h in range(1, n + 1):
+        region = holes == h
+        ring = ndimage.binary_dilation(region) & ~region
+        ids = np.unique(labels[ring])
+        edge = region[0].any() or region[-1].any() or region[:, 0].any() or region[:, -1].any()
+        owner[h] = -1 if edge or ids.size != 1 else ids[0]
+    return owner
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000))
+def test_hole_kernel_matches_numpy_reference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    labels = random_touching_labels((48, 48), diameter=(10, 20), density=0.8, seed=seed)
+    labels[rng.random(labels.shape) < 0.05] = 0  # punch holes
+    holes, n = ndimage.label(labels == 0)
+    np.testing.assert_array_equal(_hole_owners(labels, holes.astype(np.int32), n),
+                                  hole_owner_reference(labels))
+
+
+def test_fill_holes_spares_a_cell_in_a_hole() -> None:
+    labels = np.zeros((30, 30), np.uint32)
+    labels[5:25, 5:25] = 1
+    labels[10:20, 10:20] = 0
+    labels[13:17, 13:17] = 2  # a cell inside the hole of cell 1
+    labels[7, 7] = 0  # a plain hole
+    filled = fill_holes(labels)
+    assert filled[7, 7] == 1 and filled[11, 11] == 0 and filled[14, 14] == 2
+
+
+def test_flow_errors_match_numpy_and_reject_wrong_flows() -> None:
+    labels = random_touching_labels((64, 64), seed=2)
+    flows = labels_to_flows(labels) * FLOW_SCALE
+    rng = np.random.default_rng(0)
+    noisy = flows + rng.normal(0, 2.0, flows.shape).astype(np.float32)
+    own = labels_to_flows(labels)
+    sq = ((own - noisy / FLOW_SCALE) ** 2).sum(axis=0)
+    expected = ndimage.mean(sq, labels, index=np.arange(1, labels.max() + 1))
+    np.testing.assert_allclose(flow_errors(labels, noisy), expected, rtol=1e-5)
+    assert np.all(flow_errors(labels, flows) < 1e-8)
+    bad = flows.copy()
+    bad[:, labels == 1] *= -1  # cell 1's flows point outward
+    kept = remove_bad_flow_masks(labels, bad, threshold=0.4)
+    assert not (kept == 1).any() and np.array_equal(kept[labels != 1], labels[labels != 1])
+
+
+def test_config_switches() -> None:
+    labels = np.zeros((40, 40), np.uint32)
+    labels[2:38, 2:38] = 1  # 81% of the image
+    assert round_trip(labels).max() == 0
+    assert round_trip(labels, MaskConfig(max_size_fraction=1.0)).max() == 1
+    flows = labels_to_flows(labels) * FLOW_SCALE
+    flows[:, labels > 0] *= -1
+    cellprob = np.where(labels > 0, 1.0, -1.0)
+    off = MaskConfig(flow_threshold=0, max_size_fraction=1.0, min_size=0)
+    assert masks_from_flows(flows, cellprob, config=off).max() > 0
+    on = MaskConfig(max_size_fraction=1.0, min_size=0)
+    assert masks_from_flows(flows, cellprob, config=on).max() == 0
+    none = masks_from_flows(flows, cellprob, config=MaskConfig(cellprob_threshold=2.0))
+    assert none.shape == labels.shape and none.max() == 0
+
+
+@pytest.mark.parametrize(("flows", "cellprob"), [
+    (np.zeros((2, 4, 4)), np.zeros((4, 5))),
+    (np.zeros((3, 4, 4)), np.zeros((4, 4))),
+    (np.full((2, 4, 4), np.nan), np.zeros((4, 4))),
+])
+def test_bad_inputs_are_refused(flows: np.ndarray, cellprob: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="flows"):
+        masks_from_flows(flows, cellprob)
