@@ -1,4 +1,4 @@
-"""Command line: ``python -m flowseg evaluate``.
+"""Command line: ``python -m flowseg train`` and ``python -m flowseg evaluate``.
 
 Heavy modules are imported inside the handlers, after parsing, so that ``--help`` answers at once.
 """
@@ -28,6 +28,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    train = commands.add_parser(
+        "train", help="train a network on image/label pairs",
+        description="Train flows + cell probability on DIR/images + DIR/labels "
+                    "(<name>_label.tiff), or on one folder holding both.")
+    train.add_argument("--data_path", required=True, help="training data folder")
+    train.add_argument("--out", default="flowseg_run", help="run folder (default: flowseg_run)")
+    train.add_argument("--batch_size", type=int, default=8, help="images per step (default: 8)")
+    train.add_argument("--epochs", type=int, default=100, help="passes over the data (default: 100)")
+    train.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3)")
+    train.add_argument("--crop", type=int, default=256, help="training crop side (default: 256)")
+    train.add_argument("--val_fraction", type=float, default=0.1,
+                       help="share of images held out for validation (default: 0.1)")
+    train.add_argument("--val_every", type=int, default=5, help="validate every N epochs")
+    train.add_argument("--diameter", type=float, default=None,
+                       help="rescale images so that the median cell diameter is this (off)")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    train.add_argument("--workers", type=int, default=1, help="data loader processes (default: 1)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
+                       help="continue from OUT/last.pt")
+    train.add_argument("--pretrained", help="start from this checkpoint's weights")
+    train.set_defaults(handler=_train)
+
     evaluate = commands.add_parser(
         "evaluate", help="score predicted labels against ground truth (challenge F1)",
         description="Score <name>_label.tiff predictions against ground truth as the NeurIPS 2022 "
@@ -39,6 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
                           help="IoU a match needs (default: 0.5)")
     evaluate.set_defaults(handler=_evaluate)
     return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from flowseg.dataset import DataConfig
+    from flowseg.train import TrainConfig, train
+
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                         val_fraction=args.val_fraction, val_every=args.val_every,
+                         seed=args.seed, device=args.device, num_workers=args.workers)
+    data = DataConfig(crop=args.crop, diameter=args.diameter)
+    best = train(args.data_path, args.out, config=config, data=data, resume=args.resume,
+                 pretrained=args.pretrained)
+    print(f"trained: {best}")
+    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import pytest
 
@@ -58,3 +59,27 @@ def test_parser_requires_a_command() -> None:
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args([])
     assert info.value.code == 2
+
+
+def test_train_command_runs_and_reports_bad_folders(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowseg.synthetic import make_sample
+
+    monkeypatch.setenv("FLOWSEG_CACHE", str(tmp_path / "cache"))
+    for i in range(3):
+        image, labels = make_sample((64, 64), "tissue", seed=i)
+        write_labels(labels, tmp_path / "data" / "labels" / f"t{i}_label.tiff")
+        (tmp_path / "data" / "images").mkdir(exist_ok=True)
+        (tmp_path / "data" / "images" / f"t{i}.png").write_bytes(imagecodecs.png_encode(image))
+    out = tmp_path / "run"
+    args = ["train", "--data_path", str(tmp_path / "data"), "--out", str(out), "--epochs", "2",
+            "--batch_size", "2", "--crop", "64", "--workers", "0", "--val_every", "1",
+            "--val_fraction", "0.34"]
+    assert main(args) == 0
+    assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
+    assert "trained:" in capsys.readouterr().out
+    assert main([*args, "--epochs", "3", "--resume"]) == 0
+    assert (out / "log.csv").read_text().count("\n") == 4  # header + 3 epochs
+    assert main(["train", "--data_path", str(tmp_path / "nothing")]) == 1
+    assert "no such folder" in capsys.readouterr().err

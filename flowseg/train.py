@@ -1,0 +1,375 @@
+"""Training: loss, the loop, validation with the challenge F1, resumable checkpoints.
+
+loss = MSE(flow outputs, FLOW_SCALE x target flows) / 2 + BCE-with-logits(cellprob, foreground),
+as cellpose trains. AdamW with a linear warm-up and a cosine decay, mixed precision on CUDA.
+
+Runs are repeatable and resumable: every sample is drawn from ``(seed, epoch, position)`` alone,
+and ``last.pt`` (written at every epoch end and every ``checkpoint_seconds``) holds the weights,
+the optimizer, the scheduler, the position in the epoch and the random states, so that a run
+killed at any point and resumed ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from flowseg.dataset import DataConfig, FlowDataset, discover_pairs, epoch_order
+from flowseg.flows import FLOW_SCALE
+from flowseg.masks import MaskConfig, masks_from_flows
+from flowseg.metrics import challenge_scores
+from flowseg.net import FlowUNet, NetConfig, load_net, read_checkpoint, save_atomic, save_net
+
+log = logging.getLogger(__name__)
+
+LOG_FIELDS = ("epoch", "step", "loss", "flow_loss", "prob_loss", "val_f1", "lr", "seconds")
+# Validation images larger than this are scored on a centred crop of this side.
+VAL_CROP = 1024
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings.
+
+    Attributes
+    ----------
+    epochs : int
+    batch_size : int
+    learning_rate : float
+        Peak AdamW learning rate.
+    weight_decay : float
+    warmup_fraction : float
+        Share of all steps spent ramping the learning rate up from zero.
+    val_fraction : float
+        Share of the pairs held out for validation (at least one when there are two or more).
+    val_every : int
+        Validate every this many epochs (and after the last).
+    seed : int
+    device : {"auto", "cpu", "cuda"}
+    num_workers : int
+        DataLoader worker processes.
+    checkpoint_seconds : float
+        Also write ``last.pt`` mid-epoch after this many seconds.
+    """
+
+    epochs: int = 100
+    batch_size: int = 8
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.05
+    val_fraction: float = 0.1
+    val_every: int = 5
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 1
+    checkpoint_seconds: float = 120.0
+
+
+def flow_loss(output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the flow and cell-probability parts of the loss.
+
+    Parameters
+    ----------
+    output : (B, 3, H, W) tensor
+        Network output: ``dy, dx`` in ``FLOW_SCALE`` units and the logit.
+    target : (B, 3, H, W) tensor
+        Unit ``dy, dx`` and the foreground (0 or 1).
+
+    Returns
+    -------
+    flow, prob : tensor
+        ``MSE(output flows, FLOW_SCALE * target flows) / 2`` and the BCE of the logit.
+    """
+    flow = F.mse_loss(output[:, :2].float(), FLOW_SCALE * target[:, :2]) / 2
+    prob = F.binary_cross_entropy_with_logits(output[:, 2].float(), target[:, 2])
+    return flow, prob
+
+
+def pick_device(name: str) -> torch.device:
+    """Resolve ``auto`` to CUDA when available, else the CPU; refuse CUDA when absent.
+
+    Parameters
+    ----------
+    name : {"auto", "cpu", "cuda"}
+
+    Returns
+    -------
+    device : torch.device
+
+    Raises
+    ------
+    ValueError
+        If CUDA is asked for and not available, or the name is unknown.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r}; expected auto, cpu or cuda")
+    return torch.device(name)
+
+
+def split_pairs(pairs: list[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
+    """Split pairs into training and validation sets, reproducibly.
+
+    Parameters
+    ----------
+    pairs : list
+    fraction : float
+        Share for validation; at least one pair when ``fraction > 0`` and two or more pairs.
+    seed : int
+
+    Returns
+    -------
+    train, val : list
+    """
+    if fraction <= 0 or len(pairs) < 2:
+        return list(pairs), []
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    n_val = min(len(pairs) - 1, max(1, round(fraction * len(pairs))))
+    val = set(order[:n_val].tolist())
+    return ([p for i, p in enumerate(pairs) if i not in val],
+            [p for i, p in enumerate(pairs) if i in val])
+
+
+def train(
+    data_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+    config: TrainConfig = TrainConfig(), data: DataConfig = DataConfig(),
+    net_config: NetConfig = NetConfig(), resume: bool = False,
+    pretrained: str | os.PathLike[str] | None = None, cache_dir: Path | None = None,
+) -> Path:
+    """Train a network; write ``last.pt``, ``best.pt`` and ``log.csv`` under ``out_dir``.
+
+    Parameters
+    ----------
+    data_path : str or PathLike
+        ``images/`` + ``labels/`` (``<name>_label.tiff``), or one folder holding both.
+    out_dir : str or PathLike
+    config : TrainConfig
+    data : DataConfig
+    net_config : NetConfig
+        Ignored when resuming or starting from ``pretrained`` (their shape wins).
+    resume : bool
+        Continue from ``out_dir/last.pt`` if it exists.
+    pretrained : str or PathLike, optional
+        Start from these weights.
+    cache_dir : Path, optional
+        Where targets are cached.
+
+    Returns
+    -------
+    best : Path
+        ``best.pt`` (the best validation F1), or ``last.pt`` without a validation set.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        For a bad data folder, checkpoint or device (one line naming the file).
+    """
+    out = Path(out_dir)
+    device = pick_device(config.device)
+    pairs = discover_pairs(data_path)
+    train_pairs, val_pairs = split_pairs(pairs, config.val_fraction, config.seed)
+    dataset = FlowDataset(train_pairs, data, cache_dir)
+    session = _Session.start(out, config, net_config, device, resume, pretrained, len(dataset))
+    session.net.metadata.update(training={
+        "data_path": str(data_path), "train_images": len(train_pairs),
+        "val_images": len(val_pairs), "train_config": asdict(config), "data_config": asdict(data)},
+        normalization={"lower": 1.0, "upper": 99.0, "channels": 3},
+        thresholds=asdict(MaskConfig()))
+    for epoch in range(session.epoch, config.epochs):
+        order = epoch_order(len(dataset), batch_size=config.batch_size, epoch=epoch,
+                            seed=config.seed)
+        losses = session.run_epoch(dataset, order, epoch)
+        val_f1 = math.nan
+        if val_pairs and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
+            val_f1 = validate(session.net, val_pairs, device)
+        session.end_epoch(epoch, losses, val_f1)
+    return session.best_path if val_pairs else out / "last.pt"
+
+
+class _Session:
+    """The mutable state of one training run, and how it is saved and restored."""
+
+    def __init__(self, out: Path, config: TrainConfig, net: FlowUNet, device: torch.device,
+                 steps_per_epoch: int):
+        self.out, self.config, self.net, self.device = out, config, net.to(device), device
+        self.optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate,
+                                           weight_decay=config.weight_decay)
+        total = max(1, config.epochs * steps_per_epoch)
+        warmup = max(1, int(config.warmup_fraction * total))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+        self.epoch, self.step_in_epoch, self.best_f1 = 0, 0, -1.0
+        self.best_path = out / "best.pt"
+        self.saved_at = time.monotonic()
+        self.started = time.monotonic()
+
+    @classmethod
+    def start(cls, out: Path, config: TrainConfig, net_config: NetConfig, device: torch.device,
+              resume: bool, pretrained: str | os.PathLike[str] | None, count: int) -> _Session:
+        steps = -(-config.batch_size // count) * count // config.batch_size
+        last = out / "last.pt"
+        if resume and last.is_file():
+            state = read_checkpoint(last)
+            session = cls(out, config, load_net(last), device, steps)
+            session.restore(state)
+            log.info("resuming %s at epoch %d, step %d", last, session.epoch, session.step_in_epoch)
+            return session
+        torch.manual_seed(config.seed)
+        net = load_net(pretrained) if pretrained else FlowUNet(net_config)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "log.csv").write_text(",".join(LOG_FIELDS) + "\n")
+        return cls(out, config, net, device, steps)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
+        self.best_f1 = float(state["best_f1"])
+        torch.set_rng_state(state["rng"]["torch"])
+        name, keys, pos, has_gauss, gauss = state["rng"]["numpy"]
+        np.random.set_state((name, np.asarray(keys, np.uint32), pos, has_gauss, gauss))  # noqa: NPY002
+        random.setstate(state["rng"]["python"])
+
+    def run_epoch(self, dataset: FlowDataset, order: list[tuple[int, int]],
+                  epoch: int) -> list[tuple[float, float]]:
+        batch = self.config.batch_size
+        start = self.step_in_epoch if epoch == self.epoch else 0
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=batch, sampler=order[start * batch:],
+            num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda")
+        self.net.train()
+        losses: list[tuple[float, float]] = []
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.config.epochs}", leave=False,
+                   disable=None)
+        for step, (x, y) in enumerate(bar, start=start + 1):
+            losses.append(self.train_step(x.to(self.device), y.to(self.device)))
+            bar.set_postfix(loss=f"{sum(map(sum, losses)) / len(losses):.4f}")
+            if time.monotonic() - self.saved_at > self.config.checkpoint_seconds:
+                self.save_last(epoch, step)
+        return losses
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+            output = self.net(x)
+        flow, prob = flow_loss(output, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(flow + prob).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return float(flow.detach()), float(prob.detach())
+
+    def end_epoch(self, epoch: int, losses: list[tuple[float, float]], val_f1: float) -> None:
+        flow = float(np.mean([f for f, _ in losses])) if losses else math.nan
+        prob = float(np.mean([p for _, p in losses])) if losses else math.nan
+        if not math.isnan(val_f1) and val_f1 > self.best_f1:
+            self.best_f1 = val_f1
+            save_net(self.net, self.best_path, val_f1=val_f1, epoch=epoch + 1)
+        self.save_last(epoch + 1, 0)
+        row = {"epoch": epoch + 1, "step": self.scheduler.last_epoch, "loss": flow + prob,
+               "flow_loss": flow, "prob_loss": prob, "val_f1": val_f1,
+               "lr": self.optimizer.param_groups[0]["lr"],
+               "seconds": round(time.monotonic() - self.started, 1)}
+        with open(self.out / "log.csv", "a", newline="") as stream:
+            csv.DictWriter(stream, fieldnames=LOG_FIELDS).writerow(row)
+        log.info("epoch %d: loss %.4f (flow %.4f, prob %.4f), val F1 %.4f", epoch + 1,
+                 flow + prob, flow, prob, val_f1)
+
+    def save_last(self, epoch: int, step_in_epoch: int) -> None:
+        from flowseg import __version__
+
+        payload = {"format": "flowseg-net", "flowseg_version": __version__,
+                   "net_config": asdict(self.net.config), "state_dict": self.net.state_dict(),
+                   **self.net.metadata,
+                   "optimizer": self.optimizer.state_dict(),
+                   "scheduler": self.scheduler.state_dict(), "epoch": epoch,
+                   "step_in_epoch": step_in_epoch, "best_f1": self.best_f1,
+                   "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state(),
+                           "python": random.getstate()}}
+        save_atomic(payload, self.out / "last.pt")
+        self.saved_at = time.monotonic()
+
+
+def _numpy_state() -> tuple[Any, ...]:
+    # The legacy global state, kept for any library that draws from it; as plain lists, since
+    # checkpoints load with weights_only=True.
+    name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)  # noqa: NPY002
+    return (name, np.asarray(keys).tolist(), int(pos), int(has_gauss), float(gauss))
+
+
+@torch.no_grad()
+def validate(net: FlowUNet, pairs: list[tuple[Path, Path]], device: torch.device) -> float:
+    """Return the mean challenge F1 of the network's masks on validation pairs.
+
+    Images larger than ``VAL_CROP`` on a side are scored on a centred crop.
+
+    Parameters
+    ----------
+    net : FlowUNet
+    pairs : list of (Path, Path)
+    device : torch.device
+
+    Returns
+    -------
+    f1 : float
+    """
+    from flowseg.io import read_image, read_labels
+    from flowseg.normalize import prepare_image
+
+    was_training = net.training
+    net.eval()
+    scores = []
+    for image_path, label_path in pairs:
+        image, labels = prepare_image(read_image(image_path)), read_labels(label_path)
+        window = _centre_crop(labels.shape, VAL_CROP)
+        image, labels = image[(slice(None), *window)], labels[window]
+        output = predict_whole(net, image, device)
+        masks = masks_from_flows(output[:2], output[2])
+        scores.append(challenge_scores(labels, masks).f1)
+    net.train(was_training)
+    return float(np.mean(scores))
+
+
+def _centre_crop(shape: tuple[int, ...], side: int) -> tuple[slice, slice]:
+    return tuple(slice(max(0, (n - side) // 2), max(0, (n - side) // 2) + side)
+                 for n in shape)  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def predict_whole(net: FlowUNet, image: np.ndarray, device: torch.device) -> np.ndarray:
+    """Run the network on a whole (small) image, padded by reflection to its stride.
+
+    Parameters
+    ----------
+    net : FlowUNet
+    image : (3, H, W) ndarray of float32
+    device : torch.device
+
+    Returns
+    -------
+    output : (3, H, W) ndarray of float32
+        Flows in ``FLOW_SCALE`` units and the logit.
+    """
+    height, width = image.shape[1:]
+    pad_h, pad_w = -height % net.stride, -width % net.stride
+    x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None].to(device)
+    mode = "reflect" if min(height, width) > max(pad_h, pad_w) else "replicate"
+    x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+    return net(x)[0, :, :height, :width].float().cpu().numpy()

@@ -1,0 +1,61 @@
+"""Write a synthetic data set in the challenge layout: images/<name>.<ext>, labels/<name>_label.tiff.
+
+    python scripts/make_synthetic_data.py OUT [--count 60] [--size 256] [--seed 0]
+
+Modalities rotate through fluorescence, brightfield and tissue; file formats rotate through tif,
+png and bmp (bmp only for 8-bit images, which it can hold). The generator is
+flowseg.synthetic.make_sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import imagecodecs
+import numpy as np
+import tifffile
+
+from flowseg.io import write_labels
+from flowseg.synthetic import MODALITIES, make_sample
+
+
+def write_dataset(out: Path, *, count: int, size: int, seed: int) -> list[Path]:
+    """Write ``count`` samples of ``size`` x ``size`` pixels; return the image paths."""
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        modality = MODALITIES[i % len(MODALITIES)]
+        image, labels = make_sample((size, size), modality, seed=seed * 100_003 + i)
+        name = f"synth_{modality}_{i:04d}"
+        suffix = (".tif", ".png", ".bmp")[i % 3]
+        if suffix == ".bmp" and (image.dtype != np.uint8 or (image.ndim == 3 and image.shape[-1] == 2)):
+            suffix = ".tif"
+        if suffix == ".png" and image.ndim == 3 and image.shape[-1] == 2:
+            suffix = ".tif"  # a 2-channel png would read as gray + alpha
+        path = out / "images" / f"{name}{suffix}"
+        if suffix == ".tif":
+            tifffile.imwrite(path, image, compression="zlib")
+        elif suffix == ".png":
+            path.write_bytes(imagecodecs.png_encode(image))
+        else:
+            path.write_bytes(imagecodecs.bmp_encode(image))
+        write_labels(labels, out / "labels" / f"{name}_label.tiff")
+        paths.append(path)
+    return paths
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--count", type=int, default=60)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    paths = write_dataset(args.out, count=args.count, size=args.size, seed=args.seed)
+    print(f"wrote {len(paths)} images and labels under {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from flowseg.net import FlowUNet, NetConfig, count_parameters, load_net, save_net
+
+
+@pytest.mark.parametrize("config", [NetConfig(), NetConfig(skip="concat", style=False),
+                                    NetConfig(widths=(8, 16), full_res=4, blocks=2)])
+def test_output_shape(config: NetConfig) -> None:
+    net = FlowUNet(config).eval()
+    size = net.stride * 2
+    with torch.no_grad():
+        out = net(torch.randn(2, config.in_channels, size, size + net.stride))
+    assert out.shape == (2, 3, size, size + net.stride)
+
+
+def test_default_is_compact() -> None:
+    assert count_parameters(FlowUNet()) <= 4_000_000
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    config = NetConfig(widths=(8, 16, 32), full_res=4, skip="concat")
+    net = FlowUNet(config).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    path = save_net(net, tmp_path / "m.pt", thresholds={"cellprob_threshold": 0.5})
+    loaded = load_net(path)
+    assert loaded.config == config and loaded.metadata["thresholds"]["cellprob_threshold"] == 0.5
+    assert "flowseg_version" in loaded.metadata
+    x = torch.randn(1, 3, 16, 24)
+    with torch.no_grad():
+        assert torch.equal(net(x), loaded(x))
+
+
+def test_bad_checkpoints_give_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        load_net(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match=r"junk.pt: not a flowseg checkpoint"):
+        load_net(junk)
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(ValueError, match=r"other\.pt: not a flowseg checkpoint"):
+        load_net(other)
+
+
+def test_bad_config() -> None:
+    with pytest.raises(ValueError, match="skip"):
+        NetConfig(skip="sum")

@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from flowseg.dataset import DataConfig, discover_pairs
+from flowseg.io import write_labels
+from flowseg.net import FlowUNet, NetConfig, load_net
+from flowseg.synthetic import make_sample
+from flowseg.train import TrainConfig, flow_loss, split_pairs, train, validate
+
+TINY = NetConfig(widths=(8, 16, 32), full_res=4)
+
+
+def write_fluorescence(root: Path, count: int, size: int, seed: int = 0) -> Path:
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        image, labels = make_sample((size, size), "fluorescence", seed=seed + i)
+        tifffile.imwrite(root / "images" / f"f{i:02d}.tif", image)
+        write_labels(labels, root / "labels" / f"f{i:02d}_label.tiff")
+    return root
+
+
+def test_loss_is_zero_for_a_perfect_prediction() -> None:
+    target = torch.zeros(1, 3, 4, 4)
+    target[0, 0] = 1.0
+    target[0, 2] = 1.0
+    output = torch.stack([5 * target[0, 0], target[0, 1], torch.full((4, 4), 50.0)])[None]
+    flow, prob = flow_loss(output, target)
+    assert float(flow) == 0.0 and float(prob) < 1e-6
+
+
+def test_split_is_reproducible() -> None:
+    train_set, val = split_pairs(list(range(20)), 0.1, seed=3)
+    assert len(val) == 2 and sorted(train_set + val) == list(range(20))
+    assert split_pairs(list(range(20)), 0.1, seed=3) == (train_set, val)
+    assert split_pairs([1], 0.5, seed=0) == ([1], [])
+
+
+@pytest.mark.slow
+def test_short_training_beats_the_untrained_network(tmp_path: Path) -> None:
+    root = write_fluorescence(tmp_path / "data", count=12, size=128)
+    # 9 training images, 2 steps an epoch: 400 steps of a tiny network, about 15 s on 2 cores.
+    config = TrainConfig(epochs=200, batch_size=4, learning_rate=5e-3, val_fraction=0.25,
+                         val_every=100, num_workers=0, seed=1)
+    _train_pairs, val_pairs = split_pairs(discover_pairs(root), 0.25, seed=1)
+    torch.manual_seed(1)
+    before = validate(FlowUNet(TINY), val_pairs, torch.device("cpu"))
+    best = train(root, tmp_path / "run", config=config, data=DataConfig(crop=96), net_config=TINY,
+                 cache_dir=tmp_path / "cache")
+    after = validate(load_net(best), val_pairs, torch.device("cpu"))
+    print(f"validation F1: untrained {before:.3f}, after 400 steps {after:.3f}")
+    assert after >= before + 0.5  # measured: 0.000 -> 0.830
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert log[0].startswith("epoch,step,loss") and len(log) == 201
+    losses = [float(line.split(",")[2]) for line in log[1:]]
+    assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:5])
+
+
+TRAIN_SCRIPT = """
+import sys
+from pathlib import Path
+from flowseg.dataset import DataConfig
+from flowseg.net import NetConfig
+from flowseg.train import TrainConfig, train
+out, resume = Path(sys.argv[2]), sys.argv[3] == "resume"
+train(sys.argv[1], out, config=TrainConfig(epochs=3, batch_size=2, val_fraction=0, num_workers=1,
+      checkpoint_seconds=float(sys.argv[4]), seed=5), data=DataConfig(crop=64),
+      net_config=NetConfig(widths=(8, 16), full_res=4), resume=resume,
+      cache_dir=Path(sys.argv[5]))
+"""
+
+
+def run_training(root: Path, out: Path, cache: Path, resume: bool, every: float) -> subprocess.Popen:
+    out.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, "-c", TRAIN_SCRIPT, str(root), str(out),
+            "resume" if resume else "fresh", str(every), str(cache)]
+    with open(out / f"stderr-{time.monotonic_ns()}.txt", "wb") as err:
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
+
+
+def finish(proc: subprocess.Popen, out: Path) -> None:
+    code = proc.wait(timeout=300)
+    logs = "".join(p.read_text(errors="replace")[-2000:] for p in out.glob("stderr-*.txt"))
+    assert code == 0, logs
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path: Path) -> None:
+    root = write_fluorescence(tmp_path / "data", count=8, size=96)
+    cache = tmp_path / "cache"
+    finish(run_training(root, tmp_path / "whole", cache, resume=False, every=1e9), tmp_path / "whole")
+    # Checkpoint after every step, SIGKILL once a mid-epoch checkpoint exists, then resume.
+    cut = run_training(root, tmp_path / "cut", cache, resume=False, every=0.0)
+    last = tmp_path / "cut" / "last.pt"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and cut.poll() is None:
+        try:
+            if torch.load(last, weights_only=True)["step_in_epoch"] >= 2:
+                break
+        except (FileNotFoundError, RuntimeError, EOFError):
+            pass  # not written yet
+        time.sleep(0.02)
+    os.kill(cut.pid, signal.SIGKILL)
+    cut.wait()
+    state = torch.load(last, weights_only=True)
+    assert (state["epoch"], state["step_in_epoch"]) < (3, 0), "the run ended before the kill"
+    assert state["step_in_epoch"] > 0, "the kill did not land mid-epoch"
+    finish(run_training(root, tmp_path / "cut", cache, resume=True, every=1e9), tmp_path / "cut")
+    a = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)
+    b = torch.load(last, weights_only=True)
+    assert (a["epoch"], b["epoch"]) == (3, 3)
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+
+
+def test_bad_device_and_pretrained(tmp_path: Path) -> None:
+    root = write_fluorescence(tmp_path / "data", count=2, size=64)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            train(root, tmp_path / "o", config=TrainConfig(device="cuda"))
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        train(root, tmp_path / "o", config=TrainConfig(epochs=1, num_workers=0),
+              pretrained=tmp_path / "nope.pt", cache_dir=tmp_path / "c")
