@@ -26,6 +26,20 @@ _HOMES = {
     "match_labels": "flowseg.metrics",
     "normalize_image": "flowseg.normalize",
     "to_three_channels": "flowseg.normalize",
+    "NetConfig": "flowseg.net",
+    "FlowUNet": "flowseg.net",
+    "load_net": "flowseg.net",
+    "save_net": "flowseg.net",
+    "DataConfig": "flowseg.dataset",
+    "TrainConfig": "flowseg.train",
+    "train": "flowseg.train",
+    "TileConfig": "flowseg.infer",
+    "run_tiled": "flowseg.infer",
+    "load_model": "flowseg.pipeline",
+    "predict_folder": "flowseg.pipeline",
+    "segment": "flowseg.pipeline",
+    "segment_with_outputs": "flowseg.pipeline",
+    "read_pixels": "flowseg.io",
 }
 
 __all__ = ["__version__", *sorted(_HOMES)]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m flowseg train`` and ``python -m flowseg evaluate``.
+"""Command line: ``python -m flowseg train``, ``predict`` and ``evaluate``.
 
 Heavy modules are imported inside the handlers, after parsing, so that ``--help`` answers at once.
 """
@@ -9,6 +9,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 log = logging.getLogger("flowseg")
 
@@ -28,6 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _add_train(commands)
+    _add_predict(commands)
+    _add_evaluate(commands)
+    return parser
+
+
+def _add_train(commands: Any) -> None:
     train = commands.add_parser(
         "train", help="train a network on image/label pairs",
         description="Train flows + cell probability on DIR/images + DIR/labels "
@@ -51,6 +59,38 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--pretrained", help="start from this checkpoint's weights")
     train.set_defaults(handler=_train)
 
+
+def _add_predict(commands: Any) -> None:
+    predict = commands.add_parser(
+        "predict", help="segment every image of a folder",
+        description="Write <name>_label.tiff for every png, bmp, jpg or tif image in IN.")
+    predict.add_argument("-i", "--input", required=True, help="folder of images")
+    predict.add_argument("-o", "--output", required=True, help="folder for <name>_label.tiff")
+    predict.add_argument("--model", help="checkpoint to use (default: the bundled model)")
+    predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    predict.add_argument("--tile", type=int, default=512, help="tile side (default: 512)")
+    predict.add_argument("--batch", type=int, default=4, help="tiles per forward pass (default: 4)")
+    predict.add_argument("--diameter", type=float, default=None,
+                         help="typical cell diameter in pixels, to resize (default: native scale)")
+    predict.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
+                         help="average over mirrored copies (4x slower)")
+    predict.add_argument("--save-flows", action=argparse.BooleanOptionalAction, default=False,
+                         help="also write <name>_flows.tiff (dy, dx, cellprob)")
+    predict.add_argument("--save-overlays", action=argparse.BooleanOptionalAction, default=False,
+                         help="also write <name>_overlay.png with the outlines drawn")
+    predict.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=False,
+                         help="redo images whose label file exists")
+    predict.add_argument("--dask", nargs="?", const="", default=None, metavar="ADDRESS",
+                         help="run on a Dask cluster: a scheduler's address, or none to start a "
+                              "local one (needs the dask extra)")
+    predict.add_argument("--block", type=int, default=2048,
+                         help="with --dask: block side for whole-slide TIFFs (default: 2048)")
+    predict.add_argument("--workers", type=int, default=2,
+                         help="with --dask and no address: local worker processes (default: 2)")
+    predict.set_defaults(handler=_predict)
+
+
+def _add_evaluate(commands: Any) -> None:
     evaluate = commands.add_parser(
         "evaluate", help="score predicted labels against ground truth (challenge F1)",
         description="Score <name>_label.tiff predictions against ground truth as the NeurIPS 2022 "
@@ -61,7 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--threshold", type=float, default=0.5,
                           help="IoU a match needs (default: 0.5)")
     evaluate.set_defaults(handler=_evaluate)
-    return parser
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -76,6 +115,40 @@ def _train(args: argparse.Namespace) -> int:
                  pretrained=args.pretrained)
     print(f"trained: {best}")
     return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from flowseg.infer import TileConfig
+
+    if args.dask is not None:
+        return _predict_dask(args)
+    from flowseg.pipeline import predict_folder
+
+    report = predict_folder(
+        args.input, args.output, model=args.model, device=args.device, diameter=args.diameter,
+        tiles=TileConfig(tile=args.tile, batch=args.batch, flip_tta=args.tta),
+        overwrite=args.overwrite, save_flows=args.save_flows, save_overlays=args.save_overlays)
+    print(f"{len(report.written)} written, {len(report.skipped)} already there (--overwrite to "
+          f"redo), {len(report.failed)} failed, {len(report.ignored)} non-image files ignored")
+    for line in report.failed:
+        print(f"failed: {line}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def _predict_dask(args: argparse.Namespace) -> int:
+    from flowseg.distributed import BlockConfig, predict_with_dask, start_client
+    from flowseg.infer import TileConfig
+
+    with start_client(args.dask or None, workers=args.workers) as client:
+        report = predict_with_dask(
+            args.input, args.output, client=client, model=args.model, device=args.device,
+            blocks=BlockConfig(block=args.block), overwrite=args.overwrite,
+            tiles=TileConfig(tile=args.tile, batch=args.batch, flip_tta=args.tta))
+    print(f"{len(report['written'])} written, {len(report['skipped'])} already there, "
+          f"{len(report['failed'])} failed")
+    for line in report["failed"]:
+        print(f"failed: {line}", file=sys.stderr)
+    return 1 if report["failed"] else 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -187,7 +187,8 @@ class FlowDataset(torch.utils.data.Dataset):
         self.config = config
         cache = cache_dir or default_cache_dir()
         self.entries = [prepare_pair(i, lab, cache)
-                        for i, lab in tqdm(pairs, desc="preparing targets", leave=False)]
+                        for i, lab in tqdm(pairs, desc="preparing targets", leave=False,
+                                                 disable=None)]
 
     def __len__(self) -> int:
         return len(self.entries)

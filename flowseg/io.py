@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import imagecodecs
 import numpy as np
@@ -58,6 +60,28 @@ def read_image(path: str | os.PathLike[str]) -> npt.NDArray[np.float32]:
     >>> read_image(p).shape, float(read_image(p).max())
     ((3, 4, 5), 65535.0)
     """
+    return read_pixels(path).astype(np.float32, copy=False)
+
+
+def read_pixels(path: str | os.PathLike[str]) -> npt.NDArray[np.generic]:
+    """Read an image file channel-first, in the file's own dtype (uint8 stays 1 byte a sample).
+
+    What :func:`read_image` does, without the float32 copy: for whole-slide images, where that
+    copy would be most of the memory.
+
+    Parameters
+    ----------
+    path : str or PathLike
+
+    Returns
+    -------
+    image : (C, H, W) ndarray of an integer or floating dtype
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        As :func:`read_image`.
+    """
     path = Path(path)
     array = _decode(path)
     if array.dtype == bool or array.dtype.kind not in "uif":
@@ -65,7 +89,7 @@ def read_image(path: str | os.PathLike[str]) -> npt.NDArray[np.float32]:
     image = _to_channels_first(array, path)
     if image.shape[1] < 1 or image.shape[2] < 1:
         raise ValueError(f"{path}: empty image of shape {array.shape}")
-    return image.astype(np.float32, copy=False)
+    return image
 
 
 def _decode(path: Path) -> npt.NDArray[np.generic]:
@@ -316,5 +340,48 @@ def write_labels(labels: npt.ArrayLike, path: str | os.PathLike[str]) -> Path:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_labels_tiled(labels: Any, path: str | os.PathLike[str], *, tile: int = 512) -> Path:
+    """Write a large label array as a tiled, compressed TIFF, a band of rows at a time, atomically.
+
+    Parameters
+    ----------
+    labels : (H, W) array-like of non-negative integers
+        Anything that slices into numpy arrays (a zarr array, a memory map, an ndarray); it is
+        read ``tile`` rows at a time, so the whole never needs to fit in memory.
+    path : str or PathLike
+    tile : int
+        TIFF tile side, a multiple of 16.
+
+    Returns
+    -------
+    path : Path
+        uint16 when every id fits, else uint32.
+    """
+    height, width = labels.shape
+    top = max(int(np.asarray(labels[y: y + tile]).max(initial=0)) for y in range(0, height, tile))
+    dtype = np.uint16 if top <= np.iinfo(np.uint16).max else np.uint32
+
+    def tiles() -> Iterator[npt.NDArray[Any]]:
+        for y in range(0, height, tile):
+            rows = np.asarray(labels[y: y + tile])
+            for x in range(0, width, tile):
+                part = np.zeros((tile, tile), dtype)
+                block = rows[:, x: x + tile]
+                part[: block.shape[0], : block.shape[1]] = block
+                yield part
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tifffile.imwrite(tmp, tiles(), shape=(height, width), dtype=dtype, tile=(tile, tile),
+                         compression="zlib")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
     return path

@@ -154,13 +154,18 @@ def count_parameters(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
 
-def save_net(net: FlowUNet, path: str | os.PathLike[str], **metadata: Any) -> Path:
+def save_net(
+    net: FlowUNet, path: str | os.PathLike[str], *, half: bool = False, **metadata: Any
+) -> Path:
     """Save a self-describing checkpoint, atomically.
 
     Parameters
     ----------
     net : FlowUNet
     path : str or PathLike
+    half : bool
+        Store floating-point weights as float16 (half the size; :func:`load_net` restores
+        float32).
     **metadata
         Saved beside the weights and restored as ``net.metadata`` (thresholds, normalisation,
         a summary of the training data, ...); values must be plain Python data.
@@ -171,8 +176,10 @@ def save_net(net: FlowUNet, path: str | os.PathLike[str], **metadata: Any) -> Pa
     """
     from flowseg import __version__
 
+    weights = {k: v.half() if half and v.is_floating_point() else v
+               for k, v in net.state_dict().items()}
     payload = {"format": CHECKPOINT_FORMAT, "flowseg_version": __version__,
-               "net_config": asdict(net.config), "state_dict": net.state_dict(),
+               "net_config": asdict(net.config), "state_dict": weights,
                **net.metadata, **metadata}
     return save_atomic(payload, path)
 
@@ -261,3 +268,27 @@ def load_net(path: str | os.PathLike[str]) -> FlowUNet:
                                  "rng")}
     return net.eval()
 
+
+def pick_device(name: str = "auto") -> torch.device:
+    """Resolve ``auto`` to CUDA when available, else the CPU.
+
+    Parameters
+    ----------
+    name : {"auto", "cpu", "cuda"}
+
+    Returns
+    -------
+    device : torch.device
+
+    Raises
+    ------
+    ValueError
+        If CUDA is asked for and not available, or the name is unknown.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda: no CUDA device is available")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r}; expected auto, cpu or cuda")
+    return torch.device(name)

@@ -6,6 +6,8 @@ the modality, bit depth or channel count of the file.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -15,6 +17,78 @@ UPPER_PERCENTILE = 99.0
 # Percentiles of larger channels are estimated on an evenly strided subsample of about this many
 # pixels: exact enough for a 1-99 stretch and linear in nothing but this number.
 PERCENTILE_SAMPLE = 1 << 22
+
+
+def channel_ranges(
+    image: npt.ArrayLike, *, lower: float = LOWER_PERCENTILE, upper: float = UPPER_PERCENTILE
+) -> npt.NDArray[np.float64]:
+    """Return each channel's ``lower`` and ``upper`` percentiles.
+
+    Parameters
+    ----------
+    image : (C, H, W) array_like
+    lower, upper : float
+        Percentiles, ``0 <= lower < upper <= 100``.
+
+    Returns
+    -------
+    ranges : (C, 2) ndarray of float64
+
+    Raises
+    ------
+    ValueError
+        If the image is not 3-D, is empty, or holds NaN or infinite values.
+    """
+    if not 0 <= lower < upper <= 100:
+        raise ValueError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {lower}, {upper}")
+    image = np.asarray(image)
+    if image.ndim != 3 or image.size == 0:
+        raise ValueError(f"image must be a non-empty (C, H, W) array, got shape {image.shape}")
+    ranges = np.zeros((image.shape[0], 2))
+    for c, channel in enumerate(image):
+        if channel.dtype.kind == "f" and not np.isfinite(channel).all():
+            raise ValueError("image holds NaN or infinite values")
+        ranges[c] = _percentiles(channel, lower, upper)
+    return ranges
+
+
+class PreparedView:
+    """The network's input, normalised and mapped to three channels window by window.
+
+    Slicing ``view[:, y0:y1, x0:x1]`` returns that window as :func:`prepare_image` would, from
+    percentiles computed once over the whole image, so that tiled inference never holds a
+    normalised copy of a whole-slide image.
+
+    Parameters
+    ----------
+    image : (C, H, W) ndarray
+        Raw pixel values, any numeric dtype.
+    ranges : (C, 2) ndarray, optional
+        Per-channel percentiles to use (those of a larger image this is a part of, say);
+        computed from ``image`` when omitted.
+
+    Raises
+    ------
+    ValueError
+        As :func:`channel_ranges`.
+    """
+
+    def __init__(self, image: npt.NDArray[Any], *, ranges: npt.NDArray[np.float64] | None = None):
+        self.image = image
+        self.ranges = channel_ranges(image) if ranges is None else np.asarray(ranges)
+        self.shape = (NET_CHANNELS, *image.shape[1:])
+        self.ndim = 3
+
+    def __getitem__(self, key: tuple[slice, slice, slice]) -> npt.NDArray[np.float32]:
+        window = np.asarray(self.image[(slice(None), *key[1:])], np.float32)
+        out = np.empty_like(window)
+        for c, (low, high) in enumerate(self.ranges):
+            if high > low:
+                np.multiply(window[c] - np.float32(low), np.float32(1.0 / (high - low)),
+                            out=out[c])
+            else:
+                out[c] = 0.0
+        return to_three_channels(out)[key[0]]
 
 
 def normalize_image(
@@ -51,16 +125,9 @@ def normalize_image(
     >>> float(y[0, 0, 1]), float(y[0, 0, 99])
     (0.0, 1.0)
     """
-    if not 0 <= lower < upper <= 100:
-        raise ValueError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {lower}, {upper}")
-    image = np.asarray(image)
-    if image.ndim != 3 or image.size == 0:
-        raise ValueError(f"image must be a non-empty (C, H, W) array, got shape {image.shape}")
-    out = image.astype(np.float32)  # always a copy: the caller's array is never modified
-    for channel in out:
-        if not np.isfinite(channel).all():
-            raise ValueError("image holds NaN or infinite values")
-        low, high = _percentiles(channel, lower, upper)
+    ranges = channel_ranges(image, lower=lower, upper=upper)
+    out = np.array(image, dtype=np.float32)  # always a copy: the caller's array is never modified
+    for channel, (low, high) in zip(out, ranges, strict=True):
         if high > low:
             channel -= low
             channel *= 1.0 / (high - low)
@@ -69,11 +136,10 @@ def normalize_image(
     return out
 
 
-def _percentiles(channel: npt.NDArray[np.float32], lower: float, upper: float) -> tuple[float, float]:
-    flat = channel.reshape(-1)
-    if flat.size > PERCENTILE_SAMPLE:
-        flat = flat[:: flat.size // PERCENTILE_SAMPLE]
-    low, high = np.percentile(flat, [lower, upper])
+def _percentiles(channel: npt.NDArray[Any], lower: float, upper: float) -> tuple[float, float]:
+    # A strided 2-D subsample: no copy of a large channel, even a non-contiguous one.
+    step = max(1, int(np.ceil(np.sqrt(channel.size / PERCENTILE_SAMPLE))))
+    low, high = np.percentile(channel[::step, ::step], [lower, upper])
     return float(low), float(high)
 
 

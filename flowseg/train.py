@@ -30,7 +30,15 @@ from flowseg.dataset import DataConfig, FlowDataset, discover_pairs, epoch_order
 from flowseg.flows import FLOW_SCALE
 from flowseg.masks import MaskConfig, masks_from_flows
 from flowseg.metrics import challenge_scores
-from flowseg.net import FlowUNet, NetConfig, load_net, read_checkpoint, save_atomic, save_net
+from flowseg.net import (
+    FlowUNet,
+    NetConfig,
+    load_net,
+    pick_device,
+    read_checkpoint,
+    save_atomic,
+    save_net,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,31 +103,6 @@ def flow_loss(output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor,
     flow = F.mse_loss(output[:, :2].float(), FLOW_SCALE * target[:, :2]) / 2
     prob = F.binary_cross_entropy_with_logits(output[:, 2].float(), target[:, 2])
     return flow, prob
-
-
-def pick_device(name: str) -> torch.device:
-    """Resolve ``auto`` to CUDA when available, else the CPU; refuse CUDA when absent.
-
-    Parameters
-    ----------
-    name : {"auto", "cpu", "cuda"}
-
-    Returns
-    -------
-    device : torch.device
-
-    Raises
-    ------
-    ValueError
-        If CUDA is asked for and not available, or the name is unknown.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {name!r}; expected auto, cpu or cuda")
-    return torch.device(name)
 
 
 def split_pairs(pairs: list[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
@@ -189,6 +172,7 @@ def train(
         "data_path": str(data_path), "train_images": len(train_pairs),
         "val_images": len(val_pairs), "train_config": asdict(config), "data_config": asdict(data)},
         normalization={"lower": 1.0, "upper": 99.0, "channels": 3},
+        diameter=data.diameter or _median_diameter(dataset),
         thresholds=asdict(MaskConfig()))
     for epoch in range(session.epoch, config.epochs):
         order = epoch_order(len(dataset), batch_size=config.batch_size, epoch=epoch,
@@ -305,6 +289,12 @@ class _Session:
                            "python": random.getstate()}}
         save_atomic(payload, self.out / "last.pt")
         self.saved_at = time.monotonic()
+
+
+def _median_diameter(dataset: FlowDataset) -> float:
+    """Median cell diameter the network was trained at (before zoom augmentation), in pixels."""
+    sizes = [float(e["diameter"]) for e in dataset.entries if float(e["diameter"]) > 0]  # type: ignore[arg-type]
+    return float(np.median(sizes)) if sizes else 0.0
 
 
 def _numpy_state() -> tuple[Any, ...]:

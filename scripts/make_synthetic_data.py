@@ -35,7 +35,7 @@ def write_dataset(out: Path, *, count: int, size: int, seed: int) -> list[Path]:
             suffix = ".tif"  # a 2-channel png would read as gray + alpha
         path = out / "images" / f"{name}{suffix}"
         if suffix == ".tif":
-            tifffile.imwrite(path, image, compression="zlib")
+            tifffile.imwrite(path, image, compression="zlib", photometric="minisblack")
         elif suffix == ".png":
             path.write_bytes(imagecodecs.png_encode(image))
         else:

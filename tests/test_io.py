@@ -168,3 +168,12 @@ def test_find_pairs_in_one_folder_and_empty(tmp_path: Path) -> None:
 
 def test_label_path() -> None:
     assert label_path("/in/cell.01.png", "/out") == Path("/out/cell.01_label.tiff")
+
+
+def test_read_pixels_keeps_the_dtype(tmp_path: Path) -> None:
+    from flowseg.io import read_pixels
+
+    rgb = RNG.integers(0, 255, (9, 11, 3)).astype(np.uint8)
+    pixels = read_pixels(_save(tmp_path / "p.png", rgb))
+    assert pixels.dtype == np.uint8 and pixels.shape == (3, 9, 11)
+    np.testing.assert_array_equal(pixels, np.moveaxis(rgb, -1, 0))

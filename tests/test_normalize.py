@@ -73,3 +73,15 @@ def test_prepare_image() -> None:
     image = np.random.default_rng(2).uniform(0, 4095, (1, 32, 32))
     out = prepare_image(image)
     assert out.shape == (3, 32, 32) and abs(np.percentile(out[2], 99) - 1) < 1e-5
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 5])
+def test_prepared_view_matches_prepare_image(channels: int) -> None:
+    from flowseg.normalize import PreparedView
+
+    image = np.random.default_rng(channels).integers(0, 4000, (channels, 50, 70)).astype(np.uint16)
+    view = PreparedView(image)
+    whole = prepare_image(image)
+    assert view.shape == whole.shape
+    np.testing.assert_allclose(view[:, 10:30, 5:60], whole[:, 10:30, 5:60], atol=1e-5)
+    np.testing.assert_allclose(view[:, :, :], whole, atol=1e-5)

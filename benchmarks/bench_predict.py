@@ -1,0 +1,201 @@
+"""End-to-end predict time and memory by image size, beside the seed's MONAI UNet.
+
+For each size (default 512, 1024, 2048, 4096, 10000 squared), a synthetic fluorescence image of
+touching cells is written to a TIFF; a fresh process then reads it and segments it with the
+bundled model, as ``flowseg predict`` does, timing the network part (normalise + tiled forward)
+and the masks part (flows -> labels) separately, and reporting its peak RSS.
+
+When monai is installed, the seed's network (MONAI UNet, channels 16-256, strides 2, 2 residual
+units, 1.63 M parameters; random weights, speed does not depend on them) runs the same image
+through MONAI's sliding window (roi 256, batch 4) in the same run.
+
+GPU memory: measured with ``torch.cuda.max_memory_reserved`` when CUDA is available. Without a
+GPU, the extra memory of one tiled forward batch is measured on the CPU (the rise in peak RSS of a
+fresh process over a batch of tiles, in float32): an estimate of the activations a GPU would hold,
+which float16 halves; torch's CUDA context comes on top.
+
+    python benchmarks/bench_predict.py [--sizes 512 1024 2048 4096 10000] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def make_image(size: int, folder: Path) -> Path:
+    import tifffile
+
+    from flowseg.synthetic import make_sample
+
+    path = folder / f"synthetic_{size}.tif"
+    if not path.exists():
+        image, _ = make_sample((size, size), "fluorescence", seed=size)
+        tifffile.imwrite(path, image, compression="zlib", photometric="minisblack")
+    return path
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def worker_flowseg(path: Path, repeats: int, tile: int, batch: int) -> dict[str, object]:
+    import torch
+
+    from flowseg.infer import TileConfig, run_tiled
+    from flowseg.io import read_image
+    from flowseg.masks import masks_from_flows
+    from flowseg.normalize import prepare_image
+    from flowseg.pipeline import load_model
+
+    net = load_model()
+    config = TileConfig(tile=tile, batch=batch)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    times: dict[str, list[float]] = {"read": [], "network": [], "masks": []}
+    cells = 0
+    for run in range(repeats + 1):  # run 0 warms up (JIT, allocator, caches)
+        start = time.perf_counter()
+        image = read_image(path)
+        t_read = time.perf_counter()
+        output = run_tiled(net, prepare_image(image), config=config, device=device)
+        t_net = time.perf_counter()
+        labels = masks_from_flows(output[:2], output[2])
+        t_masks = time.perf_counter()
+        cells = int(labels.max())
+        del image, output, labels
+        if run:
+            times["read"].append(t_read - start)
+            times["network"].append(t_net - t_read)
+            times["masks"].append(t_masks - t_net)
+    result: dict[str, object] = {k: statistics.median(v) for k, v in times.items()}
+    result["cells"] = cells
+    result["rss_mb"] = peak_rss_mb()
+    if device.type == "cuda":
+        result["gpu_mb"] = torch.cuda.max_memory_reserved() / 2**20
+    return result
+
+
+def worker_monai(path: Path, repeats: int) -> dict[str, object]:
+    import torch
+    from monai.inferers import sliding_window_inference
+    from monai.networks.nets import UNet
+
+    from flowseg.io import read_image
+    from flowseg.normalize import prepare_image
+
+    torch.manual_seed(0)
+    net = UNet(spatial_dims=2, in_channels=3, out_channels=3, channels=(16, 32, 64, 128, 256),
+               strides=(2, 2, 2, 2), num_res_units=2).eval()
+    x = torch.from_numpy(prepare_image(read_image(path)))[None]
+    times = []
+    with torch.inference_mode():
+        for run in range(repeats + 1):
+            start = time.perf_counter()
+            sliding_window_inference(x, roi_size=(256, 256), sw_batch_size=4, predictor=net)
+            if run:
+                times.append(time.perf_counter() - start)
+    return {"network": statistics.median(times), "rss_mb": peak_rss_mb()}
+
+
+def worker_tile_memory(tile: int, batch: int) -> dict[str, object]:
+    import torch
+
+    from flowseg.pipeline import load_model
+
+    net = load_model().eval()
+    x = torch.randn(batch, 3, tile, tile)
+    with torch.inference_mode():
+        net(x[:1, :, :64, :64])  # load kernels, allocator set-up
+        before = peak_rss_mb()
+        net(x)
+        after = peak_rss_mb()
+    weights = sum(p.numel() * p.element_size() for p in net.parameters()) / 2**20
+    # Which precision is fastest on this CPU: float32 against bfloat16 autocast.
+    speed = {}
+    with torch.inference_mode():
+        for name, enabled in (("float32", False), ("bfloat16", True)):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+                net(x)
+                start = time.perf_counter()
+                for _ in range(3):
+                    net(x)
+                speed[name] = (time.perf_counter() - start) / 3
+    return {"forward_mb": after - before, "weights_mb": weights, "batch_s": speed}
+
+
+def spawn(args: list[str]) -> dict[str, object]:
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096, 10000])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "flowseg-bench")
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        kind, *rest = args.worker
+        if kind == "flowseg":
+            out = worker_flowseg(Path(rest[0]), args.repeats, args.tile, args.batch)
+        elif kind == "monai":
+            out = worker_monai(Path(rest[0]), args.repeats)
+        else:
+            out = worker_tile_memory(args.tile, args.batch)
+        print(json.dumps(out))
+        return 0
+    args.folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import monai  # noqa: F401
+
+        have_monai = True
+    except ImportError:
+        have_monai = False
+    common = ["--repeats", str(args.repeats), "--tile", str(args.tile), "--batch", str(args.batch)]
+    memory = spawn(["--worker", "tile", *common])
+    print(f"{os.cpu_count()} CPUs; tile {args.tile}, batch {args.batch}; median of "
+          f"{args.repeats} runs after a warm-up, each size in a fresh process")
+    print("| size | MP | cells | read s | network s | masks s | total s | s/MP | peak RSS MB "
+          "| RSS budget MB (1 GB + 16 B/px) | MONAI UNet network s | flowseg/MONAI network |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for size in args.sizes:
+        path = make_image(size, args.folder)
+        fs = spawn(["--worker", "flowseg", str(path), *common])
+        mp = size * size / 1e6
+        total = float(fs["read"]) + float(fs["network"]) + float(fs["masks"])
+        budget = 1024 + 16 * size * size / 2**20
+        monai_s = spawn(["--worker", "monai", str(path), *common])["network"] if have_monai else None
+        ratio = f"{float(fs['network']) / float(monai_s):.2f}" if monai_s else "-"
+        print(f"| {size}^2 | {mp:.2f} | {fs['cells']} | {fs['read']:.2f} | {fs['network']:.2f} "
+              f"| {fs['masks']:.2f} | {total:.2f} | {total / mp:.2f} | {fs['rss_mb']:.0f} "
+              f"| {budget:.0f} | {f'{monai_s:.2f}' if monai_s else '-'} | {ratio} |", flush=True)
+        if "gpu_mb" in fs:
+            print(f"  GPU max_memory_reserved: {fs['gpu_mb']:.0f} MB")
+    print(f"GPU estimate (no GPU here): one forward batch of {args.batch} x {args.tile}^2 tiles "
+          f"raised peak RSS by {memory['forward_mb']:.0f} MB in float32 (about "
+          f"{float(memory['forward_mb']) / 2:.0f} MB of activations in float16); weights "
+          f"{memory['weights_mb']:.1f} MB; plus torch's CUDA context, not measured here.")
+    speed = memory["batch_s"]
+    print(f"CPU precision, one batch of {args.batch} x {args.tile}^2 tiles (mean of 3): "
+          + ", ".join(f"{k} {v:.2f} s" for k, v in speed.items()))  # type: ignore[union-attr]
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    raise SystemExit(main())

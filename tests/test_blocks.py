@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flowseg.blocks import masks_in_blocks
+from flowseg.flows import FLOW_SCALE, labels_to_flows
+from flowseg.masks import MaskConfig, masks_from_flows
+from flowseg.metrics import match_labels
+from flowseg.synthetic import random_touching_labels
+
+
+def test_blocks_match_one_pass_and_cut_no_cell() -> None:
+    truth = random_touching_labels((900, 700), diameter=(15, 40), seed=4)
+    flows = labels_to_flows(truth) * FLOW_SCALE
+    cellprob = np.where(truth > 0, 5.0, -5.0).astype(np.float32)
+    whole = masks_from_flows(flows, cellprob)
+    blocks = masks_in_blocks(flows, cellprob, block=256, margin=64)
+    assert match_labels(whole, blocks).f1 >= 0.999
+    assert match_labels(truth, blocks).f1 >= 0.995
+    # No true cell that crosses a block border is split into two or more masks.
+    crossing = set(np.unique(truth[255:257, :])) | set(np.unique(truth[:, 255:257]))
+    for cell in crossing - {0}:
+        ids = np.unique(blocks[truth == cell])
+        assert len(ids[ids > 0]) == 1, cell
+    assert np.array_equal(np.unique(blocks), np.arange(blocks.max() + 1))
+
+
+def test_small_image_is_one_block_and_bad_arguments() -> None:
+    truth = random_touching_labels((100, 120), seed=1)
+    flows = labels_to_flows(truth) * FLOW_SCALE
+    cellprob = np.where(truth > 0, 5.0, -5.0)
+    assert np.array_equal(masks_in_blocks(flows, cellprob), masks_from_flows(flows, cellprob))
+    with pytest.raises(ValueError, match="positive"):
+        masks_in_blocks(flows, cellprob, block=0)
+    with pytest.raises(ValueError, match="flows"):
+        masks_in_blocks(flows[:1], cellprob)
+
+
+def test_cells_larger_than_the_margin_are_reported(caplog: pytest.LogCaptureFixture) -> None:
+    truth = np.zeros((300, 300), np.uint32)
+    truth[20:280, 120:180] = 1  # 260 px tall, across the block border at 150, margin 40
+    flows = labels_to_flows(truth) * FLOW_SCALE
+    cellprob = np.where(truth > 0, 5.0, -5.0)
+    # With the flow check on, the cut pieces disagree with their flows and are dropped...
+    config = MaskConfig(max_size_fraction=1.0)
+    assert masks_in_blocks(flows, cellprob, config=config, block=150, margin=40).max() == 0
+    # ...without it, a cut piece is kept, and the cut is reported.
+    config = MaskConfig(max_size_fraction=1.0, flow_threshold=0)
+    assert masks_in_blocks(flows, cellprob, config=config, block=150, margin=40).max() >= 1
+    assert "block margin" in caplog.text

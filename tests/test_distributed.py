@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+pytest.importorskip("distributed", reason="the dask extra is not installed")
+import dask.array as da
+import zarr
+from distributed import Client, LocalCluster
+
+from flowseg.blocks import core_grid
+from flowseg.distributed import (
+    BlockConfig,
+    open_image,
+    predict_with_dask,
+    segment_large,
+)
+from flowseg.io import read_labels, read_pixels
+from flowseg.metrics import match_labels
+from flowseg.pipeline import load_model, predict_folder, segment
+from flowseg.synthetic import make_sample
+
+
+@pytest.fixture(scope="module")
+def client() -> Client:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as c:
+        yield c
+
+
+@pytest.mark.slow
+def test_blocks_agree_with_one_process_and_split_no_cell(tmp_path: Path, client: Client) -> None:
+    image, truth = make_sample((2048, 2048), "fluorescence", seed=21)
+    path = tmp_path / "big.tif"
+    tifffile.imwrite(path, image, tile=(256, 256), compression="zlib")
+    out = segment_large(path, tmp_path / "big.zarr", client=client,
+                        blocks=BlockConfig(block=512, margin=96), device="cpu",
+                        tiff=tmp_path / "big_label.tiff")
+    blocked = np.asarray(zarr.open_array(str(out), mode="r")[:])
+    single = segment(read_pixels(path), load_model(), device="cpu")
+    agreement = match_labels(single, blocked)
+    print(f"blocked vs single process: F1 {agreement.f1:.4f}, {blocked.max()} cells")
+    assert agreement.f1 >= 0.99
+    assert np.array_equal(read_labels(tmp_path / "big_label.tiff"), blocked)
+    borders = np.zeros(truth.shape, bool)
+    for b in (512, 1024, 1536):
+        borders[b - 1 : b + 1, :] = True
+        borders[:, b - 1 : b + 1] = True
+
+    def split(pred: np.ndarray) -> set[int]:
+        """True cells on a block border covered by two or more masks of >= 25% each."""
+        found = set()
+        for cell in np.unique(truth[borders])[1:]:
+            ids, counts = np.unique(pred[truth == cell], return_counts=True)
+            if (counts[ids > 0] >= 0.25 * (truth == cell).sum()).sum() >= 2:
+                found.add(int(cell))
+        return found
+
+    # The model splits a few synthetic cells wherever they lie (8 of those on borders here, in
+    # both runs); blocks must add none.
+    assert split(blocked) - split(single) == set()
+
+
+def test_folder_mode_writes_what_predict_writes(tmp_path: Path, client: Client) -> None:
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        image, _ = make_sample((160, 200), "tissue", seed=i)
+        tifffile.imwrite(tmp_path / "in" / f"t{i}.tif", image)
+    (tmp_path / "in" / "bad.png").write_bytes(b"broken")
+    report = predict_with_dask(tmp_path / "in", tmp_path / "dask", client=client, device="cpu")
+    predict_folder(tmp_path / "in", tmp_path / "single", device="cpu")
+    assert sorted(report["written"]) == ["t0.tif", "t1.tif", "t2.tif"]
+    assert len(report["failed"]) == 1 and report["failed"][0].startswith("bad.png: ")
+    for i in range(3):
+        name = f"t{i}_label.tiff"
+        assert np.array_equal(read_labels(tmp_path / "dask" / name),
+                              read_labels(tmp_path / "single" / name))
+
+
+def _explode(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+    if block_info and block_info[None]["chunk-location"] == (0, 1, 1):
+        raise OSError("disk read failed")
+    return block
+
+
+def test_a_failing_block_stops_the_run_and_is_named(tmp_path: Path, client: Client) -> None:
+    image, _ = make_sample((300, 300), "fluorescence", seed=3)
+    lazy = da.from_array(image[None], chunks=(1, 150, 150)).map_blocks(_explode, dtype=image.dtype)
+    with pytest.raises(RuntimeError, match=r"block rows .* failed after its retries: OSError"):
+        segment_large(lazy, tmp_path / "x.zarr", client=client, device="cpu",
+                      blocks=BlockConfig(block=128, margin=32, retries=1), ranges=[[0, 255]])
+
+
+def test_open_image_and_grid(tmp_path: Path) -> None:
+    with open_image(np.zeros((40, 50, 3), np.uint8)) as image:
+        assert image.shape == (3, 40, 50)
+    with open_image(np.zeros((40, 50))) as image:
+        assert image.shape == (1, 40, 50)
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((2, 30, 20), np.uint16), photometric="minisblack")
+    with open_image(tmp_path / "a.tif") as image:
+        assert image.shape == (2, 30, 20) and int(image.sum().compute(scheduler="synchronous")) == 0
+    with pytest.raises(FileNotFoundError), open_image(tmp_path / "nope.tif"):
+        pass
+    with pytest.raises(ValueError, match="shape"), open_image(np.zeros((30, 40, 50))):
+        pass
+    cores = core_grid((100, 70), 32)
+    covered = np.zeros((100, 70), int)
+    for y0, y1, x0, x1 in cores:
+        covered[y0:y1, x0:x1] += 1
+    assert np.all(covered == 1)
+    with pytest.raises(ValueError, match="block"):
+        BlockConfig(block=8)
+
+
+def test_predict_command_with_a_local_cluster(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from flowseg.cli import main
+
+    (tmp_path / "in").mkdir()
+    image, _ = make_sample((120, 140), "brightfield", seed=1)
+    tifffile.imwrite(tmp_path / "in" / "b.tif", image)
+    code = main(["predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--dask",
+                 "--workers", "1", "--device", "cpu"])
+    assert code == 0 and "1 written" in capsys.readouterr().out
+    assert read_labels(tmp_path / "out" / "b_label.tiff").shape == (120, 140)
