@@ -20,9 +20,10 @@ from flowseg.masks import MaskConfig, masks_from_flows
 
 log = logging.getLogger(__name__)
 
-BLOCK = 4096
-# Context on every side of a block: cells up to this size come out whole.
-MARGIN = 256
+# 2048 with 128 of context: masks of a block then take about 140 MB whatever the image size, for
+# 27% more flow following than one pass; cells up to about 100 px come out whole.
+BLOCK = 2048
+MARGIN = 128
 
 
 def masks_in_blocks(

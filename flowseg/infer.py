@@ -8,7 +8,8 @@ image are needed, and tile borders leave no seam.
 
 GPU memory depends on the tile size and batch only: tiles go to the device a batch at a time and
 their outputs come straight back. The precision is decided here, once: float16 autocast on CUDA,
-float32 on the CPU (measured fastest there: see ``benchmarks/RESULTS.md``).
+float32 on the CPU. (On this project's 2-core AMD EPYC, bfloat16 autocast ran a batch twice as
+fast; it is not used until its effect on the masks is measured: see ``benchmarks/RESULTS.md``.)
 """
 
 from __future__ import annotations
@@ -204,8 +205,8 @@ def _cut(
 def _forward(net: FlowUNet, batch: torch.Tensor, device: torch.device,
              flip_tta: bool) -> npt.NDArray[np.float32]:
     x = batch.to(device, non_blocking=True)
-    # float16 on CUDA halves activation memory and doubles throughput; on the CPU float32 is
-    # fastest (bfloat16 autocast measured slower on this kind of CPU).
+    # float16 on CUDA halves activation memory and doubles throughput; the CPU stays in float32
+    # (bfloat16 is faster on some CPUs, but its effect on the masks is not yet measured).
     with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
         if not flip_tta:
             y = net(x).float()

@@ -238,18 +238,47 @@ def cluster_endpoints(
         raise ValueError(f"endpoints must be (2, H, W) over foreground (H, W), got "
                          f"{endpoints.shape} and {mask.shape}")
     height, width = mask.shape
-    ends_y = np.clip(np.rint(endpoints[0][mask]), 0, height - 1).astype(np.int64)
-    ends_x = np.clip(np.rint(endpoints[1][mask]), 0, width - 1).astype(np.int64)
-    bins = ends_y * width + ends_x
-    hist = np.bincount(bins, minlength=height * width).astype(np.int32).reshape(height, width)
-    owner = _grow_seeds(hist, SEED_RADIUS, GROW_RADIUS)
+    # 4-byte bin indices while they fit: with the counts and the owners, 14 bytes a pixel here.
+    index = np.int32 if height * width < 2**31 else np.int64
+    bins = np.empty(mask.shape, index)
+    hist = np.zeros(mask.shape, np.int32)
+    _bin_endpoints(np.ascontiguousarray(endpoints, np.float32), np.ascontiguousarray(mask), bins,
+                   hist)
+    owner = _grow_seeds(hist, SEED_RADIUS, GROW_RADIUS, np.empty(height * width, index),
+                        np.empty(height * width, np.uint8))
+    del hist
     labels = np.zeros(mask.shape, np.uint32)
-    labels[mask] = owner.reshape(-1)[bins]
+    _take_owners(bins, owner, labels)
     return labels
 
 
 @njit(cache=True, nogil=True)
-def _grow_seeds(hist, seed_radius, grow_radius):  # type: ignore[no-untyped-def]
+def _bin_endpoints(endpoints, mask, bins, hist):  # type: ignore[no-untyped-def]
+    """Round each foreground end point to its pixel bin (-1 elsewhere) and count per bin."""
+    height, width = mask.shape
+    for y in range(height):
+        for x in range(width):
+            if mask[y, x]:
+                by = min(max(int(np.rint(endpoints[0, y, x])), 0), height - 1)
+                bx = min(max(int(np.rint(endpoints[1, y, x])), 0), width - 1)
+                bins[y, x] = by * width + bx
+                hist[by, bx] += 1
+            else:
+                bins[y, x] = -1
+
+
+@njit(cache=True, nogil=True)
+def _take_owners(bins, owner, labels):  # type: ignore[no-untyped-def]
+    width = owner.shape[1]
+    for y in range(bins.shape[0]):
+        for x in range(bins.shape[1]):
+            b = bins[y, x]
+            if b >= 0:
+                labels[y, x] = owner[b // width, b % width]
+
+
+@njit(cache=True, nogil=True)
+def _grow_seeds(hist, seed_radius, grow_radius, queue, depth):  # type: ignore[no-untyped-def]
     height, width = hist.shape
     cand_y, cand_x, cand_n = [], [], []
     for y in range(height):
@@ -268,8 +297,6 @@ def _grow_seeds(hist, seed_radius, grow_radius):  # type: ignore[no-untyped-def]
                 cand_n.append(n)
     order = np.argsort(-np.array(cand_n, dtype=np.int64), kind="mergesort")
     owner = np.zeros((height, width), np.int32)
-    queue = np.empty(height * width, np.int64)
-    depth = np.zeros(height * width, np.int32)
     head = tail = 0
     seeds = 0
     for i in order:
@@ -283,6 +310,7 @@ def _grow_seeds(hist, seed_radius, grow_radius):  # type: ignore[no-untyped-def]
             seeds += 1
             owner[y, x] = seeds
             queue[tail] = y * width + x
+            depth[tail] = 0
             tail += 1
     while head < tail:  # breadth first from all seeds at once: each bin joins the nearest seed
         y, x = queue[head] // width, queue[head] % width

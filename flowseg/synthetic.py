@@ -185,9 +185,15 @@ def make_sample(
 
 
 def _smooth_noise(shape: tuple[int, int], sigma: float, rng: np.random.Generator) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter
+    from scipy.ndimage import gaussian_filter, zoom
 
-    noise = gaussian_filter(rng.normal(0, 1, shape), sigma)
+    if sigma > 200:  # slide-sized fields: filter a coarse grid, then interpolate up
+        coarse = [max(2, int(np.ceil(n / sigma * 8))) for n in shape]
+        small = gaussian_filter(rng.normal(0, 1, coarse), 8)
+        noise = zoom(small, [n / c for n, c in zip(shape, coarse, strict=True)], order=1)
+        noise = noise[: shape[0], : shape[1]]
+    else:
+        noise = gaussian_filter(rng.normal(0, 1, shape), sigma)
     return noise / (noise.std() + 1e-9)
 
 

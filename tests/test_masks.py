@@ -13,6 +13,7 @@ from flowseg.masks import (
     REST_DRIFT,
     SEED_RADIUS,
     MaskConfig,
+    _bin_endpoints,
     _grow_seeds,
     _hole_owners,
     cluster_endpoints,
@@ -145,7 +146,26 @@ def test_grow_kernel_matches_numpy_reference(seed: int) -> None:
         np.add.at(hist, tuple(near.T), 1)
     stray = rng.integers(0, 48, (6, 2))  # lone end points far from any sink
     np.add.at(hist, tuple(stray.T), 1)
-    np.testing.assert_array_equal(_grow_seeds(hist, SEED_RADIUS, GROW_RADIUS), grow_reference(hist))
+    owner = _grow_seeds(hist, SEED_RADIUS, GROW_RADIUS, np.empty(hist.size, np.int32),
+                        np.empty(hist.size, np.uint8))
+    np.testing.assert_array_equal(owner, grow_reference(hist))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 10_000))
+def test_binning_kernel_matches_numpy_reference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    ends = rng.uniform(-3, 40, (2, 30, 37)).astype(np.float32)
+    ends[:, 0, :4] = [[2.5], [3.5]]  # halves round to even, as np.rint does
+    mask = rng.random((30, 37)) < 0.6
+    bins = np.empty((30, 37), np.int32)
+    hist = np.zeros((30, 37), np.int32)
+    _bin_endpoints(ends, mask, bins, hist)
+    by = np.clip(np.rint(ends[0]), 0, 29).astype(int)
+    bx = np.clip(np.rint(ends[1]), 0, 36).astype(int)
+    expected = np.where(mask, by * 37 + bx, -1)
+    np.testing.assert_array_equal(bins, expected)
+    np.testing.assert_array_equal(hist.ravel(), np.bincount(expected[mask], minlength=30 * 37))
 
 
 def test_cluster_merges_plateaus_and_splits_distant_sinks() -> None:
