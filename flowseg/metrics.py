@@ -162,14 +162,21 @@ def match_labels(
         raise ValueError(f"IoU threshold must be in (0, 1], got {threshold}")
     true_ids, _ = fastremap.renumber(np.asarray(true), in_place=False)
     pred_ids, _ = fastremap.renumber(np.asarray(pred), in_place=False)
-    overlap = label_overlap(true_ids, pred_ids)
-    n_true, n_pred = overlap.shape[0] - 1, overlap.shape[1] - 1
+    if true_ids.shape != pred_ids.shape:
+        raise ValueError(f"label images differ in shape: {true_ids.shape} and {pred_ids.shape}")
+    t = true_ids.reshape(-1).astype(np.int64)
+    p = pred_ids.reshape(-1).astype(np.int64)
+    n_true, n_pred = int(t.max(initial=0)), int(p.max(initial=0))
     if n_true == 0 or n_pred == 0:
         return Scores(0, n_pred, n_true)
-    area_true = overlap.sum(axis=1, dtype=np.int64)
-    area_pred = overlap.sum(axis=0, dtype=np.int64)
-    ti, pj = np.nonzero(overlap[1:, 1:])
-    inter = overlap[ti + 1, pj + 1].astype(np.float64)
+    area_true = np.bincount(t, minlength=n_true + 1)
+    area_pred = np.bincount(p, minlength=n_pred + 1)
+    # Overlapping pairs only, from the pixels in both: memory grows with the pixels, never with
+    # the product of the cell counts (a dense overlap matrix of 100,000 cells would be 40 GB).
+    both = (t > 0) & (p > 0)
+    keys, counts = np.unique(t[both] * (n_pred + 1) + p[both], return_counts=True)
+    ti, pj = keys // (n_pred + 1) - 1, keys % (n_pred + 1) - 1
+    inter = counts.astype(np.float64)
     iou = inter / (area_true[ti + 1] + area_pred[pj + 1] - inter)
     keep = iou >= threshold
     matched = _assign(ti[keep], pj[keep], iou[keep], n_true, n_pred)
