@@ -240,16 +240,14 @@ def augment(
     forward = zoom * rot @ np.diag([1.0, flip])
     inverse = np.linalg.inv(forward)
     height, width = image.shape[1:]
-    # Centre the crop on a random input point, so that small images get padded around.
+    # Centre the crop on a random input point (so the window always overlaps the image, and small
+    # images get padded around).
     centre = np.array([rng.uniform(0, height - 1), rng.uniform(0, width - 1)])
     out = np.mgrid[:crop, :crop].reshape(2, -1) - (crop - 1) / 2
     coords = inverse @ out + centre[:, None]
     lo = np.floor(coords.min(axis=1)).astype(int) - 1
     hi = np.ceil(coords.max(axis=1)).astype(int) + 2
     lo_c, hi_c = np.maximum(lo, 0), np.minimum(hi, (height, width))
-    if np.any(hi_c <= lo_c):  # crop falls outside the image: sample at the image centre instead
-        return augment(image, targets, crop=crop, zoom=zoom, rng=np.random.default_rng(
-            rng.integers(1 << 31)), rotate=rotate, mirror=mirror)
     # Read only the window the crop touches (the arrays may be memory-mapped).
     window = (slice(None), slice(lo_c[0], hi_c[0]), slice(lo_c[1], hi_c[1]))
     local = coords - lo_c[:, None]

@@ -168,7 +168,9 @@ def save_net(
         float32).
     **metadata
         Saved beside the weights and restored as ``net.metadata`` (thresholds, normalisation,
-        a summary of the training data, ...); values must be plain Python data.
+        a summary of the training data, ...), or training state (optimizer, scheduler, random
+        states) that :func:`load_net` leaves out; values must load with ``weights_only=True``
+        (plain Python data and tensors).
 
     Returns
     -------

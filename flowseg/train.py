@@ -36,7 +36,6 @@ from flowseg.net import (
     load_net,
     pick_device,
     read_checkpoint,
-    save_atomic,
     save_net,
 )
 
@@ -277,17 +276,11 @@ class _Session:
                  flow + prob, flow, prob, val_f1)
 
     def save_last(self, epoch: int, step_in_epoch: int) -> None:
-        from flowseg import __version__
-
-        payload = {"format": "flowseg-net", "flowseg_version": __version__,
-                   "net_config": asdict(self.net.config), "state_dict": self.net.state_dict(),
-                   **self.net.metadata,
-                   "optimizer": self.optimizer.state_dict(),
-                   "scheduler": self.scheduler.state_dict(), "epoch": epoch,
-                   "step_in_epoch": step_in_epoch, "best_f1": self.best_f1,
-                   "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state(),
-                           "python": random.getstate()}}
-        save_atomic(payload, self.out / "last.pt")
+        save_net(self.net, self.out / "last.pt", optimizer=self.optimizer.state_dict(),
+                 scheduler=self.scheduler.state_dict(), epoch=epoch,
+                 step_in_epoch=step_in_epoch, best_f1=self.best_f1,
+                 rng={"torch": torch.get_rng_state(), "numpy": _numpy_state(),
+                      "python": random.getstate()})
         self.saved_at = time.monotonic()
 
 
