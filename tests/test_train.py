@@ -94,21 +94,29 @@ def finish(proc: subprocess.Popen, out: Path) -> None:
     assert code == 0, logs
 
 
+def mid_epoch(checkpoint: Path) -> bool:
+    try:
+        return torch.load(checkpoint, weights_only=True)["step_in_epoch"] > 0
+    except (FileNotFoundError, RuntimeError, EOFError):
+        return False  # not written yet
+
+
 @pytest.mark.slow
 def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path: Path) -> None:
     root = write_fluorescence(tmp_path / "data", count=8, size=96)
     cache = tmp_path / "cache"
     finish(run_training(root, tmp_path / "whole", cache, resume=False, every=1e9), tmp_path / "whole")
-    # Checkpoint after every step, SIGKILL once a mid-epoch checkpoint exists, then resume.
+    # Checkpoint after every step; freeze the run, and SIGKILL it only if the checkpoint on disk
+    # at that moment is mid-epoch (polling alone races the next step), then resume.
     cut = run_training(root, tmp_path / "cut", cache, resume=False, every=0.0)
     last = tmp_path / "cut" / "last.pt"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and cut.poll() is None:
-        try:
-            if torch.load(last, weights_only=True)["step_in_epoch"] >= 2:
+        if mid_epoch(last):
+            os.kill(cut.pid, signal.SIGSTOP)
+            if mid_epoch(last):
                 break
-        except (FileNotFoundError, RuntimeError, EOFError):
-            pass  # not written yet
+            os.kill(cut.pid, signal.SIGCONT)
         time.sleep(0.02)
     os.kill(cut.pid, signal.SIGKILL)
     cut.wait()
