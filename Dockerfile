@@ -9,25 +9,31 @@
 # the build offline: `pip wheel --wheel-dir docker/wheelhouse torch==2.13.0 .` (flowseg's own wheel
 # and every dependency, the CPU torch included); scripts/docker_smoke.sh does it.
 ARG BASE=pytorch/pytorch:2.4.1-cuda12.1-cudnn9-runtime
-FROM ${BASE}
 
-WORKDIR /workspace
-# Debian's own Python marks itself externally managed; this image is ours alone.
-ENV PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+# Stage 1 installs flowseg into a virtual environment that sees the base's packages (the CUDA
+# base's own torch satisfies flowseg's range and is not installed twice). The wheelhouse and the
+# sources stay in this stage: only the environment is copied into the final image.
+FROM ${BASE} AS build
+ENV PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY docker/wheelhouse /tmp/wheelhouse
 COPY pyproject.toml README.md /tmp/src/
 COPY flowseg /tmp/src/flowseg
 RUN set -eu; \
+    python3 -m venv --system-site-packages /opt/flowseg; \
     if ls /tmp/wheelhouse/flowseg-*.whl >/dev/null 2>&1; then \
-        python3 -m pip install --no-cache-dir --no-index --find-links /tmp/wheelhouse flowseg; \
+        /opt/flowseg/bin/pip install --no-cache-dir --no-index --find-links /tmp/wheelhouse flowseg; \
     else \
-        python3 -m pip install --no-cache-dir /tmp/src; \
-    fi; \
-    rm -rf /tmp/src /tmp/wheelhouse /root/.cache; \
-    # Compile and cache numba's kernels now, so that the first image does not pay for it.
-    python3 -c "import numpy as np; from flowseg.flows import labels_to_flows; \
+        /opt/flowseg/bin/pip install --no-cache-dir /tmp/src; \
+    fi
+
+FROM ${BASE}
+COPY --from=build /opt/flowseg /opt/flowseg
+ENV PATH=/opt/flowseg/bin:${PATH} PYTHONDONTWRITEBYTECODE=1
+# Compile and cache numba's kernels now, so that the first image does not pay for it.
+RUN python3 -c "import numpy as np; from flowseg.flows import labels_to_flows; \
 from flowseg.masks import masks_from_flows; from flowseg.metrics import match_labels; \
 x = np.zeros((64, 64), np.uint32); x[10:30, 10:30] = 1; x[30:50, 20:40] = 2; \
 m = masks_from_flows(labels_to_flows(x) * 5, np.where(x > 0, 5.0, -5.0)); \
 print('kernels cached, round trip F1', match_labels(x, m).f1)"
+WORKDIR /workspace
 COPY predict.sh /workspace/predict.sh
