@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memory import peak_rss_mb
 
 
 def make_tiff(size: int, folder: Path) -> Path:
@@ -31,7 +33,9 @@ def make_tiff(size: int, folder: Path) -> Path:
 
     path = folder / f"slide_{size}.tif"
     if not path.exists():
-        image, _ = make_sample((size, size), "fluorescence", seed=size + 1)
+        # The sample bench_predict uses (gray, 16-bit), stored here as a whole-slide file would be.
+        image, _ = make_sample((size, size), "fluorescence", seed=size)
+        assert image.ndim == 2, "a multi-channel sample needs an explicit channel axis in the TIFF"
         tifffile.imwrite(path, image, tile=(512, 512), compression="zlib",
                          photometric="minisblack")
     return path
@@ -45,28 +49,33 @@ def single_process(path: Path, out: Path) -> dict[str, float]:
     labels = segment(read_pixels(path), device="cpu")
     seconds = time.perf_counter() - start
     write_labels(labels, out)
-    return {"seconds": seconds, "cells": int(labels.max()),
-            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds": seconds, "cells": int(labels.max()), "rss_mb": peak_rss_mb(),
+            "threads": torch_threads()}
 
 
 def on_cluster(path: Path, workers: int, block: int, out: Path) -> dict[str, object]:
-    from distributed import Client, LocalCluster
+    import cloudpickle
+    import memory
+    from distributed import Client
 
+    from flowseg.cluster import local_cluster
     from flowseg.distributed import BlockConfig, segment_large
 
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None, env={"OMP_NUM_THREADS": str(threads)}) as cluster, \
+    cloudpickle.register_pickle_by_value(memory)  # the workers need not find benchmarks/
+    with local_cluster(workers) as cluster, \
             Client(cluster) as client:
         start = time.perf_counter()
         segment_large(path, out, client=client, blocks=BlockConfig(block=block), device="cpu")
         seconds = time.perf_counter() - start
         rss = client.run(peak_rss_mb)
-    return {"seconds": seconds, "worker_rss_mb": sorted(rss.values())}
+        threads = set(client.run(torch_threads).values())
+    return {"seconds": seconds, "worker_rss_mb": sorted(rss.values()), "threads": threads}
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def main() -> int:
@@ -94,19 +103,21 @@ def main() -> int:
     mp = args.size**2 / 1e6
     print(f"{args.size}^2 synthetic fluorescence ({mp:.0f} MP), block {args.block}, "
           f"{os.cpu_count()} CPUs, CPU only")
-    print("| run | wall s | s/MP | cells | peak RSS MB per process | F1 vs single process |")
-    print("|---|---|---|---|---|---|")
+    print("| run | wall s | s/MP | cells | peak RSS MB per process | torch threads per process "
+          "| F1 vs single process |")
+    print("|---|---|---|---|---|---|---|")
     print(f"| single process | {single['seconds']:.1f} | {single['seconds'] / mp:.2f} "
-          f"| {single['cells']} | {single['rss_mb']:.0f} | - |", flush=True)
+          f"| {single['cells']} | {single['rss_mb']:.0f} | {single['threads']} | - |", flush=True)
     for workers in (1, 2):
         out = args.folder / f"dask_{workers}.zarr"
         result = on_cluster(path, workers, args.block, out)
         labels = np.asarray(zarr.open_array(str(out), mode="r")[:])
         f1 = match_labels(reference, labels).f1
         rss = ", ".join(f"{r:.0f}" for r in result["worker_rss_mb"])  # type: ignore[attr-defined]
+        threads = ", ".join(map(str, sorted(result["threads"])))  # type: ignore[call-overload]
         print(f"| LocalCluster, {workers} worker{'s' if workers > 1 else ''} "
               f"| {result['seconds']:.1f} | {float(result['seconds']) / mp:.2f} "  # type: ignore[arg-type]
-              f"| {int(labels.max())} | {rss} | {f1:.4f} |", flush=True)
+              f"| {int(labels.max())} | {rss} | {threads} | {f1:.4f} |", flush=True)
     return 0
 
 

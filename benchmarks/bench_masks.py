@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,9 @@ import types
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memory import peak_rss_mb
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SEED = 2022
@@ -86,7 +88,7 @@ def run_worker(impl: str, name: str, sizes: list[int], repeats: int) -> dict[str
     labels = make_inputs(sizes)[name]
     flows = labels_to_flows(labels) * FLOW_SCALE  # the shared input of the masks step
     cellprob = np.where(labels > 0, 5.0, -5.0).astype(np.float32)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_before = peak_rss_mb()
     out: dict[str, object] = {"impl": impl, "name": name, "cells": int(len(np.unique(labels)) - 1)}
     if impl == "flowseg":
         out["flows_s"], own = timed(lambda: labels_to_flows(labels), repeats)
@@ -116,7 +118,7 @@ def run_worker(impl: str, name: str, sizes: list[int], repeats: int) -> dict[str
     scores = challenge_scores(labels, np.asarray(masks))
     out["f1"], out["miou"] = scores.f1, scores.mean_iou
     out["rss_base_mb"] = rss_before
-    out["rss_peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["rss_peak_mb"] = peak_rss_mb()
     return out
 
 

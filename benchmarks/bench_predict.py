@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memory import peak_rss_mb
 
 
 def make_image(size: int, folder: Path) -> Path:
@@ -43,10 +45,6 @@ def make_image(size: int, folder: Path) -> Path:
         image, _ = make_sample((size, size), "fluorescence", seed=size)
         tifffile.imwrite(path, image, compression="zlib", photometric="minisblack")
     return path
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def worker_flowseg(path: Path, repeats: int, tile: int, batch: int) -> dict[str, object]:

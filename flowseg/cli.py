@@ -136,7 +136,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _predict_dask(args: argparse.Namespace) -> int:
-    from flowseg.distributed import BlockConfig, predict_with_dask, start_client
+    from flowseg.cluster import start_client
+    from flowseg.distributed import BlockConfig, predict_with_dask
     from flowseg.infer import TileConfig
 
     with start_client(args.dask or None, workers=args.workers) as client:

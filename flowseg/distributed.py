@@ -321,34 +321,6 @@ def _overlapping(core: tuple[int, int, int, int],
             if e[0] < y1 and e[1] > y0 and e[2] < x1 and e[3] > x0]
 
 
-def start_client(address: str | None = None, *, workers: int = 2) -> Any:
-    """Connect to a scheduler, or start a local cluster of ``workers`` processes.
-
-    Each local worker gets an equal share of the CPU cores for torch (``OMP_NUM_THREADS``).
-
-    Parameters
-    ----------
-    address : str, optional
-        ``tcp://host:port`` of a running scheduler; a ``LocalCluster`` when None.
-    workers : int
-
-    Returns
-    -------
-    client : distributed.Client
-        Closing it also closes a local cluster it started.
-    """
-    from distributed import Client, LocalCluster
-
-    if address:
-        return Client(address)
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=":0", env={"OMP_NUM_THREADS": str(threads)})
-    client = Client(cluster)
-    log.warning("dask dashboard: %s", client.dashboard_link)
-    return client
-
-
 def predict_with_dask(
     in_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, client: Any,
     model: str | None = None, blocks: BlockConfig = BlockConfig(), tiles: TileConfig = TileConfig(),

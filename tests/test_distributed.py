@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +10,10 @@ import tifffile
 pytest.importorskip("distributed", reason="the dask extra is not installed")
 import dask.array as da
 import zarr
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from flowseg.blocks import core_grid
+from flowseg.cluster import local_cluster, worker_env
 from flowseg.distributed import (
     BlockConfig,
     open_image,
@@ -26,8 +28,7 @@ from flowseg.synthetic import make_sample
 
 @pytest.fixture(scope="module")
 def client() -> Client:
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as c:
+    with local_cluster(2) as cluster, Client(cluster) as c:
         yield c
 
 
@@ -126,3 +127,30 @@ def test_predict_command_with_a_local_cluster(tmp_path: Path,
                  "--workers", "1", "--device", "cpu"])
     assert code == 0 and "1 written" in capsys.readouterr().out
     assert read_labels(tmp_path / "out" / "b_label.tiff").shape == (120, 140)
+
+
+def test_worker_env_shares_the_cores() -> None:
+    env = worker_env(2, cores=8)
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == env["NUMBA_NUM_THREADS"] == "4"
+    assert worker_env(16, cores=8)["OMP_NUM_THREADS"] == "1"
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def test_torch_in_a_worker_gets_the_threads_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Dask's nanny would leave torch one thread, whatever OMP_NUM_THREADS says in ``env``.
+    for name in (*worker_env(1), "MALLOC_TRIM_THRESHOLD_"):
+        monkeypatch.delenv(name, raising=False)  # the caller's own settings would win
+    with local_cluster(1, cores=2) as cluster, Client(cluster) as c:
+        assert list(c.run(torch_threads).values()) == [2]
+        assert c.submit(torch_threads, pure=False).result() == 2
+        # dask's immediate trimming of freed memory halves torch's speed: not in our workers
+        assert list(c.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == [None]
+    # a second cluster gets its own share, not the settings the first one left behind
+    with local_cluster(2, cores=2) as cluster, Client(cluster) as c:
+        assert list(c.run(torch_threads).values()) == [1, 1]
+    assert "OMP_NUM_THREADS" not in os.environ
