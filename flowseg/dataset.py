@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,9 @@ from flowseg.normalize import prepare_image
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = "1"  # bump when the cached arrays change meaning
+
+# labels (H, W) -> training targets (K, H, W); flowseg's own are dy, dx, foreground.
+Targets = Callable[[npt.NDArray[np.uint32]], npt.NDArray[np.floating]]
 
 
 @dataclass(frozen=True)
@@ -108,20 +112,24 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "flowseg" / "targets"
 
 
-def prepare_pair(image_path: Path, label_path: Path, cache_dir: Path) -> dict[str, object]:
+def prepare_pair(image_path: Path, label_path: Path, cache_dir: Path,
+                 targets: Targets = labels_to_targets) -> dict[str, object]:
     """Normalise an image, compute its targets, and cache both; reuse the cache when present.
 
     Parameters
     ----------
     image_path, label_path : Path
     cache_dir : Path
+    targets : callable, optional
+        Labels to target maps; :func:`flowseg.flows.labels_to_targets` by default. Another
+        representation (a baseline's) is cached under its own key, by the function's name.
 
     Returns
     -------
     entry : dict
-        ``image`` and ``targets`` (paths of ``(3, H, W)`` float16 ``.npy`` files: the network
-        input, and ``dy, dx, foreground``), ``diameter`` (median cell diameter in pixels, 0 if
-        no cell) and ``cells``.
+        ``image`` and ``targets`` (paths of float16 ``.npy`` files: the ``(3, H, W)`` network
+        input, and the targets, ``dy, dx, foreground`` by default), ``diameter`` (median cell
+        diameter in pixels, 0 if no cell) and ``cells``.
 
     Raises
     ------
@@ -129,6 +137,8 @@ def prepare_pair(image_path: Path, label_path: Path, cache_dir: Path) -> dict[st
         If a file cannot be read, or the labels' shape differs from the image's.
     """
     digest = hashlib.sha256(CACHE_VERSION.encode())
+    if targets is not labels_to_targets:
+        digest.update(f"{targets.__module__}.{targets.__qualname__}".encode())
     for path in (image_path, label_path):
         digest.update(path.read_bytes())
     key = digest.hexdigest()[:32]
@@ -148,7 +158,7 @@ def prepare_pair(image_path: Path, label_path: Path, cache_dir: Path) -> dict[st
              "cells": int(sizes.size), "name": image_path.stem}
     cache_dir.mkdir(parents=True, exist_ok=True)
     _save_npy(prepare_image(image).astype(np.float16), Path(str(entry["image"])))
-    _save_npy(labels_to_targets(labels).astype(np.float16), Path(str(entry["targets"])))
+    _save_npy(targets(labels).astype(np.float16), Path(str(entry["targets"])))
     _write_atomic(meta_path, json.dumps(entry))
     return entry
 
@@ -178,15 +188,21 @@ class FlowDataset(torch.utils.data.Dataset):
     config : DataConfig
     cache_dir : Path, optional
         Where targets are cached; :func:`default_cache_dir` when omitted.
+    targets : callable, optional
+        Labels to target maps, as :func:`prepare_pair` takes; flowseg's flows by default.
+    flows : bool
+        The first two target channels are unit flows of the cells in the third (turned with the
+        image); False resamples every target channel as it is (class maps, for instance).
     """
 
     def __init__(self, pairs: list[tuple[Path, Path]], config: DataConfig = DataConfig(),
-                 cache_dir: Path | None = None):
+                 cache_dir: Path | None = None, *, targets: Targets = labels_to_targets,
+                 flows: bool = True):
         if not pairs:
             raise ValueError("no image/label pairs to train on")
-        self.config = config
+        self.config, self.flows = config, flows
         cache = cache_dir or default_cache_dir()
-        self.entries = [prepare_pair(i, lab, cache)
+        self.entries = [prepare_pair(i, lab, cache, targets)
                         for i, lab in tqdm(pairs, desc="preparing targets", leave=False,
                                                  disable=None)]
 
@@ -204,34 +220,37 @@ class FlowDataset(torch.utils.data.Dataset):
         if self.config.diameter and diameter > 0:
             zoom *= self.config.diameter / diameter
         x, y = augment(image, targets, crop=self.config.crop, zoom=zoom, rng=rng,
-                       rotate=self.config.rotate, mirror=self.config.mirror)
+                       rotate=self.config.rotate, mirror=self.config.mirror, flows=self.flows)
         x = jitter_intensity(x, self.config, rng)
         return torch.from_numpy(x), torch.from_numpy(y)
 
 
 def augment(
     image: npt.NDArray[np.floating], targets: npt.NDArray[np.floating], *, crop: int, zoom: float,
-    rng: np.random.Generator, rotate: bool = True, mirror: bool = True,
+    rng: np.random.Generator, rotate: bool = True, mirror: bool = True, flows: bool = True,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Cut one randomly placed, zoomed, rotated and mirrored crop.
 
     Parameters
     ----------
     image : (C, H, W) array
-    targets : (3, H, W) array
-        ``dy, dx, foreground``.
+    targets : (K, H, W) array
+        ``dy, dx, foreground`` when ``flows``; otherwise any maps, resampled as they are.
     crop : int
         Output side.
     zoom : float
         Output pixels per input pixel.
     rng : numpy.random.Generator
     rotate, mirror : bool
+    flows : bool
+        Turn the first two target channels as vectors.
 
     Returns
     -------
     image : (C, crop, crop) ndarray of float32
-    targets : (3, crop, crop) ndarray of float32
-        Flows are unit vectors turned by the same map, 0 outside cells.
+    targets : (K, crop, crop) ndarray of float32
+        Resampled by nearest neighbour; flows are unit vectors turned by the same map, 0 outside
+        cells.
     """
     angle = rng.uniform(0, 2 * np.pi) if rotate else 0.0
     flip = -1.0 if mirror and rng.random() < 0.5 else 1.0
@@ -256,7 +275,9 @@ def augment(
     x = np.stack([ndimage.map_coordinates(c, local, order=1, cval=0.0) for c in img])
     y = np.stack([ndimage.map_coordinates(c, local, order=0, cval=0.0) for c in tgt])
     x = x.reshape(-1, crop, crop)
-    y = y.reshape(3, crop, crop)
+    y = y.reshape(-1, crop, crop)
+    if not flows:
+        return x.astype(np.float32), y.astype(np.float32)
     turned = np.tensordot(forward, y[:2], axes=1)
     norm = np.sqrt((turned**2).sum(axis=0))
     y[:2] = np.where(norm > 0, turned / np.maximum(norm, 1e-12), 0.0) * (y[2] > 0)

@@ -160,27 +160,77 @@ def match_labels(
     """
     if not 0 < threshold <= 1:
         raise ValueError(f"IoU threshold must be in (0, 1], got {threshold}")
-    true_ids, _ = fastremap.renumber(np.asarray(true), in_place=False)
-    pred_ids, _ = fastremap.renumber(np.asarray(pred), in_place=False)
-    if true_ids.shape != pred_ids.shape:
-        raise ValueError(f"label images differ in shape: {true_ids.shape} and {pred_ids.shape}")
-    t = true_ids.reshape(-1).astype(np.int64)
-    p = pred_ids.reshape(-1).astype(np.int64)
-    n_true, n_pred = int(t.max(initial=0)), int(p.max(initial=0))
+    pairs = _Overlaps.count(true, pred)
+    n_true, n_pred = len(pairs.area_true) - 1, len(pairs.area_pred) - 1
     if n_true == 0 or n_pred == 0:
         return Scores(0, n_pred, n_true)
-    area_true = np.bincount(t, minlength=n_true + 1)
-    area_pred = np.bincount(p, minlength=n_pred + 1)
-    # Overlapping pairs only, from the pixels in both: memory grows with the pixels, never with
-    # the product of the cell counts (a dense overlap matrix of 100,000 cells would be 40 GB).
-    both = (t > 0) & (p > 0)
-    keys, counts = np.unique(t[both] * (n_pred + 1) + p[both], return_counts=True)
-    ti, pj = keys // (n_pred + 1) - 1, keys % (n_pred + 1) - 1
-    inter = counts.astype(np.float64)
-    iou = inter / (area_true[ti + 1] + area_pred[pj + 1] - inter)
+    ti, pj, inter = pairs.ti, pairs.pj, pairs.inter
+    iou = inter / (pairs.area_true[ti + 1] + pairs.area_pred[pj + 1] - inter)
     keep = iou >= threshold
     matched = _assign(ti[keep], pj[keep], iou[keep], n_true, n_pred)
     return Scores(len(matched), n_pred - len(matched), n_true - len(matched), float(matched.sum()))
+
+
+def merges_and_splits(true: npt.ArrayLike, pred: npt.ArrayLike) -> tuple[int, int]:
+    """Count merges and splits of cells.
+
+    A merge is a predicted mask that holds most of the pixels of two or more true cells; a split
+    is a true cell that holds most of the pixels of two or more predicted masks.
+
+    Parameters
+    ----------
+    true, pred : (H, W) array_like of non-negative integers
+
+    Returns
+    -------
+    merges, splits : int
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ.
+
+    Examples
+    --------
+    >>> true = np.array([[1, 1, 2, 2, 3, 3, 3, 3]])
+    >>> pred = np.array([[7, 7, 7, 7, 4, 4, 5, 5]])
+    >>> merges_and_splits(true, pred)
+    (1, 1)
+    """
+    pairs = _Overlaps.count(true, pred)
+    ti, pj, inter = pairs.ti, pairs.pj, pairs.inter
+    true_inside = inter > 0.5 * pairs.area_true[ti + 1]  # most of true cell ti lies in pj
+    pred_inside = inter > 0.5 * pairs.area_pred[pj + 1]  # most of prediction pj lies in ti
+    merges = int((np.bincount(pj[true_inside], minlength=1) >= 2).sum())
+    splits = int((np.bincount(ti[pred_inside], minlength=1) >= 2).sum())
+    return merges, splits
+
+
+@dataclass(frozen=True)
+class _Overlaps:
+    """Areas of the cells of two label images, and the pixels shared by each overlapping pair."""
+
+    area_true: npt.NDArray[np.int64]  # by consecutive id, 0 = background
+    area_pred: npt.NDArray[np.int64]
+    ti: npt.NDArray[np.int64]  # pair k: true cell ti[k] + 1 and predicted cell pj[k] + 1 ...
+    pj: npt.NDArray[np.int64]
+    inter: npt.NDArray[np.float64]  # ... share inter[k] pixels
+
+    @classmethod
+    def count(cls, true: npt.ArrayLike, pred: npt.ArrayLike) -> _Overlaps:
+        true_ids, _ = fastremap.renumber(np.asarray(true), in_place=False)
+        pred_ids, _ = fastremap.renumber(np.asarray(pred), in_place=False)
+        if true_ids.shape != pred_ids.shape:
+            raise ValueError(f"label images differ in shape: {true_ids.shape} and {pred_ids.shape}")
+        t = true_ids.reshape(-1).astype(np.int64)
+        p = pred_ids.reshape(-1).astype(np.int64)
+        n_true, n_pred = int(t.max(initial=0)), int(p.max(initial=0))
+        # Overlapping pairs only, from the pixels in both: memory grows with the pixels, never
+        # with the product of the cell counts (a dense matrix of 100,000 cells would be 40 GB).
+        both = (t > 0) & (p > 0)
+        keys, counts = np.unique(t[both] * (n_pred + 1) + p[both], return_counts=True)
+        return cls(np.bincount(t, minlength=n_true + 1), np.bincount(p, minlength=n_pred + 1),
+                   keys // (n_pred + 1) - 1, keys % (n_pred + 1) - 1, counts.astype(np.float64))
 
 
 def _assign(

@@ -170,18 +170,49 @@ def make_sample(
     >>> image.shape, image.dtype.name, labels.shape
     ((64, 64, 3), 'uint8', (64, 64))
     """
-    if modality not in MODALITIES:
-        raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+    _check_modality(modality)
     rng = np.random.default_rng(seed)
     sub_seed = int(rng.integers(1 << 31))
     if modality == "tissue":
         labels = random_touching_labels(shape, diameter=(9.0, 20.0), density=0.75, seed=sub_seed)
-        return _render_tissue(labels, rng), labels
-    labels = random_touching_labels(shape, diameter=(12.0, 40.0), density=rng.uniform(0.45, 1.0),
-                                     elongation=rng.uniform(1.0, 2.5), seed=sub_seed)
-    if modality == "fluorescence":
-        return _render_fluorescence(labels, rng), labels
-    return _render_brightfield(labels, rng), labels
+    else:
+        labels = random_touching_labels(shape, diameter=(12.0, 40.0),
+                                         density=rng.uniform(0.45, 1.0),
+                                         elongation=rng.uniform(1.0, 2.5), seed=sub_seed)
+    return _RENDERERS[modality](labels, rng), labels
+
+
+def render(labels: npt.NDArray[np.uint32], modality: str, *, seed: int = 0) -> npt.NDArray[np.generic]:
+    """Render an image of given labels in one modality (as :func:`make_sample` renders its own).
+
+    Parameters
+    ----------
+    labels : (H, W) ndarray of uint32
+        For example from :func:`random_touching_labels` with a chosen density or elongation.
+    modality : {"fluorescence", "brightfield", "tissue"}
+    seed : int
+
+    Returns
+    -------
+    image : (H, W) or (H, W, C) ndarray of uint8 or uint16
+
+    Raises
+    ------
+    ValueError
+        If the modality is unknown.
+
+    Examples
+    --------
+    >>> render(random_touching_labels((32, 32), seed=0), "brightfield").dtype.name
+    'uint8'
+    """
+    _check_modality(modality)
+    return _RENDERERS[modality](np.asarray(labels, np.uint32), np.random.default_rng(seed))
+
+
+def _check_modality(modality: str) -> None:
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
 
 
 def _smooth_noise(shape: tuple[int, int], sigma: float, rng: np.random.Generator) -> np.ndarray:
@@ -264,3 +295,7 @@ def _quantize(image: np.ndarray, dtype: type, rng: np.random.Generator,
     else:
         image = image * top
     return np.clip(np.rint(image), 0, top).astype(dtype)
+
+
+_RENDERERS = {"fluorescence": _render_fluorescence, "brightfield": _render_brightfield,
+              "tissue": _render_tissue}

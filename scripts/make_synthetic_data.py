@@ -20,6 +20,13 @@ from flowseg.io import write_labels
 from flowseg.synthetic import MODALITIES, make_sample
 
 
+def write_tiff(path: Path, image: np.ndarray) -> None:
+    """Write (H, W) or channel-last (H, W, C) pixels as one zlib-compressed TIFF page."""
+    rgb = image.ndim == 3 and image.shape[-1] == 3
+    tifffile.imwrite(path, image, compression="zlib", photometric="rgb" if rgb else "minisblack",
+                     planarconfig="contig" if image.ndim == 3 else None)
+
+
 def write_dataset(out: Path, *, count: int, size: int, seed: int) -> list[Path]:
     """Write ``count`` samples of ``size`` x ``size`` pixels; return the image paths."""
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -35,7 +42,7 @@ def write_dataset(out: Path, *, count: int, size: int, seed: int) -> list[Path]:
             suffix = ".tif"  # a 2-channel png would read as gray + alpha
         path = out / "images" / f"{name}{suffix}"
         if suffix == ".tif":
-            tifffile.imwrite(path, image, compression="zlib", photometric="minisblack")
+            write_tiff(path, image)
         elif suffix == ".png":
             path.write_bytes(imagecodecs.png_encode(image))
         else:

@@ -84,6 +84,25 @@ def test_dataset_caches_and_repeats(tmp_path: Path) -> None:
     assert entry["cells"] > 0 and entry["diameter"] > 5
 
 
+def parity_classes(labels: np.ndarray) -> np.ndarray:
+    """A class-map target: 0 background, 1 odd ids, 2 even ids."""
+    return np.where(labels > 0, 2 - labels % 2, 0)[None].astype(np.float32)
+
+
+def test_other_targets_are_cached_apart_and_resampled_as_they_are(tmp_path: Path) -> None:
+    root = write_pairs(tmp_path / "data", count=2)
+    pairs, cache = discover_pairs(root), tmp_path / "cache"
+    flows = FlowDataset(pairs, DataConfig(crop=48), cache)
+    classes = FlowDataset(pairs, DataConfig(crop=48), cache, targets=parity_classes, flows=False)
+    assert len(list(cache.glob("*.json"))) == 4  # one entry per pair and representation
+    x_flow, y_flow = flows[(0, 9)]
+    x_cls, y_cls = classes[(0, 9)]
+    assert y_cls.shape == (1, 48, 48) and set(np.unique(y_cls.numpy())) == {0.0, 1.0, 2.0}
+    # the same sample: same pixels, the same cells (nearest neighbour keeps the classes exact)
+    assert np.array_equal(x_flow.numpy(), x_cls.numpy())
+    assert np.array_equal(y_flow[2].numpy() > 0, y_cls[0].numpy() > 0)
+
+
 def test_small_images_are_padded(tmp_path: Path) -> None:
     root = write_pairs(tmp_path / "data", count=1, size=40)
     ds = FlowDataset(discover_pairs(root), DataConfig(crop=64), tmp_path / "cache")

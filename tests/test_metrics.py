@@ -17,6 +17,7 @@ from flowseg.metrics import (
     evaluate_folder,
     label_overlap,
     match_labels,
+    merges_and_splits,
     remove_border_cells,
 )
 from flowseg.synthetic import random_touching_labels
@@ -157,3 +158,20 @@ def test_evaluate_folder_errors(tmp_path: Path) -> None:
 
 def test_scores_add_up() -> None:
     assert Scores(1, 2, 3, 0.5) + Scores(1, 0, 0, 0.75) == Scores(2, 2, 3, 1.25)
+
+
+def test_merges_and_splits() -> None:
+    true = np.zeros((20, 40), np.uint32)
+    true[2:10, 2:10], true[2:10, 10:18], true[12:18, 2:30] = 1, 2, 3
+    pred = np.zeros_like(true)
+    pred[2:10, 2:18] = 9  # merges cells 1 and 2
+    pred[12:18, 2:15], pred[12:18, 15:30] = 4, 5  # split cell 3 in two
+    assert merges_and_splits(true, pred) == (1, 1)
+    assert merges_and_splits(true, true) == (0, 0)
+    assert merges_and_splits(true, np.zeros_like(true)) == (0, 0)
+    # a sliver of a neighbour does not make a merge
+    pred2 = true.copy()
+    pred2[2:10, 10:12] = 1
+    assert merges_and_splits(true, pred2) == (0, 0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        merges_and_splits(true, true[1:])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from skimage.measure import label as connected_regions
 
-from flowseg.synthetic import random_touching_labels
+from flowseg.synthetic import MODALITIES, random_touching_labels, render
 
 
 def test_cells_touch_are_connected_and_reproducible() -> None:
@@ -38,3 +38,16 @@ def test_fixtures_have_one_region_per_id(fixture: str) -> None:
     labels = getattr(conftest, fixture)()
     regions = connected_regions(labels, background=0, connectivity=1)
     assert regions.max() == len(np.unique(labels)) - 1
+
+
+def test_render_draws_any_labels_in_every_modality() -> None:
+    labels = random_touching_labels((64, 64), density=0.4, elongation=3.0, seed=2)
+    for modality in MODALITIES:
+        image = render(labels, modality, seed=1)
+        assert image.shape[:2] == labels.shape
+        assert np.array_equal(image, render(labels, modality, seed=1))
+        # cells differ from background in every modality
+        gray = image.reshape(*labels.shape, -1).astype(float).mean(axis=-1)
+        assert abs(gray[labels > 0].mean() - gray[labels == 0].mean()) > 0.02 * gray.max()
+    with pytest.raises(ValueError, match="unknown modality"):
+        render(labels, "sonar")
