@@ -63,8 +63,37 @@ def test_flip_tta_negates_flow_components() -> None:
 def test_real_network_runs_in_tiles_and_whole() -> None:
     net = FlowUNet(NetConfig(widths=(8, 16), full_res=4, style=False)).eval()
     image = np.random.default_rng(3).random((3, 90, 70)).astype(np.float32)
-    out = run_tiled(net, image, config=TileConfig(tile=64))
-    assert out.shape == (3, 90, 70) and np.isfinite(out).all()
+    tiled = run_tiled(net, image, config=TileConfig(tile=64, batch=1))
+    whole = run_tiled(net, image, config=TileConfig(tile=64, batch=4))
+    assert tiled.shape == whole.shape == (3, 90, 70) and np.isfinite(tiled).all()
+    # away from the padded edges the two agree closely (no style vector in this network)
+    np.testing.assert_allclose(tiled[:, 20:70, 20:50], whole[:, 20:70, 20:50], atol=0.05)
+
+
+class Recorder(Echo):
+    """An Echo that notes the shape of every batch it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.shapes.append(tuple(x.shape))
+        return x.clone()
+
+
+@pytest.mark.parametrize(("shape", "expected"), [
+    ((1024, 1024), [(1, 3, 1024, 1024)]),  # fits in one batch of 4 tiles of 512: runs whole
+    ((300, 7), [(1, 3, 300, 8)]),  # padded to the network's stride (4) only
+    ((1030, 1030), [(4, 3, 512, 512)] * 2 + [(1, 3, 512, 512)]),  # too big: 3 x 3 tiles
+])
+def test_an_image_that_fits_in_one_batch_runs_whole(shape: tuple[int, int],
+                                                     expected: list[tuple[int, ...]]) -> None:
+    net = Recorder()
+    image = np.random.default_rng(4).random((3, *shape)).astype(np.float32)
+    out = run_tiled(net, image, config=TileConfig(tile=512, batch=4), device=torch.device("cpu"))
+    assert net.shapes == expected
+    np.testing.assert_allclose(out, image, atol=1e-5)
 
 
 def test_bad_inputs() -> None:
