@@ -3,6 +3,7 @@
     python benchmarks/compare_representations.py [--steps 1200] [--work DIR] [--figures DIR]
     python benchmarks/compare_representations.py --ceiling-only
     python benchmarks/compare_representations.py --baseline-steps 3600 --reuse   (3x the budget)
+    python benchmarks/compare_representations.py --check-thresholds 10   (defaults, more images)
 
 (a) Ceiling: each representation's instances recovered from perfect targets (flows computed from
 the true labels; the true classes with certainty), on the real samples in ../shared/data and on
@@ -275,6 +276,30 @@ def tune_masks(net: FlowUNet, items: list[tuple[str, np.ndarray, np.ndarray]]) -
           f"| {MaskConfig().niter} | {default:.4f} |")
 
 
+def check_thresholds(work: Path, count: int) -> None:
+    """The bundled model on ``count`` fresh images per set: the defaults against the sweep's picks."""
+    folder = work / "check"
+    if not (folder / "images").is_dir():
+        for k, category in enumerate(CATEGORIES):
+            write_set(folder, category, count, 384, seed=50 + k)
+    net = load_model()
+    cpu = torch.device("cpu")
+    items = [(i.stem.split("_")[0], predict_whole(net, prepare_image(read_image(i)), cpu),
+              read_labels(lab)) for i, lab in discover_pairs(folder)]
+    print(f"mask thresholds, bundled model, {len(items)} fresh images of 384^2 ({count} per set):")
+    print("| cellprob | flow | mean F1@0.5 | " + " | ".join(CATEGORIES) + " |")
+    print("|---|---|---|" + "---|" * len(CATEGORIES))
+    for cellprob, flow in ((0.0, 0.4), (0.0, 0.6), (0.5, 0.6), (1.0, 0.6), (1.0, 0.4), (0.0, 0.8)):
+        config = replace(MaskConfig(), cellprob_threshold=cellprob, flow_threshold=flow)
+        f1: dict[str, list[float]] = {c: [] for c in CATEGORIES}
+        for category, output, labels in items:
+            masks = masks_from_flows(output[:2], output[2], config=config)
+            f1[category].append(challenge_scores(labels, masks).f1)
+        every = [v for values in f1.values() for v in values]
+        print(f"| {cellprob} | {flow} | {statistics.mean(every):.4f} | "
+              + " | ".join(f"{statistics.mean(v):.4f}" for v in f1.values()) + " |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1200)
@@ -292,8 +317,12 @@ def main() -> int:
     parser.add_argument("--reuse", action="store_true",
                         help="load a model trained before with the same steps from --work")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--check-thresholds", type=int, metavar="N",
+                        help="only score the bundled model's mask thresholds on N fresh images per set")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
+    if args.check_thresholds:
+        check_thresholds(args.work, args.check_thresholds)
+        return 0
     ceiling(args.ceiling_images, 512)
     if args.ceiling_only:
         return 0
