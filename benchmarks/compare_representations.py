@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import math
 import statistics
 import sys
 import tempfile
@@ -54,7 +53,7 @@ from flowseg.net import FlowUNet, NetConfig, count_parameters
 from flowseg.normalize import prepare_image
 from flowseg.pipeline import load_model, segment
 from flowseg.synthetic import MODALITIES, random_touching_labels, render
-from flowseg.train import TrainConfig, flow_loss, predict_whole
+from flowseg.train import TrainConfig, flow_loss, optimizer_and_schedule, predict_whole
 
 # Synthetic categories: settings of random_touching_labels.
 CATEGORIES: dict[str, dict[str, object]] = {
@@ -142,11 +141,7 @@ def fit(dataset: FlowDataset, loss_fn: Callable[[torch.Tensor, torch.Tensor], to
     config = TrainConfig(batch_size=batch, seed=seed)
     torch.manual_seed(seed)
     net = FlowUNet(NetConfig())
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate,
-                                  weight_decay=config.weight_decay)
-    warmup = max(1, int(config.warmup_fraction * steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    optimizer, scheduler = optimizer_and_schedule(net, config, steps)
     order: list[tuple[int, int]] = []
     for epoch in itertools.count():
         if len(order) >= steps * batch:

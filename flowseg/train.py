@@ -184,19 +184,42 @@ def train(
     return session.best_path if val_pairs else out / "last.pt"
 
 
+def optimizer_and_schedule(
+    net: torch.nn.Module, config: TrainConfig, total_steps: int,
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """Return AdamW and its learning-rate schedule: a linear warm-up, then a cosine decay to 0.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+    config : TrainConfig
+        ``learning_rate``, ``weight_decay`` and ``warmup_fraction`` are used.
+    total_steps : int
+
+    Returns
+    -------
+    optimizer : torch.optim.AdamW
+    scheduler : torch.optim.lr_scheduler.LambdaLR
+        To be stepped once per optimisation step.
+    """
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate,
+                                  weight_decay=config.weight_decay)
+    total = max(1, total_steps)
+    warmup = max(1, int(config.warmup_fraction * total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    return optimizer, scheduler
+
+
 class _Session:
     """The mutable state of one training run, and how it is saved and restored."""
 
     def __init__(self, out: Path, config: TrainConfig, net: FlowUNet, device: torch.device,
                  steps_per_epoch: int):
         self.out, self.config, self.net, self.device = out, config, net.to(device), device
-        self.optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate,
-                                           weight_decay=config.weight_decay)
-        total = max(1, config.epochs * steps_per_epoch)
-        warmup = max(1, int(config.warmup_fraction * total))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+        self.optimizer, self.scheduler = optimizer_and_schedule(
+            net, config, max(1, config.epochs * steps_per_epoch))
         self.scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
         self.epoch, self.step_in_epoch, self.best_f1 = 0, 0, -1.0
         self.best_path = out / "best.pt"
