@@ -68,10 +68,17 @@ def _add_predict(commands: Any) -> None:
     predict.add_argument("-o", "--output", required=True, help="folder for <name>_label.tiff")
     predict.add_argument("--model", help="checkpoint to use (default: the bundled model)")
     predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    predict.add_argument("--tile", type=int, default=512, help="tile side (default: 512)")
-    predict.add_argument("--batch", type=int, default=4, help="tiles per forward pass (default: 4)")
-    predict.add_argument("--diameter", type=float, default=None,
-                         help="typical cell diameter in pixels, to resize (default: native scale)")
+    predict.add_argument("--precision", choices=("auto", "float32", "bfloat16", "float16"),
+                         default="auto", help="auto: float16 on CUDA, float32 on the CPU")
+    predict.add_argument("--tile", type=int, default=1024,
+                         help="largest kept tile side; the network sees 2 x 96 px more "
+                              "(default: 1024)")
+    predict.add_argument("--batch", type=int, default=1, help="tiles per forward pass (default: 1)")
+    predict.add_argument("--diameter", type=_diameter, default=None, metavar="D|auto",
+                         help="typical cell diameter in pixels; the image is resized so that "
+                              "cells look the size the model was trained at (the bundled model: "
+                              "30 px, at 15-60 px unchanged). auto or 0 (default): estimated "
+                              "per image")
     predict.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
                          help="average over mirrored copies (4x slower)")
     predict.add_argument("--save-flows", action=argparse.BooleanOptionalAction, default=False,
@@ -103,6 +110,19 @@ def _add_evaluate(commands: Any) -> None:
     evaluate.set_defaults(handler=_evaluate)
 
 
+def _diameter(text: str) -> float | None:
+    """``auto`` or 0 -> None (estimate per image); otherwise a positive number of pixels."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels or auto, got {text!r}") from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError(f"must be positive, or 0/auto to estimate, got {text}")
+    return value or None
+
+
 def _train(args: argparse.Namespace) -> int:
     from flowseg.dataset import DataConfig
     from flowseg.train import TrainConfig, train
@@ -126,6 +146,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     report = predict_folder(
         args.input, args.output, model=args.model, device=args.device, diameter=args.diameter,
+        precision=args.precision,
         tiles=TileConfig(tile=args.tile, batch=args.batch, flip_tta=args.tta),
         overwrite=args.overwrite, save_flows=args.save_flows, save_overlays=args.save_overlays)
     print(f"{len(report.written)} written, {len(report.skipped)} already there (--overwrite to "

@@ -48,7 +48,8 @@ class DataConfig:
     crop : int
         Side of the square training crops; smaller images are padded with zeros.
     scale : tuple of float
-        Range of the random zoom (after any diameter rescaling).
+        Range of the random zoom (after any diameter rescaling), drawn log-uniformly: (0.5, 2)
+        shows cells at half to twice the size they have after rescaling.
     rotate : bool
         Rotate by a uniformly random angle.
     mirror : bool
@@ -215,7 +216,7 @@ class FlowDataset(torch.utils.data.Dataset):
         image = np.load(str(entry["image"]), mmap_mode="r")
         targets = np.load(str(entry["targets"]), mmap_mode="r")
         rng = np.random.default_rng(seed)
-        zoom = rng.uniform(*self.config.scale)
+        zoom = float(np.exp(rng.uniform(*np.log(self.config.scale))))
         diameter = float(entry["diameter"])  # type: ignore[arg-type]
         if self.config.diameter and diameter > 0:
             zoom *= self.config.diameter / diameter

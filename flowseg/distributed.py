@@ -160,14 +160,15 @@ def segment_block(
 
     from flowseg.infer import run_tiled
     from flowseg.masks import masks_from_flows
-    from flowseg.net import pick_device
+    from flowseg.net import plan_execution
     from flowseg.normalize import PreparedView
 
     if isinstance(region, (str, os.PathLike)):
         with open_image(region) as image:
             region = image[:, ext[0]:ext[1], ext[2]:ext[3]].compute(scheduler="synchronous")
     view = PreparedView(np.asarray(region), ranges=ranges)
-    output = run_tiled(_worker_model(model_path), view, config=tiles, device=pick_device(device))
+    output = run_tiled(_worker_model(model_path), view, config=tiles,
+                       execution=plan_execution(device))
     local = masks_from_flows(output[:2], output[2], config=masks)
     kept = keep_centred(local, core, ext)
     zarr.open_group(scratch, mode="a").create_array(
@@ -405,5 +406,5 @@ def _predict_file(path: str, *, out_dir: str, model: str | None, tiles: TileConf
     from flowseg.pipeline import segment
 
     labels = segment(read_pixels(path), _worker_model(model), tiles=tiles, masks=masks,
-                     device=device)
+                     device=device, channel_axis=0)
     return str(write_labels(labels, label_path(path, out_dir)))

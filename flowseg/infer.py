@@ -1,15 +1,27 @@
-"""Tiled inference: any image size, bounded memory, no seams.
+"""Tiled inference: any image size, bounded memory, and the same answer however it is cut.
 
-The image is cut into overlapping tiles of one size, run through the network in batches, and each
-tile's output is added into a preallocated result after weighting by a separable taper window. The
-windows ramp linearly near tile edges and are normalised per axis, so that at every pixel the
-weights of the tiles covering it add up to exactly 1: no weight image and no division over the
-image are needed, and tile borders leave no seam.
+The image is covered by overlapping tiles, run through the network in batches, and each tile's
+output is added into a preallocated result after weighting by a separable window. Three rules
+make the result independent of the tiling (the tile size, the batch, whole image or not, a Dask
+block or one process):
 
-GPU memory depends on the tile size and batch only: tiles go to the device a batch at a time and
-their outputs come straight back. The precision is decided here, once: float16 autocast on CUDA,
-float32 on the CPU. (On this project's 2-core AMD EPYC, bfloat16 autocast ran a batch twice as
-fast; it is not used until its effect on the masks is measured: see ``benchmarks/RESULTS.md``.)
+1. Context is thrown away. Every tile reaches ``TileConfig.context`` pixels beyond the part of it
+   that is kept (its core), except at the image's top and left edges, which every run meets
+   the same way; past the bottom and right edges the image is extended by mirroring by as much
+   (for a whole-image run too), so that every kept pixel saw the same neighbourhood whether the
+   image ran whole or in pieces.
+2. Tiles sit on the network's grid. Every tile starts at a multiple of the network's stride, so
+   the pooling windows of every tile line up with those of a whole-image run.
+3. Cores blend. Neighbouring cores overlap by ``TileConfig.ramp`` pixels, where the windows ramp
+   linearly; they are normalised per axis so that the weights at every pixel add up to exactly 1.
+
+The network itself pools nothing over the whole input (``NetConfig.style`` is off), so the only
+differences left come from beyond the context: measured in benchmarks/RESULTS.md.
+
+Memory depends on the tile size and batch only: tiles go to the device a batch at a time and
+their outputs come straight back. Precision and memory layout come from an
+:class:`~flowseg.net.Execution`: float16 autocast on CUDA, float32 on the CPU, in the memory layout
+measured faster on this CPU.
 """
 
 from __future__ import annotations
@@ -24,7 +36,7 @@ import numpy.typing as npt
 import torch
 from torch.nn import functional as F
 
-from flowseg.net import OUT_CHANNELS, FlowUNet, pick_device
+from flowseg.net import OUT_CHANNELS, Execution, FlowUNet, plan_execution
 from flowseg.normalize import PreparedView
 
 log = logging.getLogger(__name__)
@@ -37,79 +49,94 @@ class TileConfig:
     Attributes
     ----------
     tile : int
-        Tile side in pixels (rounded up to a multiple of the network's stride). An image with no
-        more pixels than ``batch`` tiles runs whole, as one tile of its own shape.
-    overlap : float
-        Least fraction of a tile shared with each neighbour, at least 0.1.
+        Largest side of the part of a tile that is kept (its core), in pixels; the network sees
+        ``tile + 2 * context`` (rounded up to its stride), and memory follows that. Cores are
+        made as small as covering the image allows; an image that fits in ``batch`` tiles runs
+        whole, as one tile of its own shape.
+    context : int
+        Pixels at each tile edge that are computed but not kept (rounded up to a multiple of
+        the network's stride).
+    ramp : int
+        Overlap of neighbouring kept cores, over which they blend.
     batch : int
         Tiles per forward pass.
     flip_tta : bool
         Also run the tiles mirrored vertically, horizontally and both, and average (4x work).
     """
 
-    tile: int = 512
-    overlap: float = 0.125
-    batch: int = 4
+    tile: int = 1024
+    context: int = 96
+    ramp: int = 32
+    batch: int = 1
     flip_tta: bool = False
 
     def __post_init__(self) -> None:
-        if self.tile < 16 or not 0.1 <= self.overlap < 0.5 or self.batch < 1:
-            raise ValueError(f"invalid tiling: tile={self.tile} (>= 16), overlap={self.overlap} "
-                             f"(0.1 to 0.5), batch={self.batch} (>= 1)")
+        if self.batch < 1 or self.context < 0 or self.ramp < 1 or self.tile < 2 * self.ramp + 64:
+            raise ValueError(
+                f"invalid tiling: tile={self.tile} (at least 2 x ramp + 64), "
+                f"context={self.context} (>= 0), ramp={self.ramp} (>= 1), batch={self.batch} (>= 1)")
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Return tile start positions that cover ``[0, length)``, evenly spread.
+def tile_starts(length: int, core: int, ramp: int, stride: int = 1) -> list[int]:
+    """Return core start positions on the ``stride`` grid that cover ``[0, length)``.
 
     Parameters
     ----------
     length : int
         Image side.
-    tile : int
-        Tile side.
-    overlap : int
-        Least overlap between neighbours, in pixels.
+    core : int
+        Kept part of a tile, a multiple of ``stride``.
+    ramp : int
+        Least overlap between neighbouring cores.
+    stride : int
+        Starts are multiples of this.
 
     Returns
     -------
     starts : list of int
-        One start (0) when the image fits in a tile; otherwise the first is 0, the last
-        ``length - tile``, and neighbours overlap by at least ``overlap``.
+        The first is 0; the last core reaches ``length`` or beyond (by less than ``stride``);
+        neighbours overlap by at least ``ramp``.
 
     Examples
     --------
     >>> tile_starts(1000, 512, 64)
     [0, 244, 488]
+    >>> tile_starts(1000, 512, 64, stride=32)
+    [0, 256, 512]
     >>> tile_starts(300, 512, 64)
     [0]
     """
-    if length <= tile:
+    if length <= core:
         return [0]
-    count = math.ceil((length - overlap) / (tile - overlap))
-    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+    if stride == 1:
+        count = math.ceil((length - ramp) / (core - ramp))
+        return [round(i * (length - core) / (count - 1)) for i in range(count)]
+    # Evenly spread, then moved to the grid: a gap grows by less than ``stride`` in rounding.
+    last = -(-(length - core) // stride) * stride
+    count = math.ceil(last / (core - ramp - stride)) + 1
+    return [round(i * last / (count - 1) / stride) * stride for i in range(count)]
 
 
-def tapers(length: int, starts: list[int], tile: int, margin: int) -> list[npt.NDArray[np.float32]]:
-    """Return the 1-D blending weights of every tile along one axis; they sum to 1 everywhere.
+def tapers(length: int, starts: list[int], core: int, ramp: int) -> list[npt.NDArray[np.float32]]:
+    """Return the 1-D blending weights of every core along one axis; they sum to 1 everywhere.
 
-    Each tile's raw weight ramps linearly over ``margin`` pixels at its edges inside the image
-    (not at the image's own edges) and is 1 elsewhere; dividing by the sum of all raw weights
-    makes any number of overlapping tiles add up to exactly 1, and the 2-D weights (products of
-    the row and column weights) then do too.
+    Each core's raw weight ramps linearly over ``ramp`` pixels at its edges that face another
+    core, and is 1 elsewhere; dividing by the sum of all raw weights makes any number of
+    overlapping cores add up to exactly 1, and the 2-D weights (products of the row and column
+    weights) then do too.
 
     Parameters
     ----------
     length : int
-        Image side.
+        Extent covered: at least ``starts[-1] + min(core, length)``.
     starts : list of int
         From :func:`tile_starts`.
-    tile : int
-    margin : int
-        Ramp length in pixels.
+    core : int
+    ramp : int
 
     Returns
     -------
-    weights : list of (min(tile, length),) ndarray of float32
+    weights : list of (min(core, length),) ndarray of float32
 
     Examples
     --------
@@ -117,27 +144,49 @@ def tapers(length: int, starts: list[int], tile: int, margin: int) -> list[npt.N
     >>> float(w[0][0]), float(w[0][-1] + w[1][64 - 36 - 1])
     (1.0, 1.0)
     """
-    size = min(tile, length)
-    ramp = np.minimum(1.0, (np.arange(size) + 0.5) / margin)
+    size = min(core, length)
+    slope = np.minimum(1.0, (np.arange(size) + 0.5) / ramp)
     raw = []
     for i in range(len(starts)):
         w = np.ones(size)
         if i > 0:  # a neighbour before: ramp up
-            w = np.minimum(w, ramp)
+            w = np.minimum(w, slope)
         if i < len(starts) - 1:  # a neighbour after: ramp down
-            w = np.minimum(w, ramp[::-1])
+            w = np.minimum(w, slope[::-1])
         raw.append(w)
-    total = np.zeros(length)
+    total = np.zeros(max(length, starts[-1] + size))
     for start, w in zip(starts, raw, strict=True):
         total[start: start + size] += w
     return [(w / total[start: start + size]).astype(np.float32)
             for start, w in zip(starts, raw, strict=True)]
 
 
+@dataclass(frozen=True)
+class _Axis:
+    """The tiling of one image axis: core starts, core size, weights."""
+
+    starts: list[int]
+    core: int
+    weights: list[npt.NDArray[np.float32]]
+
+    @classmethod
+    def plan(cls, length: int, tile: int, ramp: int, stride: int) -> _Axis:
+        """Cover ``length`` with cores of at most ``tile``, as small as covering allows."""
+        most = max(tile, ramp + 2 * stride)
+        count = len(tile_starts(length, most, ramp, stride))
+        # The fewest tiles of the largest size, then the smallest cores that still cover.
+        core = most
+        while core - stride >= ramp + 2 * stride and \
+                len(tile_starts(length, core - stride, ramp, stride)) == count:
+            core -= stride
+        starts = tile_starts(length, core, ramp, stride)
+        return cls(starts, core, tapers(length, starts, core, ramp))
+
+
 def run_tiled(
     net: FlowUNet, image: npt.NDArray[np.floating] | PreparedView, *,
-    config: TileConfig = TileConfig(),
-    device: torch.device | None = None, out: npt.NDArray[np.float32] | None = None,
+    config: TileConfig = TileConfig(), execution: Execution | None = None,
+    out: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float32]:
     """Run the network over an image of any size, tile by tile.
 
@@ -148,8 +197,8 @@ def run_tiled(
         Normalised network input (``flowseg.normalize.prepare_image``), or a view that
         normalises each tile as it is cut.
     config : TileConfig
-    device : torch.device, optional
-        Where the network runs; the network's own device when omitted.
+    execution : Execution, optional
+        Device, precision and layout; :func:`flowseg.net.plan_execution` when omitted.
     out : (3, H, W) ndarray of float32, optional
         Where to accumulate (a memory map, say); must be zero-filled.
 
@@ -165,29 +214,46 @@ def run_tiled(
     """
     if image.ndim != 3 or image.shape[0] != net.config.in_channels:
         raise ValueError(f"image must be ({net.config.in_channels}, H, W), got {image.shape}")
-    device = device or pick_device("auto")
-    net = net.to(device).eval()
+    execution = execution or plan_execution("auto")
+    net = execution.place(net).eval()
     height, width = image.shape[1:]
-    tile = -(-config.tile // net.stride) * net.stride
-    margin = max(1, math.ceil(config.overlap * tile))
-    # An image whose padded pixels fit in one batch of tiles runs whole: the memory of one batch,
-    # no seams, and no work spent on overlaps (512 tiles cover a 1024^2 image 3 x 3, 2.25x over).
-    tile_h, tile_w = (-(-n // net.stride) * net.stride for n in (height, width))
-    if tile_h * tile_w > config.batch * tile * tile:
-        tile_h = tile_w = tile
-    ys, xs = tile_starts(height, tile_h, margin), tile_starts(width, tile_w, margin)
-    wy, wx = tapers(height, ys, tile_h, margin), tapers(width, xs, tile_w, margin)
+    # Context rounded up to the stride: every tile then starts on the grid of a whole-image run.
+    stride = net.stride
+    context = -(-config.context // stride) * stride
+    tile = -(-(config.tile + 2 * context) // stride) * stride
+    whole_h, whole_w = (-(-(n + context) // stride) * stride for n in (height, width))
+    if whole_h * whole_w <= config.batch * tile * tile:
+        # The mirrored image fits in one batch of tiles: one tile of its own shape, no seams.
+        rows = _Axis([0], height, [np.ones(height, np.float32)])
+        cols = _Axis([0], width, [np.ones(width, np.float32)])
+    else:
+        rows = _Axis.plan(height, config.tile, config.ramp, stride)
+        cols = _Axis.plan(width, config.tile, config.ramp, stride)
     if out is None:
         out = np.zeros((OUT_CHANNELS, height, width), np.float32)
-    grid = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
+    size_h = -(-(rows.core + (2 if len(rows.starts) > 1 else 1) * context) // stride) * stride
+    size_w = -(-(cols.core + (2 if len(cols.starts) > 1 else 1) * context) // stride) * stride
+    grid = [(i, j) for i in range(len(rows.starts)) for j in range(len(cols.starts))]
     for chunk in _chunks(grid, config.batch):
-        batch = np.stack([_cut(image, ys[i], xs[j], tile_h, tile_w) for i, j in chunk])
-        result = _forward(net, torch.from_numpy(batch), device, config.flip_tta)
-        for (i, j), tile_out in zip(chunk, result, strict=True):
-            h, w = len(wy[i]), len(wx[j])
-            weight = wy[i][:, None] * wx[j][None, :]
-            out[:, ys[i]: ys[i] + h, xs[j]: xs[j] + w] += tile_out[:, :h, :w] * weight
+        origins = [(_origin(rows.starts[i], context), _origin(cols.starts[j], context))
+                   for i, j in chunk]
+        batch = np.stack([_cut(image, y, x, size_h, size_w) for y, x in origins])
+        result = _forward(net, torch.from_numpy(batch), execution, config.flip_tta)
+        for (i, j), (oy, ox), tile_out in zip(chunk, origins, result, strict=True):
+            y, x = rows.starts[i], cols.starts[j]
+            h, w = min(rows.core, height - y), min(cols.core, width - x)
+            weight = rows.weights[i][:h, None] * cols.weights[j][None, :w]
+            out[:, y: y + h, x: x + w] += tile_out[:, y - oy: y - oy + h, x - ox: x - ox + w] * weight
     return out
+
+
+def _origin(start: int, context: int) -> int:
+    """Where a tile whose core starts at ``start`` begins: ``context`` before, or at the edge.
+
+    A tile never reaches above or left of the image: there, like a whole-image run, it meets the
+    image's own edge. Below and right it reaches ``context`` past the image, mirrored.
+    """
+    return start - context if start > 0 else 0
 
 
 def _chunks(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
@@ -195,29 +261,53 @@ def _chunks(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int,
         yield items[k: k + size]
 
 
-def _cut(
-    image: npt.NDArray[np.floating] | PreparedView, y: int, x: int, tile_h: int, tile_w: int
-) -> npt.NDArray[np.float32]:
-    """Cut a tile; a tile larger than the image is padded by reflection (edge copies if tiny)."""
-    part = np.asarray(image[:, y: y + tile_h, x: x + tile_w], np.float32)
-    pad_h, pad_w = tile_h - part.shape[1], tile_w - part.shape[2]
-    if pad_h or pad_w:
-        mode = "reflect" if min(part.shape[1:]) > max(pad_h, pad_w) else "edge"
-        part = np.pad(part, ((0, 0), (0, pad_h), (0, pad_w)), mode=mode)  # type: ignore[call-overload]
-    return part
+def mirror_indices(start: int, size: int, length: int) -> npt.NDArray[np.intp]:
+    """Fold indices ``start .. start + size - 1`` into ``[0, length)`` by mirroring.
+
+    Parameters
+    ----------
+    start : int
+        May be negative.
+    size : int
+    length : int
+
+    Returns
+    -------
+    indices : (size,) ndarray of intp
+
+    Examples
+    --------
+    >>> mirror_indices(-2, 7, 3).tolist()
+    [2, 1, 0, 1, 2, 1, 0]
+    """
+    if length == 1:
+        return np.zeros(size, np.intp)
+    period = 2 * (length - 1)
+    folded = np.mod(np.arange(start, start + size), period)
+    return np.where(folded < length, folded, period - folded).astype(np.intp)
+
+
+def _cut(image: npt.NDArray[np.floating] | PreparedView, y: int, x: int, tile_h: int,
+         tile_w: int) -> npt.NDArray[np.float32]:
+    """Cut a tile at ``(y, x)``; whatever lies outside the image is its mirror image."""
+    height, width = image.shape[1:]
+    rows, cols = mirror_indices(y, tile_h, height), mirror_indices(x, tile_w, width)
+    y0, y1, x0, x1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    window = np.asarray(image[:, y0:y1, x0:x1], np.float32)
+    inside = 0 <= y and y + tile_h <= height and 0 <= x and x + tile_w <= width
+    return window if inside else window[:, rows - y0][:, :, cols - x0]
 
 
 @torch.inference_mode()
-def _forward(net: FlowUNet, batch: torch.Tensor, device: torch.device,
+def _forward(net: FlowUNet, batch: torch.Tensor, execution: Execution,
              flip_tta: bool) -> npt.NDArray[np.float32]:
-    x = batch.to(device, non_blocking=True)
-    # float16 on CUDA halves activation memory and doubles throughput; the CPU stays in float32
-    # (bfloat16 is faster on some CPUs, but its effect on the masks is not yet measured).
-    with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+    x = execution.prepare(batch)
+    dtype = execution.autocast_dtype
+    with torch.autocast(execution.device.type, dtype=dtype, enabled=dtype is not None):
         if not flip_tta:
             y = net(x).float()
         else:
-            y = torch.zeros(x.shape[0], OUT_CHANNELS, *x.shape[2:], device=device)
+            y = torch.zeros(x.shape[0], OUT_CHANNELS, *x.shape[2:], device=x.device)
             for dims in ((), (2,), (3,), (2, 3)):
                 z = net(torch.flip(x, dims) if dims else x).float()
                 z = torch.flip(z, dims) if dims else z

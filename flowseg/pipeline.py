@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from flowseg.blocks import masks_in_blocks
 from flowseg.infer import TileConfig, rescale, resize_to, run_tiled
 from flowseg.io import IMAGE_SUFFIXES, label_path, list_images, read_pixels, write_labels
 from flowseg.masks import MaskConfig
-from flowseg.net import FlowUNet, load_net, pick_device
+from flowseg.net import Execution, FlowUNet, load_net, plan_execution
 from flowseg.normalize import PreparedView, prepare_image
 
 log = logging.getLogger(__name__)
@@ -73,23 +73,88 @@ class Segmentation:
         ``dy, dx`` in ``FLOW_SCALE`` units.
     cellprob : (H, W) ndarray of float32
         Logits.
+    diameter : float
+        The cell diameter the image was run for: the one given, or the estimate (the model's
+        training diameter when too few cells were found to estimate one).
     """
 
     labels: npt.NDArray[np.uint32]
     flows: npt.NDArray[np.float32]
     cellprob: npt.NDArray[np.float32]
+    diameter: float = 0.0
+
+
+# The network was trained on cells of 0.5x to 2x its training diameter; within this share of that
+# range, an image runs at its own scale.
+AUTO_RANGE = (0.5, 1.9)
+# Images above this many pixels have their cell size estimated on a few crops of this many pixels.
+ESTIMATE_PIXELS = 1 << 21
+# An estimate needs at least this many cells.
+ESTIMATE_CELLS = 5
+# Automatic rescaling enlarges an image at most this much (cells of 7.5 px to 30).
+AUTO_MAX_UPSCALE = 4.0
+
+
+def as_channels_first(image: npt.ArrayLike, *, channel_axis: int | None = None,
+                      max_channels: int = 4) -> npt.NDArray[Any]:
+    """Return an image as ``(C, H, W)``, deciding where its channels are.
+
+    ``(H, W)`` is one channel. A 3-D array with ``channel_axis`` given has its channels there.
+    Otherwise, the one axis, first or last, of at most ``max_channels`` entries holds the
+    channels (``(3, H, W)``, ``(H, W, 3)``); when both or neither are that short the array is
+    refused, since a z-stack or a time series must never be read as channels by accident.
+
+    Parameters
+    ----------
+    image : array_like
+    channel_axis : int, optional
+    max_channels : int
+
+    Returns
+    -------
+    image : (C, H, W) ndarray
+
+    Raises
+    ------
+    ValueError
+        If the shape is not 2-D or 3-D, or the channel axis is ambiguous (the message says what
+        to pass).
+
+    Examples
+    --------
+    >>> as_channels_first(np.zeros((5, 6, 3))).shape
+    (3, 5, 6)
+    >>> as_channels_first(np.zeros((5, 6))).shape
+    (1, 5, 6)
+    """
+    array = np.asarray(image)
+    if array.ndim == 2 and channel_axis is None:
+        return array[np.newaxis]
+    if array.ndim != 3:
+        raise ValueError(f"image must be (H, W), (H, W, C) or (C, H, W), got shape {array.shape}")
+    if channel_axis is not None:
+        return np.moveaxis(array, channel_axis, 0)
+    first, last = array.shape[0] <= max_channels, array.shape[-1] <= max_channels
+    if first != last:
+        return array if first else np.moveaxis(array, -1, 0)
+    raise ValueError(
+        f"image of shape {array.shape}: cannot tell which axis holds the channels; pass "
+        f"channel_axis=0 or -1 (a z-stack is segmented with flowseg.segment_volume, not as channels)")
 
 
 def segment_with_outputs(
     image: npt.ArrayLike, model: FlowUNet | None = None, *, tiles: TileConfig = TileConfig(),
     masks: MaskConfig | None = None, diameter: float | None = None, device: str = "auto",
+    precision: str = "auto", channel_axis: int | None = None,
+    execution: Execution | None = None,
 ) -> Segmentation:
     """Segment one image and keep the flows and cell probability.
 
     Parameters
     ----------
-    image : (C, H, W) array_like
-        Raw pixel values, any channel count (as :func:`flowseg.io.read_image` returns them).
+    image : (H, W), (H, W, C) or (C, H, W) array_like
+        Raw pixel values, any channel count; see :func:`as_channels_first` for how the channel
+        axis is found.
     model : FlowUNet, optional
         The bundled default model when omitted.
     tiles : TileConfig
@@ -97,8 +162,15 @@ def segment_with_outputs(
         The thresholds saved with the model when omitted.
     diameter : float, optional
         Typical cell diameter in pixels; the image is resized so that cells appear at the size
-        the model was trained on. None runs at the native scale.
+        the model was trained on (``model.metadata["diameter"]``). None or 0: estimated from a
+        first pass (:func:`estimate_diameter`), and the image runs at its own scale when the
+        estimate is within what the model was trained on.
     device : {"auto", "cpu", "cuda"}
+    precision : {"auto", "float32", "bfloat16", "float16"}
+    channel_axis : int, optional
+        Where the channels of a 3-D array are.
+    execution : Execution, optional
+        A plan made once for many images; overrides ``device`` and ``precision``.
 
     Returns
     -------
@@ -107,43 +179,203 @@ def segment_with_outputs(
     Raises
     ------
     ValueError
-        If the image is not ``(C, H, W)``, holds NaN or infinite values, or ``diameter`` is not
-        positive.
+        If the image's shape is not understood, it holds NaN or infinite values, or
+        ``diameter`` is negative.
     """
     net = model if model is not None else load_model()
     config = masks or MaskConfig(**net.metadata.get("thresholds", {}))
-    raw = np.asarray(image)
-    if raw.ndim != 3:
-        raise ValueError(f"image must be (C, H, W), got shape {raw.shape}")
-    shape = raw.shape[1:]
-    # Normalised window by window: no normalised copy of the whole image is ever held.
-    prepared: PreparedView | npt.NDArray[np.float32] = PreparedView(raw)
-    if diameter is not None:
-        if diameter <= 0:
-            raise ValueError(f"diameter must be positive, got {diameter}")
-        trained = float(net.metadata.get("diameter") or 30.0)
-        prepared = rescale(prepare_image(raw), trained / diameter)
-    output = run_tiled(net, prepared, config=tiles, device=pick_device(device))
+    raw = as_channels_first(image, channel_axis=channel_axis)
+    plan = execution or plan_execution(device, precision)
+    trained = training_diameter(net)
+    if diameter is not None and not diameter >= 0:
+        raise ValueError(f"diameter must be positive (or 0 for automatic), got {diameter}")
+    prepared = PreparedView(raw)  # normalised window by window: no whole normalised copy
+    if diameter:
+        _check_scale(raw.shape[1:], trained / diameter, diameter)
+        return _run(net, prepared, trained / diameter, tiles, config, plan, diameter)
+    guess = estimate_diameter(net, prepared, tiles=tiles, masks=config, execution=plan)
+    low, high = (f * trained for f in AUTO_RANGE)
+    chosen = guess.diameter if guess.found else trained
+    log.info("estimated cell diameter %.1f px (%s)", chosen,
+             f"from {guess.cells} cells" if guess.found else "too few cells: model's own")
+    if not guess.found or low <= guess.diameter <= high:
+        if guess.result is not None:  # the first pass was the whole image at its own scale
+            return replace(guess.result, diameter=chosen)
+        return _run(net, prepared, 1.0, tiles, config, plan, chosen)
+    return _run(net, prepared, _auto_scale(raw.shape[1:], trained / guess.diameter), tiles, config,
+                plan, chosen)
+
+
+def _auto_scale(shape: tuple[int, ...], scale: float) -> float:
+    """Bound an automatic rescaling: at most 4x up, and never below 32 px a side."""
+    return float(np.clip(scale, min(1.0, 32 / min(shape)), AUTO_MAX_UPSCALE))
+
+
+def training_diameter(net: FlowUNet) -> float:
+    """Return the median cell diameter, in pixels, that the model was trained at (30 if unknown).
+
+    Parameters
+    ----------
+    net : FlowUNet
+
+    Returns
+    -------
+    diameter : float
+    """
+    return float(net.metadata.get("diameter") or 30.0)
+
+
+@dataclass
+class DiameterEstimate:
+    """What a first pass found: the median cell diameter, from how many cells.
+
+    Attributes
+    ----------
+    diameter : float
+    cells : int
+    result : Segmentation or None
+        The first pass itself when it covered the whole image at its own scale.
+    """
+
+    diameter: float
+    cells: int
+    result: Segmentation | None = None
+
+    @property
+    def found(self) -> bool:
+        """Whether enough cells were found for the estimate to count."""
+        return self.cells >= ESTIMATE_CELLS
+
+
+def estimate_diameter(
+    net: FlowUNet, image: PreparedView, *, tiles: TileConfig = TileConfig(),
+    masks: MaskConfig = MaskConfig(), execution: Execution | None = None,
+) -> DiameterEstimate:
+    """Estimate the typical cell diameter: the median of a first pass's masks.
+
+    The image runs at its own scale (a small image whole; a large one as up to four crops of
+    ``ESTIMATE_PIXELS`` pixels spread over it). When that finds cells larger than the model was
+    trained on (where it tends to split them), a pass at the scale those suggest refines the
+    estimate; when it finds too few cells, a pass at half scale looks for large ones.
+
+    Parameters
+    ----------
+    net : FlowUNet
+    image : PreparedView
+    tiles : TileConfig
+    masks : MaskConfig
+    execution : Execution, optional
+
+    Returns
+    -------
+    estimate : DiameterEstimate
+    """
+    plan = execution or plan_execution("auto")
+    trained = training_diameter(net)
+    height, width = image.shape[1:]
+    whole = height * width <= ESTIMATE_PIXELS
+    regions = [image] if whole else _crops(image)
+    first = [_run(net, r, 1.0, tiles, masks, plan, trained) for r in regions]
+    guess = DiameterEstimate(*median_diameter(*(f.labels for f in first)),
+                             first[0] if whole else None)
+    high = AUTO_RANGE[1] * trained
+    if guess.found and guess.diameter <= high:
+        return guess
+    # Cells too large for the model (or none found): look again with them shrunk.
+    scale = _auto_scale((height, width), 0.5 if not guess.found else trained / guess.diameter)
+    if scale >= 1.0:
+        return guess
+    second = [_run(net, r, scale, tiles, masks, plan, trained / scale).labels for r in regions]
+    refined = DiameterEstimate(*median_diameter(*second))
+    return refined if refined.found and refined.diameter > high else guess
+
+
+def median_diameter(*labels: npt.NDArray[np.integer]) -> tuple[float, int]:
+    """Median equivalent diameter (that of a disk of the same area) of the cells, and their count.
+
+    Parameters
+    ----------
+    *labels : (H, W) ndarray of int
+        One or more label images, pooled.
+
+    Returns
+    -------
+    diameter : float
+        0 when there is no cell.
+    count : int
+
+    Examples
+    --------
+    >>> labels = np.zeros((20, 20), np.uint32); labels[:10, :10] = 1
+    >>> round(median_diameter(labels)[0], 2)
+    11.28
+    """
+    sizes = np.concatenate([np.bincount(np.asarray(part).reshape(-1))[1:] for part in labels])
+    sizes = sizes[sizes > 0]
+    if not sizes.size:
+        return 0.0, 0
+    return float(np.median(2 * np.sqrt(sizes / np.pi))), int(sizes.size)
+
+
+def _crops(image: PreparedView) -> list[npt.NDArray[np.float32]]:
+    """Four crops of ``ESTIMATE_PIXELS`` in all, a third of the way in from each corner."""
+    height, width = image.shape[1:]
+    side_h = min(height, int(np.sqrt(ESTIMATE_PIXELS / 4)))
+    side_w = min(width, ESTIMATE_PIXELS // 4 // side_h)
+    ys = [(height - side_h) // 3, 2 * (height - side_h) // 3]
+    xs = [(width - side_w) // 3, 2 * (width - side_w) // 3]
+    return [image[:, y: y + side_h, x: x + side_w] for y in ys for x in xs]
+
+
+def _check_scale(shape: tuple[int, ...], scale: float, diameter: float) -> None:
+    """Refuse a rescaled image that would not fit in memory, before making it."""
+    pixels = shape[0] * shape[1] * scale * scale
+    if pixels > MAX_RESCALED_PIXELS:
+        raise ValueError(f"diameter {diameter:g} resizes this {shape[0]} x {shape[1]} image by "
+                         f"{scale:.3g}x to {pixels / 1e6:.0f} MP (at most "
+                         f"{MAX_RESCALED_PIXELS / 1e6:.0f} MP); give a larger diameter")
+    if min(shape) * scale < 1:
+        raise ValueError(f"diameter {diameter:g} shrinks this {shape[0]} x {shape[1]} image to "
+                         f"less than one pixel; give a smaller diameter")
+
+
+# A rescaled image is held in memory (12 bytes a pixel), and so is the network's output at that
+# scale: beyond this many pixels the request is refused with a message.
+MAX_RESCALED_PIXELS = 400_000_000
+
+
+def _run(net: FlowUNet, image: PreparedView | npt.NDArray[np.float32], scale: float,
+         tiles: TileConfig, config: MaskConfig, plan: Execution, diameter: float) -> Segmentation:
+    """Run the network at ``scale``, bring its output back to the image's size, make masks."""
+    shape = image.shape[1:]
+    if abs(scale - 1.0) > 1e-3:
+        _check_scale(shape, scale, diameter)
+        image = rescale(np.asarray(image[:, :, :], np.float32), scale)
+    output = run_tiled(net, image, config=tiles, execution=plan)
     if output.shape[1:] != shape:
         output = resize_to(output, shape)
     labels = masks_in_blocks(output[:2], output[2], config=config)
-    return Segmentation(labels, output[:2], output[2])
+    return Segmentation(labels, output[:2], output[2], diameter)
 
 
 def segment(
     image: npt.ArrayLike, model: FlowUNet | None = None, *, tiles: TileConfig = TileConfig(),
     masks: MaskConfig | None = None, diameter: float | None = None, device: str = "auto",
+    precision: str = "auto", channel_axis: int | None = None,
 ) -> npt.NDArray[np.uint32]:
     """Segment one image: normalise, run the network in tiles, turn flows into masks.
 
     Parameters
     ----------
-    image : (C, H, W) array_like
+    image : (H, W), (H, W, C) or (C, H, W) array_like
     model : FlowUNet, optional
     tiles : TileConfig
     masks : MaskConfig, optional
     diameter : float, optional
+        None or 0: estimated per image.
     device : {"auto", "cpu", "cuda"}
+    precision : {"auto", "float32", "bfloat16", "float16"}
+    channel_axis : int, optional
 
     Returns
     -------
@@ -153,9 +385,17 @@ def segment(
     ------
     ValueError
         As :func:`segment_with_outputs`.
+
+    Examples
+    --------
+    >>> from flowseg.synthetic import make_sample
+    >>> image, truth = make_sample((96, 96), "nuclei", seed=0)
+    >>> segment(image).shape
+    (96, 96)
     """
     return segment_with_outputs(image, model, tiles=tiles, masks=masks, diameter=diameter,
-                                device=device).labels
+                                device=device, precision=precision,
+                                channel_axis=channel_axis).labels
 
 
 @dataclass
@@ -183,7 +423,8 @@ def predict_folder(
     in_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
     model: FlowUNet | str | os.PathLike[str] | None = None, tiles: TileConfig = TileConfig(),
     masks: MaskConfig | None = None, diameter: float | None = None, device: str = "auto",
-    overwrite: bool = False, save_flows: bool = False, save_overlays: bool = False,
+    precision: str = "auto", overwrite: bool = False, save_flows: bool = False,
+    save_overlays: bool = False,
 ) -> PredictReport:
     """Segment every image of a folder into ``<out_dir>/<name>_label.tiff``.
 
@@ -193,7 +434,7 @@ def predict_folder(
     model : FlowUNet or path, optional
         A network, or a checkpoint to load once the folder is found to hold images; the bundled
         default model when omitted.
-    tiles, masks, diameter, device
+    tiles, masks, diameter, device, precision
         As :func:`segment`.
     overwrite : bool
         Redo images whose label file exists already.
@@ -219,6 +460,7 @@ def predict_folder(
         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in IMAGE_SUFFIXES))
     if not images:
         raise ValueError(f"{in_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    plan = plan_execution(device, precision)
     net = model if isinstance(model, FlowUNet) else load_model(model)
     for path in tqdm(images, desc="segmenting", unit="image", disable=None):
         target = label_path(path, out_dir)
@@ -228,7 +470,7 @@ def predict_folder(
         try:
             image = read_pixels(path)
             result = segment_with_outputs(image, net, tiles=tiles, masks=masks,
-                                          diameter=diameter, device=device)
+                                          diameter=diameter, channel_axis=0, execution=plan)
             write_labels(result.labels, target)
             if save_flows:
                 _write_flows(result, Path(out_dir) / f"{path.stem}_flows.tiff")

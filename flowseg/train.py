@@ -35,6 +35,7 @@ from flowseg.net import (
     NetConfig,
     load_net,
     pick_device,
+    plan_execution,
     read_checkpoint,
     save_net,
 )
@@ -217,7 +218,10 @@ class _Session:
 
     def __init__(self, out: Path, config: TrainConfig, net: FlowUNet, device: torch.device,
                  steps_per_epoch: int):
-        self.out, self.config, self.net, self.device = out, config, net.to(device), device
+        self.out, self.config, self.device = out, config, device
+        # The CPU trains in the faster of the two memory layouts (measured once, cached).
+        self.execution = plan_execution(device.type, "float32" if device.type == "cpu" else "auto")
+        self.net = self.execution.place(net)
         self.optimizer, self.scheduler = optimizer_and_schedule(
             net, config, max(1, config.epochs * steps_per_epoch))
         self.scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
@@ -265,7 +269,7 @@ class _Session:
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.config.epochs}", leave=False,
                    disable=None)
         for step, (x, y) in enumerate(bar, start=start + 1):
-            losses.append(self.train_step(x.to(self.device), y.to(self.device)))
+            losses.append(self.train_step(self.execution.prepare(x), y.to(self.device)))
             bar.set_postfix(loss=f"{sum(map(sum, losses)) / len(losses):.4f}")
             if time.monotonic() - self.saved_at > self.config.checkpoint_seconds:
                 self.save_last(epoch, step)

@@ -2,7 +2,7 @@
 
     python scripts/make_synthetic_data.py OUT [--count 60] [--size 256] [--seed 0]
 
-Modalities rotate through fluorescence, brightfield and tissue; file formats rotate through tif,
+Modalities rotate through every generator of flowseg.synthetic; file formats rotate through tif,
 png and bmp (bmp only for 8-bit images, which it can hold). The generator is
 flowseg.synthetic.make_sample.
 """
@@ -27,28 +27,35 @@ def write_tiff(path: Path, image: np.ndarray) -> None:
                      planarconfig="contig" if image.ndim == 3 else None)
 
 
-def write_dataset(out: Path, *, count: int, size: int, seed: int) -> list[Path]:
+def write_image(folder: Path, name: str, image: np.ndarray, index: int) -> Path:
+    """Write one sample as tif, png or bmp by ``index`` (bmp for 8-bit 1- or 3-channel only)."""
+    suffix = (".tif", ".png", ".bmp")[index % 3]
+    channels = image.shape[-1] if image.ndim == 3 else 1
+    if suffix == ".bmp" and (image.dtype != np.uint8 or channels == 2):
+        suffix = ".tif"
+    if suffix == ".png" and channels == 2:
+        suffix = ".tif"  # a 2-channel png would read as gray + alpha
+    path = folder / f"{name}{suffix}"
+    if suffix == ".tif":
+        write_tiff(path, image)
+    elif suffix == ".png":
+        path.write_bytes(imagecodecs.png_encode(image))
+    else:
+        path.write_bytes(imagecodecs.bmp_encode(image))
+    return path
+
+
+def write_dataset(out: Path, *, count: int, size: int, seed: int,
+                  modalities: tuple[str, ...] = MODALITIES) -> list[Path]:
     """Write ``count`` samples of ``size`` x ``size`` pixels; return the image paths."""
     (out / "images").mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(count):
-        modality = MODALITIES[i % len(MODALITIES)]
+        modality = modalities[i % len(modalities)]
         image, labels = make_sample((size, size), modality, seed=seed * 100_003 + i)
         name = f"synth_{modality}_{i:04d}"
-        suffix = (".tif", ".png", ".bmp")[i % 3]
-        if suffix == ".bmp" and (image.dtype != np.uint8 or (image.ndim == 3 and image.shape[-1] == 2)):
-            suffix = ".tif"
-        if suffix == ".png" and image.ndim == 3 and image.shape[-1] == 2:
-            suffix = ".tif"  # a 2-channel png would read as gray + alpha
-        path = out / "images" / f"{name}{suffix}"
-        if suffix == ".tif":
-            write_tiff(path, image)
-        elif suffix == ".png":
-            path.write_bytes(imagecodecs.png_encode(image))
-        else:
-            path.write_bytes(imagecodecs.bmp_encode(image))
+        paths.append(write_image(out / "images", name, image, i))
         write_labels(labels, out / "labels" / f"{name}_label.tiff")
-        paths.append(path)
     return paths
 
 

@@ -1,12 +1,20 @@
-"""Train the default model that ships in flowseg/models/default.pt, reproducibly.
+"""Train the generalist model that ships in flowseg/models/default.pt, reproducibly.
 
-    python scripts/train_default_model.py [--work DIR] [--epochs 90] [--device auto|cpu|cuda]
+    python scripts/train_default_model.py [--work DIR] [--epochs 60] [--device auto|cpu|cuda]
 
-Training data: synthetic fluorescence, brightfield and H&E-like tissue images
-(scripts/make_synthetic_data.py, 280 images of 256^2, seed 1) plus one half of each real sample in
-../shared/data (repeated, so that real pixels weigh in). Held out for the report: 30 synthetic
-images of 384^2 from another seed (10 per modality) and the other half of each real sample. On
-2 CPU cores the default settings train in about 25 minutes; on a GPU, pass --device cuda.
+Training data (written under --work on the first run, then reused):
+- synthetic: ``--per-modality`` images of 320^2 for every generator in flowseg.synthetic except
+  DIC (held out, to measure fine-tuning on a modality the model never saw), seeds 1000 + i, cell
+  diameters log-uniform from half to twice the modality's typical size (at least 8 px);
+- real: the top half of each image in ../shared/data, and planes 22-28 of
+  ../shared/data3d/cells3d_nuclei_z22-34, repeated so that real pixels weigh in. Held out for
+  benchmarks/bench_accuracy.py: the bottom halves, and planes 32-34 (29-31 are left out of both,
+  as neighbours of the held-out planes and of plane 30, which ../shared/data holds).
+
+Every image is rescaled so that its median cell diameter is ``TRAIN_DIAMETER`` (30 px), then zoomed
+by a log-uniform factor from 0.5 to 2: the network sees cells of 15 to 60 px, and predict's
+automatic diameter brings other sizes into that range. The run resumes where it stopped (run it
+again after a kill); the lean float16 copy is installed into the package when it ends.
 """
 
 from __future__ import annotations
@@ -17,81 +25,112 @@ import sys
 import time
 from pathlib import Path
 
+import fastremap
 import numpy as np
 import tifffile
 import torch
+from skimage import measure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_synthetic_data import write_dataset
+from make_synthetic_data import write_image
 
 from flowseg.dataset import DataConfig
-from flowseg.io import find_pairs, read_image, read_labels, write_labels
-from flowseg.metrics import challenge_scores
+from flowseg.io import find_pairs, read_labels, write_labels
 from flowseg.net import load_net, save_net
-from flowseg.pipeline import default_model_path, segment
+from flowseg.pipeline import default_model_path
+from flowseg.synthetic import MODALITIES, TYPICAL_DIAMETER, make_sample
 from flowseg.train import TrainConfig, train
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-REAL_COPIES = 20
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+HELD_OUT_MODALITY = "dic"
+TRAIN_DIAMETER = 30.0
+TRAIN_PLANES = range(0, 7)  # planes 22-28 of the 13-plane sub-volume (z = 22 + index)
+REAL_COPIES = {"dsb2018_nuclei_left": 10, "cells3d_nuclei_z30": 4, "plane": 3}
 
 
-def split_real(work: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """Put the top half of each real sample into the training set; return the bottom halves."""
-    held_out = []
-    if not (SHARED / "images").is_dir():
-        print(f"no real samples at {SHARED}: training on synthetic data only")
-        return held_out
-    for image_path, label_path in find_pairs(SHARED / "images", SHARED / "labels"):
+def write_synthetic(out: Path, per_modality: int, size: int, seed: int) -> int:
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    count = 0
+    for m, modality in enumerate(MODALITIES):
+        if modality == HELD_OUT_MODALITY:
+            continue
+        for i in range(per_modality):
+            sample_seed = seed + 1000 * m + i
+            rng = np.random.default_rng(sample_seed)
+            diameter = max(8.0, TYPICAL_DIAMETER[modality] * float(np.exp(rng.uniform(-0.69, 0.69))))
+            image, labels = make_sample((size, size), modality, seed=sample_seed, diameter=diameter)
+            name = f"synth_{modality}_{i:04d}"
+            write_image(out / "images", name, image, i)
+            write_labels(labels, out / "labels" / f"{name}_label.tiff")
+            count += 1
+    return count
+
+
+def write_real(out: Path) -> int:
+    """Top halves of ../shared/data and planes 22-28 of the z-stack, repeated."""
+    count = 0
+    data, stack = SHARED / "data", SHARED / "data3d"
+    if not (data / "images").is_dir():
+        print(f"no real samples at {data}: training on synthetic data only")
+        return 0
+    for image_path, label_path in find_pairs(data / "images", data / "labels"):
         image, labels = tifffile.imread(image_path), read_labels(label_path)
         half = labels.shape[0] // 2
-        for k in range(REAL_COPIES):
-            name = f"real_{image_path.stem}_top_{k:02d}"
-            tifffile.imwrite(work / "train" / "images" / f"{name}.tif", image[:half])
-            write_labels(labels[:half], work / "train" / "labels" / f"{name}_label.tiff")
-        held_out.append((image_path.stem, read_image(image_path)[:, half:], labels[half:]))
-    return held_out
+        count += _repeat(out, f"real_{image_path.stem}_top", image[:half], labels[:half],
+                         REAL_COPIES.get(image_path.stem, 4))
+    if (stack / "images").is_dir():
+        for image_path, label_path in find_pairs(stack / "images", stack / "labels"):
+            volume, labels = tifffile.imread(image_path), tifffile.imread(label_path)
+            for z in TRAIN_PLANES:
+                count += _repeat(out, f"real_{image_path.stem}_plane{z:02d}", volume[z],
+                                 plane_labels(labels[z]), REAL_COPIES["plane"])
+    return count
 
 
-def evaluate(model_path: Path, work: Path, real: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
-    net = load_net(model_path)
-    rows = []
-    for image_path, label_path in find_pairs(work / "test" / "images", work / "test" / "labels"):
-        modality = image_path.stem.split("_")[1]
-        scores = challenge_scores(read_labels(label_path), segment(read_image(image_path), net))
-        rows.append((f"synthetic {modality}", scores.f1))
-    print("| held-out set | images | mean F1 |")
-    print("|---|---|---|")
-    for group in sorted({r[0] for r in rows}):
-        f1 = [r[1] for r in rows if r[0] == group]
-        print(f"| {group} (384^2) | {len(f1)} | {np.mean(f1):.3f} |")
-    for name, image, labels in real:
-        f1 = challenge_scores(labels, segment(image, net)).f1
-        print(f"| {name}, bottom half {labels.shape[0]}x{labels.shape[1]} | 1 | {f1:.3f} |")
+def plane_labels(labels: np.ndarray) -> np.ndarray:
+    """One id per piece of a plane through 3-D cells, pieces under 15 px dropped (as ../shared/data)."""
+    pieces = measure.label(labels, background=0, connectivity=1)
+    sizes = np.bincount(pieces.reshape(-1))
+    pieces[sizes[pieces] < 15] = 0
+    return fastremap.renumber(pieces)[0].astype(np.uint32)
+
+
+def _repeat(out: Path, name: str, image: np.ndarray, labels: np.ndarray, copies: int) -> int:
+    for k in range(copies):
+        tifffile.imwrite(out / "images" / f"{name}_{k:02d}.tif", image)
+        write_labels(labels, out / "labels" / f"{name}_{k:02d}_label.tiff")
+    return copies
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("default_model_run"))
-    parser.add_argument("--epochs", type=int, default=90)
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--per-modality", type=int, default=60)
+    parser.add_argument("--size", type=int, default=320)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--install", action=argparse.BooleanOptionalAction, default=True,
                         help="copy the result to flowseg/models/default.pt")
     args = parser.parse_args()
     torch.manual_seed(0)
     work = args.work
-    if not (work / "train").is_dir():
-        write_dataset(work / "train", count=280, size=256, seed=1)
-        write_dataset(work / "test", count=30, size=384, seed=2)
-    real = split_real(work)
+    if not (work / "train" / "labels").is_dir():
+        synthetic = write_synthetic(work / "train", args.per_modality, args.size, seed=1)
+        real = write_real(work / "train")
+        print(f"training set: {synthetic} synthetic and {real} real images (with repeats)")
     start = time.perf_counter()
-    config = TrainConfig(epochs=args.epochs, batch_size=8, val_fraction=0.1, val_every=10,
+    config = TrainConfig(epochs=args.epochs, batch_size=8, learning_rate=2e-3, val_fraction=0.0,
                          seed=0, device=args.device, num_workers=1)
-    best = train(work / "train", work / "run", config=config, data=DataConfig(crop=256),
-                 resume=True, cache_dir=work / "cache")
-    print(f"trained in {time.perf_counter() - start:.0f} s: {best}")
+    data = DataConfig(crop=256, diameter=TRAIN_DIAMETER, scale=(0.5, 2.0))
+    last = train(work / "train", work / "run", config=config, data=data, resume=True,
+                 pretrained=None, cache_dir=work / "cache")
+    seconds = time.perf_counter() - start
+    print(f"trained in {seconds:.0f} s (this invocation): {last}")
+    net = load_net(last)
+    net.metadata["training"]["command"] = " ".join(["python", *sys.argv])
+    net.metadata["training"]["held_out_modality"] = HELD_OUT_MODALITY
     # Ship a lean copy: weights in float16 (load_net restores float32), no optimizer state.
-    lean = save_net(load_net(best), work / "default.pt", half=True)
-    evaluate(lean, work, real)
+    lean = save_net(net, work / "default.pt", half=True)
     if args.install:
         shutil.copyfile(lean, default_model_path())
         print(f"installed {default_model_path()} ({lean.stat().st_size / 1e6:.1f} MB)")

@@ -22,7 +22,7 @@ from flowseg.distributed import (
 )
 from flowseg.io import read_labels, read_pixels
 from flowseg.metrics import match_labels
-from flowseg.pipeline import load_model, predict_folder, segment
+from flowseg.pipeline import load_model, predict_folder, segment, training_diameter
 from flowseg.synthetic import make_sample
 
 
@@ -41,7 +41,10 @@ def test_blocks_agree_with_one_process_and_split_no_cell(tmp_path: Path, client:
                         blocks=BlockConfig(block=512, margin=96), device="cpu",
                         tiff=tmp_path / "big_label.tiff")
     blocked = np.asarray(zarr.open_array(str(out), mode="r")[:])
-    single = segment(read_pixels(path), load_model(), device="cpu")
+    # Blocks run at the image's own scale: so does the single process (the model's diameter).
+    net = load_model()
+    single = segment(read_pixels(path), net, device="cpu", diameter=training_diameter(net),
+                     channel_axis=0)
     agreement = match_labels(single, blocked)
     print(f"blocked vs single process: F1 {agreement.f1:.4f}, {blocked.max()} cells")
     assert agreement.f1 >= 0.99
@@ -88,7 +91,7 @@ def _explode(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
 
 
 def test_a_failing_block_stops_the_run_and_is_named(tmp_path: Path, client: Client) -> None:
-    image, _ = make_sample((300, 300), "fluorescence", seed=3)
+    image, _ = make_sample((300, 300), "nuclei", seed=0)  # gray 8-bit
     lazy = da.from_array(image[None], chunks=(1, 150, 150)).map_blocks(_explode, dtype=image.dtype)
     with pytest.raises(RuntimeError, match=r"block rows .* failed after its retries: OSError"):
         segment_large(lazy, tmp_path / "x.zarr", client=client, device="cpu",
