@@ -26,13 +26,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowseg", description="Cell segmentation with flow fields.")
     parser.add_argument("--version", action="version", version=f"flowseg {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    _add_verbosity(parser, default=0)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     _add_train(commands)
     _add_predict(commands)
     _add_evaluate(commands)
     return parser
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, default: Any) -> None:
+    """Add -v/-q, accepted before and after the subcommand (the later one wins)."""
+    parser.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1,
+                        default=default, help="also log details (and tracebacks of bugs)")
+    parser.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1,
+                        default=default, help="only warnings and errors")
 
 
 def _add_train(commands: Any) -> None:
@@ -56,7 +64,10 @@ def _add_train(commands: Any) -> None:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
                        help="continue from OUT/last.pt")
-    train.add_argument("--pretrained", help="start from this checkpoint's weights")
+    train.add_argument("--pretrained", default="default", metavar="default|none|PATH",
+                       help="start from the bundled model (default), from scratch (none), or "
+                            "from a checkpoint")
+    _add_verbosity(train, default=argparse.SUPPRESS)
     train.set_defaults(handler=_train)
 
 
@@ -64,7 +75,8 @@ def _add_predict(commands: Any) -> None:
     predict = commands.add_parser(
         "predict", help="segment every image of a folder",
         description="Write <name>_label.tiff for every png, bmp, jpg or tif image in IN.")
-    predict.add_argument("-i", "--input", required=True, help="folder of images")
+    predict.add_argument("-i", "--input", required=True,
+                         help="a folder of images, one image file, or a quoted glob ('d/*.tif')")
     predict.add_argument("-o", "--output", required=True, help="folder for <name>_label.tiff")
     predict.add_argument("--model", help="checkpoint to use (default: the bundled model)")
     predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -85,6 +97,11 @@ def _add_predict(commands: Any) -> None:
                          help="also write <name>_flows.tiff (dy, dx, cellprob)")
     predict.add_argument("--save-overlays", action=argparse.BooleanOptionalAction, default=False,
                          help="also write <name>_overlay.png with the outlines drawn")
+    predict.add_argument("--save-csv", action=argparse.BooleanOptionalAction, default=False,
+                         help="also write <name>_cells.csv: area, centroid, box, diameter, shape "
+                              "and intensities per cell")
+    predict.add_argument("--save-rois", action=argparse.BooleanOptionalAction, default=False,
+                         help="also write <name>_rois.zip: one ImageJ polygon ROI per cell")
     predict.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=False,
                          help="redo images whose label file exists")
     predict.add_argument("--dask", nargs="?", const="", default=None, metavar="ADDRESS",
@@ -94,6 +111,7 @@ def _add_predict(commands: Any) -> None:
                          help="with --dask: block side for whole-slide TIFFs (default: 2048)")
     predict.add_argument("--workers", type=int, default=2,
                          help="with --dask and no address: local worker processes (default: 2)")
+    _add_verbosity(predict, default=argparse.SUPPRESS)
     predict.set_defaults(handler=_predict)
 
 
@@ -107,6 +125,7 @@ def _add_evaluate(commands: Any) -> None:
     evaluate.add_argument("--csv", help="also write the per-image table to this CSV file")
     evaluate.add_argument("--threshold", type=float, default=0.5,
                           help="IoU a match needs (default: 0.5)")
+    _add_verbosity(evaluate, default=argparse.SUPPRESS)
     evaluate.set_defaults(handler=_evaluate)
 
 
@@ -130,42 +149,60 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                          val_fraction=args.val_fraction, val_every=args.val_every,
                          seed=args.seed, device=args.device, num_workers=args.workers)
-    data = DataConfig(crop=args.crop, diameter=args.diameter)
+    pretrained = _pretrained(args.pretrained)
+    diameter = args.diameter
+    if diameter is None and pretrained is not None:  # keep the model's own scale convention
+        from flowseg.net import read_checkpoint
+
+        diameter = read_checkpoint(pretrained).get("diameter") or None
+    data = DataConfig(crop=args.crop, diameter=diameter)
     best = train(args.data_path, args.out, config=config, data=data, resume=args.resume,
-                 pretrained=args.pretrained)
+                 pretrained=pretrained)
     print(f"trained: {best}")
     return 0
 
 
-def _predict(args: argparse.Namespace) -> int:
-    from flowseg.infer import TileConfig
+def _pretrained(name: str) -> str | None:
+    from flowseg.pipeline import default_model_path
 
+    if name == "none":
+        return None
+    return str(default_model_path()) if name == "default" else name
+
+
+def _predict(args: argparse.Namespace) -> int:
     if args.dask is not None:
         return _predict_dask(args)
-    from flowseg.pipeline import predict_folder
+    from flowseg.pipeline import Outputs, predict_folder
 
+    outputs = Outputs(flows=args.save_flows, overlays=args.save_overlays, csv=args.save_csv,
+                      rois=args.save_rois)
     report = predict_folder(
         args.input, args.output, model=args.model, device=args.device, diameter=args.diameter,
-        precision=args.precision,
-        tiles=TileConfig(tile=args.tile, batch=args.batch, flip_tta=args.tta),
-        overwrite=args.overwrite, save_flows=args.save_flows, save_overlays=args.save_overlays)
+        precision=args.precision, tiles=_tiles(args), overwrite=args.overwrite, outputs=outputs)
+    if report.ignored:
+        print(f"ignored: {', '.join(report.ignored)}")
     print(f"{len(report.written)} written, {len(report.skipped)} already there (--overwrite to "
-          f"redo), {len(report.failed)} failed, {len(report.ignored)} non-image files ignored")
-    for line in report.failed:
-        print(f"failed: {line}", file=sys.stderr)
+          f"redo), {len(report.failed)} failed"
+          + (f": {', '.join(f.split(': ')[0] for f in report.failed)}" if report.failed else ""))
     return 1 if report.failed else 0
+
+
+def _tiles(args: argparse.Namespace) -> Any:
+    from flowseg.infer import TileConfig
+
+    return TileConfig(tile=args.tile, batch=args.batch, flip_tta=args.tta)
 
 
 def _predict_dask(args: argparse.Namespace) -> int:
     from flowseg.cluster import start_client
     from flowseg.distributed import BlockConfig, predict_with_dask
-    from flowseg.infer import TileConfig
 
     with start_client(args.dask or None, workers=args.workers) as client:
         report = predict_with_dask(
             args.input, args.output, client=client, model=args.model, device=args.device,
             blocks=BlockConfig(block=args.block), overwrite=args.overwrite,
-            tiles=TileConfig(tile=args.tile, batch=args.batch, flip_tta=args.tta))
+            tiles=_tiles(args))
     print(f"{len(report['written'])} written, {len(report['skipped'])} already there, "
           f"{len(report['failed'])} failed")
     for line in report["failed"]:
@@ -198,11 +235,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 on success, 1 when the command failed or some inputs could not be used, 2 for usage
         errors.
     """
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}[args.verbosity]
+    logging.basicConfig(level=level, format="%(message)s" if level > logging.DEBUG
+                        else "%(levelname)s %(name)s: %(message)s", force=True)
+    # tifffile and others warn through logging too: only their errors reach a user.
+    for name in ("tifffile", "distributed", "numba"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         return int(args.handler(args))
-    except (FileNotFoundError, ValueError) as err:
-        print(f"flowseg {args.command}: error: {err}", file=sys.stderr)
+    except (OSError, ValueError, MemoryError) as err:
+        if args.verbosity > 0:
+            log.exception("flowseg %s failed", args.command)
+        print(f"flowseg {args.command}: error: {_reason(err)}", file=sys.stderr)
         return 1
+
+
+def _reason(err: BaseException) -> str:
+    """Return the first line of an error, without OSError's ``[Errno N]`` prefix."""
+    if isinstance(err, OSError) and err.strerror and err.filename:
+        return f"{err.filename}: {err.strerror.lower()}"
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return text

@@ -8,10 +8,11 @@ ids, 0 = background.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -274,6 +275,60 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     return images
 
 
+def resolve_inputs(spec: str | os.PathLike[str]) -> tuple[list[Path], list[str]]:
+    """Find the images a user meant: a folder's, one file, or a glob pattern's matches.
+
+    Parameters
+    ----------
+    spec : str or PathLike
+        A folder, an image file, or a pattern such as ``data/*.tif``.
+
+    Returns
+    -------
+    images : list of Path
+        Sorted by name.
+    ignored : list of str
+        Names of the other files found (not images, label files, broken links), to be reported.
+
+    Raises
+    ------
+    FileNotFoundError
+        If nothing matches.
+    PermissionError
+        If a folder cannot be listed.
+    ValueError
+        If two images share a name (their outputs would collide).
+    """
+    text = os.fspath(spec)
+    path = Path(text)
+    if path.is_dir():
+        candidates = sorted(path.iterdir())
+    elif path.is_file():
+        candidates = [path]
+    elif any(c in text for c in "*?["):
+        candidates = sorted(Path(p) for p in glob.glob(text))
+        if not candidates:
+            raise FileNotFoundError(f"{text}: no file matches")
+    else:
+        raise FileNotFoundError(f"{text}: no such file or folder")
+    images, ignored = [], []
+    for p in candidates:
+        if p.name.startswith(".") or p.is_dir():
+            continue
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.endswith(LABEL_SUFFIX) and p.is_file():
+            images.append(p)
+        else:
+            reason = ("a label file" if p.name.endswith(LABEL_SUFFIX) else
+                      "a broken link" if p.is_symlink() and not p.exists() else "not an image")
+            ignored.append(f"{p.name} ({reason})")
+    stems = [p.stem for p in images]
+    twins = sorted({s for s in stems if stems.count(s) > 1})
+    if twins:
+        raise ValueError(f"{text}: several images share the name {_few(twins)}; "
+                         "their label files would collide")
+    return images, ignored
+
+
 def _list_label_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
@@ -327,19 +382,50 @@ def write_labels(labels: npt.ArrayLike, path: str | os.PathLike[str]) -> Path:
     ValueError
         If ``labels`` are not 2-D non-negative whole numbers.
     """
-    path = Path(path)
     data = as_labels(labels, name=str(path))
     if data.size == 0 or data.max() <= np.iinfo(np.uint16).max:
         data = data.astype(np.uint16)
+    return write_atomic(path, lambda tmp: tifffile.imwrite(tmp, data, compression="zlib"))
+
+
+def write_atomic(path: str | os.PathLike[str], content: bytes | Callable[[Path], Any]) -> Path:
+    """Write a file so that no reader and no crash ever sees it half-written.
+
+    The content goes to a uniquely named temporary file in the destination's folder, which is
+    then renamed over ``path``; on any failure the temporary file is removed.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Destination; its folder is created if needed.
+    content : bytes, or callable
+        The bytes, or a function that writes the file at the path it is given.
+
+    Returns
+    -------
+    path : Path
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> write_atomic(folder / "a.txt", b"hi").read_bytes(), sorted(p.name for p in folder.iterdir())
+    (b'hi', ['a.txt'])
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
+    tmp = Path(name)
     try:
-        tifffile.imwrite(tmp, data, compression="zlib")
+        if isinstance(content, bytes):
+            tmp.write_bytes(content)
+        else:
+            content(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 

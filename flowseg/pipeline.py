@@ -9,21 +9,27 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import imagecodecs
 import numpy as np
 import numpy.typing as npt
 import tifffile
-from skimage.segmentation import find_boundaries
 from tqdm import tqdm
 
 from flowseg.blocks import masks_in_blocks
 from flowseg.infer import TileConfig, rescale, resize_to, run_tiled
-from flowseg.io import IMAGE_SUFFIXES, label_path, list_images, read_pixels, write_labels
+from flowseg.io import (
+    IMAGE_SUFFIXES,
+    label_path,
+    read_pixels,
+    resolve_inputs,
+    write_atomic,
+    write_labels,
+)
 from flowseg.masks import MaskConfig
 from flowseg.net import Execution, FlowUNet, load_net, plan_execution
 from flowseg.normalize import PreparedView, prepare_image
@@ -196,7 +202,7 @@ def segment_with_outputs(
     guess = estimate_diameter(net, prepared, tiles=tiles, masks=config, execution=plan)
     low, high = (f * trained for f in AUTO_RANGE)
     chosen = guess.diameter if guess.found else trained
-    log.info("estimated cell diameter %.1f px (%s)", chosen,
+    log.debug("estimated cell diameter %.1f px (%s)", chosen,
              f"from {guess.cells} cells" if guess.found else "too few cells: model's own")
     if not guess.found or low <= guess.diameter <= high:
         if guess.result is not None:  # the first pass was the whole image at its own scale
@@ -406,11 +412,11 @@ class PredictReport:
     ----------
     written : list of Path
     skipped : list of Path
-        Outputs that existed already (not overwritten).
+        Label files that existed already with every requested output (not redone).
     failed : list of str
         ``file: reason`` per image that could not be segmented.
     ignored : list of str
-        Files in the folder that are not images.
+        Files found that are not images, with why.
     """
 
     written: list[Path] = field(default_factory=list)
@@ -419,29 +425,64 @@ class PredictReport:
     ignored: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """Which files :func:`predict_folder` writes beside each ``<name>_label.tiff``.
+
+    Attributes
+    ----------
+    flows : bool
+        ``<name>_flows.tiff``: ``(3, H, W)`` float32 ``dy, dx, cellprob``.
+    overlays : bool
+        ``<name>_overlay.png``: outlines drawn on the image in its own colours.
+    csv : bool
+        ``<name>_cells.csv``: one row per cell (:func:`flowseg.measure.measure`).
+    rois : bool
+        ``<name>_rois.zip``: one ImageJ polygon ROI per cell, named by its label.
+    """
+
+    flows: bool = False
+    overlays: bool = False
+    csv: bool = False
+    rois: bool = False
+
+    def paths(self, image: Path, out_dir: Path) -> dict[str, Path]:
+        """Return every requested output's path, the labels first."""
+        stem = image.stem
+        wanted = {"labels": label_path(image, out_dir)}
+        for name, suffix in (("flows", "_flows.tiff"), ("overlays", "_overlay.png"),
+                             ("csv", "_cells.csv"), ("rois", "_rois.zip")):
+            if getattr(self, name):
+                wanted[name] = out_dir / f"{stem}{suffix}"
+        return wanted
+
+
 def predict_folder(
     in_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
     model: FlowUNet | str | os.PathLike[str] | None = None, tiles: TileConfig = TileConfig(),
     masks: MaskConfig | None = None, diameter: float | None = None, device: str = "auto",
-    precision: str = "auto", overwrite: bool = False, save_flows: bool = False,
-    save_overlays: bool = False,
+    precision: str = "auto", overwrite: bool = False, outputs: Outputs = Outputs(),
 ) -> PredictReport:
-    """Segment every image of a folder into ``<out_dir>/<name>_label.tiff``.
+    """Segment every image of a folder (or one file, or a glob's matches) into ``out_dir``.
+
+    Writes ``<out_dir>/<name>_label.tiff`` per image and the requested ``outputs``, each
+    atomically; an image whose label file and requested outputs all exist is skipped unless
+    ``overwrite``. One line per image is logged at INFO: cells found, size, diameter, seconds.
 
     Parameters
     ----------
-    in_dir, out_dir : str or PathLike
+    in_dir : str or PathLike
+        A folder, an image file, or a glob pattern.
+    out_dir : str or PathLike
     model : FlowUNet or path, optional
-        A network, or a checkpoint to load once the folder is found to hold images; the bundled
-        default model when omitted.
+        A network, or a checkpoint to load once images are found; the bundled default model when
+        omitted.
     tiles, masks, diameter, device, precision
         As :func:`segment`.
     overwrite : bool
-        Redo images whose label file exists already.
-    save_flows : bool
-        Also write ``<name>_flows.tiff``: ``(3, H, W)`` float32 ``dy, dx, cellprob``.
-    save_overlays : bool
-        Also write ``<name>_overlay.png``: mask outlines drawn on the image.
+        Redo images whose outputs exist already.
+    outputs : Outputs
+        Files to write beside the labels.
 
     Returns
     -------
@@ -451,52 +492,83 @@ def predict_folder(
     ------
     FileNotFoundError
         If ``in_dir`` or the model file does not exist.
+    NotADirectoryError
+        If ``out_dir`` is a file.
     ValueError
-        If ``in_dir`` holds no image, or the model file is not a flowseg checkpoint.
+        If no image is found, the model file is not a flowseg checkpoint, or the device or
+        precision cannot be used (all before any image is processed).
     """
-    images = list_images(in_dir)
-    report = PredictReport(ignored=sorted(
-        p.name for p in Path(in_dir).iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in IMAGE_SUFFIXES))
+    images, ignored = resolve_inputs(in_dir)
+    report = PredictReport(ignored=ignored)
     if not images:
         raise ValueError(f"{in_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: output path is a file, not a folder")
     plan = plan_execution(device, precision)
     net = model if isinstance(model, FlowUNet) else load_model(model)
+    log.debug("running on %s in %s, %s layout", plan.device, plan.precision,
+              "channels-last" if plan.channels_last else "channels-first")
     for path in tqdm(images, desc="segmenting", unit="image", disable=None):
-        target = label_path(path, out_dir)
-        if target.exists() and not overwrite:
-            report.skipped.append(target)
+        wanted = outputs.paths(path, out)
+        if not overwrite and all(p.exists() for p in wanted.values()):
+            report.skipped.append(wanted["labels"])
             continue
+        start = time.perf_counter()
         try:
             image = read_pixels(path)
             result = segment_with_outputs(image, net, tiles=tiles, masks=masks,
                                           diameter=diameter, channel_axis=0, execution=plan)
-            write_labels(result.labels, target)
-            if save_flows:
-                _write_flows(result, Path(out_dir) / f"{path.stem}_flows.tiff")
-            if save_overlays:
-                _write_overlay(image, result.labels, Path(out_dir) / f"{path.stem}_overlay.png")
+            _write_outputs(image, result, wanted)
         except (OSError, ValueError, MemoryError, RuntimeError) as err:
-            report.failed.append(f"{path.name}: {str(err).splitlines()[0] if str(err) else err!r}")
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            report.failed.append(f"{path.name}: {reason.replace(str(path) + ': ', '')}")
             log.warning("failed: %s", report.failed[-1])
             continue
-        report.written.append(target)
+        report.written.append(wanted["labels"])
+        log.info("%s: %d cells, %d x %d, diameter %.1f px, %.2f s", path.name,
+                 int(result.labels.max()), *result.labels.shape, result.diameter,
+                 time.perf_counter() - start)
     return report
+
+
+def _write_outputs(image: npt.NDArray[Any], result: Segmentation, wanted: dict[str, Path]) -> None:
+    """Write the labels and every requested output; the labels last, so a rerun sees the rest."""
+    from flowseg.measure import measure, write_csv, write_rois
+
+    if "flows" in wanted:
+        _write_flows(result, wanted["flows"])
+    if "overlays" in wanted:
+        _write_overlay(image, result.labels, wanted["overlays"])
+    if "csv" in wanted:
+        write_csv(measure(result.labels, image), wanted["csv"])
+    if "rois" in wanted:
+        write_rois(result.labels, wanted["rois"])
+    write_labels(result.labels, wanted["labels"])
 
 
 def _write_flows(result: Segmentation, path: Path) -> None:
     stack = np.concatenate([result.flows, result.cellprob[None]]).astype(np.float32)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tifffile.imwrite(tmp, stack, compression="zlib", photometric="minisblack")
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: tifffile.imwrite(tmp, stack, compression="zlib",
+                                                    photometric="minisblack"))
 
 
 def _write_overlay(image: npt.NDArray[Any], labels: npt.NDArray[np.uint32],
                    path: Path) -> None:
-    """Draw the mask outlines in yellow on the image, stretched to 8 bits."""
-    rgb = np.clip(prepare_image(image), 0, 1)
+    """Draw the mask outlines on the image, stretched to 8 bits.
+
+    A colour image keeps its colours (one stretch for all three channels, so H&E stays pink and
+    purple); other channel counts are stretched per channel. Outlines are bright green, which
+    stands out on dark fluorescence and on stained tissue alike.
+    """
+    import imagecodecs  # only here: imported lazily, they cost start-up time
+    from skimage.segmentation import find_boundaries
+
+    if image.shape[0] == 3:
+        low, high = np.percentile(image[:, ::4, ::4], (0.5, 99.8))
+        rgb = np.clip((image.astype(np.float32) - low) / max(high - low, 1e-9), 0, 1)
+    else:
+        rgb = np.clip(prepare_image(image), 0, 1)
     pixels = np.ascontiguousarray((np.moveaxis(rgb, 0, -1) * 255).astype(np.uint8))
-    pixels[find_boundaries(labels, mode="inner")] = (255, 220, 0)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(imagecodecs.png_encode(pixels))
-    os.replace(tmp, path)
+    pixels[find_boundaries(labels, mode="inner")] = (0, 255, 64)
+    write_atomic(path, bytes(imagecodecs.png_encode(pixels)))

@@ -113,3 +113,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             pytest.param(None, marks=pytest.mark.skip(reason=f"no real samples at {SHARED_DATA}"))
         ]
         metafunc.parametrize("shared_pair", params)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small random network saved as a checkpoint: fast, and answers are not the point."""
+    import torch
+
+    from flowseg.net import FlowUNet, NetConfig, save_net
+
+    torch.manual_seed(0)
+    net = FlowUNet(NetConfig(widths=(8, 16), full_res=4)).eval()
+    return save_net(net, tmp_path_factory.mktemp("model") / "tiny.pt")

@@ -7,6 +7,7 @@ from pathlib import Path
 import imagecodecs
 import numpy as np
 import pytest
+import tifffile
 
 from flowseg.cli import build_parser, main
 from flowseg.io import write_labels
@@ -83,3 +84,25 @@ def test_train_command_runs_and_reports_bad_folders(
     assert (out / "log.csv").read_text().count("\n") == 4  # header + 3 epochs
     assert main(["train", "--data_path", str(tmp_path / "nothing")]) == 1
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_verbosity_anywhere_one_file_and_a_glob(tmp_path: Path, tiny_model: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from flowseg.cli import build_parser
+
+    assert build_parser().parse_args(["predict", "-i", "a", "-o", "b", "-v"]).verbosity == 1
+    assert build_parser().parse_args(["-q", "predict", "-i", "a", "-o", "b"]).verbosity == -1
+    assert build_parser().parse_args(["predict", "-i", "a", "-o", "b"]).verbosity == 0
+    (tmp_path / "in").mkdir()
+    for name in ("x.tif", "y.tif"):
+        tifffile.imwrite(tmp_path / "in" / name, np.zeros((40, 40), np.uint8))
+    common = ["--model", str(tiny_model), "--device", "cpu"]
+    assert main(["predict", "-i", str(tmp_path / "in" / "x.tif"), "-o", str(tmp_path / "o1"),
+                 *common]) == 0
+    assert [p.name for p in (tmp_path / "o1").iterdir()] == ["x_label.tiff"]
+    assert main(["predict", "-i", str(tmp_path / "in" / "*.tif"), "-o", str(tmp_path / "o2"),
+                 *common]) == 0
+    assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == ["x_label.tiff", "y_label.tiff"]
+    (tmp_path / "file").write_text("")
+    assert main(["predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "file"), *common]) == 1
+    assert "output path is a file" in capsys.readouterr().err

@@ -7,15 +7,14 @@ import imagecodecs
 import numpy as np
 import pytest
 import tifffile
-import torch
 
 from flowseg.cli import main
 from flowseg.infer import TileConfig
 from flowseg.io import read_labels
 from flowseg.metrics import match_labels
-from flowseg.net import FlowUNet, NetConfig, save_net
 from flowseg.normalize import prepare_image
 from flowseg.pipeline import (
+    Outputs,
     default_model_path,
     load_model,
     predict_folder,
@@ -25,13 +24,6 @@ from flowseg.pipeline import (
 from flowseg.synthetic import make_sample
 
 RNG = np.random.default_rng(0)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    net = FlowUNet(NetConfig(widths=(8, 16), full_res=4)).eval()
-    return save_net(net, tmp_path_factory.mktemp("model") / "tiny.pt")
 
 
 def write_formats(folder: Path) -> list[str]:
@@ -89,7 +81,9 @@ def test_bad_files_are_reported_and_good_ones_written(tmp_path: Path, tiny_model
     captured = capsys.readouterr()
     assert code == 1
     assert "failed: corrupt.png: " in captured.err and "failed: empty.tif: " in captured.err
-    assert "11 written" in captured.out and "1 non-image files ignored" in captured.out
+    assert "11 written" in captured.out and "ignored: notes.txt (not an image)" in captured.out
+    assert captured.err.count("corrupt.png") == 1  # each failure said once, with its reason
+    assert "2 failed: corrupt.png, empty.tif" in captured.out
     out = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert "one_label.tiff" in out and len(out) == 11 and all(n.endswith("_label.tiff") for n in out)
     assert digest(inp) == before  # inputs untouched
@@ -104,10 +98,22 @@ def test_bad_files_are_reported_and_good_ones_written(tmp_path: Path, tiny_model
 def test_flows_and_overlays(tmp_path: Path, tiny_model: Path) -> None:
     (tmp_path / "in").mkdir()
     tifffile.imwrite(tmp_path / "in" / "a.tif", RNG.integers(0, 255, (30, 40)).astype(np.uint8))
-    predict_folder(tmp_path / "in", tmp_path / "out", model=load_model(tiny_model), device="cpu",
-                   save_flows=True, save_overlays=True)
+    net = load_model(tiny_model)
+    first = predict_folder(tmp_path / "in", tmp_path / "out", model=net, device="cpu")
+    assert len(first.written) == 1
+    # Asking for more outputs redoes the image: a requested output is missing.
+    everything = Outputs(flows=True, overlays=True, csv=True, rois=True)
+    again = predict_folder(tmp_path / "in", tmp_path / "out", model=net, device="cpu",
+                           outputs=everything)
+    assert len(again.written) == 1
     assert tifffile.imread(tmp_path / "out" / "a_flows.tiff").shape == (3, 30, 40)
     assert imagecodecs.imread(str(tmp_path / "out" / "a_overlay.png")).shape == (30, 40, 3)
+    assert (tmp_path / "out" / "a_cells.csv").read_text().startswith("label,area,")
+    assert (tmp_path / "out" / "a_rois.zip").is_file()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "a_cells.csv", "a_flows.tiff", "a_label.tiff", "a_overlay.png", "a_rois.zip"]
+    assert len(predict_folder(tmp_path / "in", tmp_path / "out", model=net, device="cpu",
+                              outputs=everything).skipped) == 1
 
 
 def test_model_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -122,7 +128,7 @@ def test_model_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
                  "--model", str(wrong)]) == 1
     assert "wrong.pt: not a flowseg checkpoint" in capsys.readouterr().err
     assert main(["predict", "-i", str(tmp_path / "none"), "-o", str(tmp_path / "o")]) == 1
-    assert "no such folder" in capsys.readouterr().err
+    assert "no such file or folder" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main(["predict", "-i", str(tmp_path / "empty"), "-o", str(tmp_path / "o")]) == 1
     assert "no images" in capsys.readouterr().err
