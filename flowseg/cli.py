@@ -104,6 +104,9 @@ def _add_predict(commands: Any) -> None:
                          help="also write <name>_rois.zip: one ImageJ polygon ROI per cell")
     predict.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=False,
                          help="redo images whose label file exists")
+    predict.add_argument("--max-pixels", type=int, default=250_000_000,
+                         help="refuse larger images, by their header, before decoding "
+                              "(default: 250,000,000)")
     predict.add_argument("--dask", nargs="?", const="", default=None, metavar="ADDRESS",
                          help="run on a Dask cluster: a scheduler's address, or none to start a "
                               "local one (needs the dask extra)")
@@ -179,7 +182,8 @@ def _predict(args: argparse.Namespace) -> int:
                       rois=args.save_rois)
     report = predict_folder(
         args.input, args.output, model=args.model, device=args.device, diameter=args.diameter,
-        precision=args.precision, tiles=_tiles(args), overwrite=args.overwrite, outputs=outputs)
+        precision=args.precision, tiles=_tiles(args), overwrite=args.overwrite, outputs=outputs,
+        max_pixels=args.max_pixels)
     if report.ignored:
         print(f"ignored: {', '.join(report.ignored)}")
     print(f"{len(report.written)} written, {len(report.skipped)} already there (--overwrite to "

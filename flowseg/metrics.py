@@ -378,7 +378,7 @@ class Evaluation:
                      f"median F1 {s['median_f1']:.4f}")
         if self.missing:
             lines.append(f"missing predictions (scored as empty): {', '.join(self.missing)}")
-        lines += [f"not scored: {reason}" for reason in self.failed]
+        lines += [f"failed: {reason}" for reason in self.failed]
         return "\n".join(lines)
 
     def write_csv(self, path: str | os.PathLike[str]) -> None:
@@ -405,8 +405,8 @@ def evaluate_folder(
     """Score every ``<name>_label.tiff`` of ``gt_dir`` against the same name in ``pred_dir``.
 
     A missing prediction counts as an empty one and is listed; an unreadable or misshapen
-    prediction counts as empty too and its row says why; an unreadable ground truth is listed in
-    ``failed`` and not scored.
+    prediction counts as empty too, its row says why and it is listed in ``failed`` (so that the
+    command exits non-zero); an unreadable ground truth is listed in ``failed`` and not scored.
 
     Parameters
     ----------
@@ -453,7 +453,7 @@ def evaluate_folder(
                     raise ValueError(f"{pred_path}: shape {pred.shape}, truth has {truth.shape}")
             except (OSError, ValueError) as err:
                 pred, status = np.zeros_like(truth), f"unreadable: {err}"
-                log.warning("%s", err)
+                result.failed.append(f"{name}: prediction unreadable ({err})")
         scores = challenge_scores(truth, pred, threshold=threshold)
         result.rows.append({"name": name, "f1": scores.f1, "precision": scores.precision,
                             "recall": scores.recall, "tp": scores.tp, "fp": scores.fp,

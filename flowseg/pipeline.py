@@ -24,6 +24,7 @@ from flowseg.blocks import masks_in_blocks
 from flowseg.infer import TileConfig, rescale, resize_to, run_tiled
 from flowseg.io import (
     IMAGE_SUFFIXES,
+    MAX_PIXELS,
     label_path,
     read_pixels,
     resolve_inputs,
@@ -462,6 +463,7 @@ def predict_folder(
     model: FlowUNet | str | os.PathLike[str] | None = None, tiles: TileConfig = TileConfig(),
     masks: MaskConfig | None = None, diameter: float | None = None, device: str = "auto",
     precision: str = "auto", overwrite: bool = False, outputs: Outputs = Outputs(),
+    max_pixels: int = MAX_PIXELS,
 ) -> PredictReport:
     """Segment every image of a folder (or one file, or a glob's matches) into ``out_dir``.
 
@@ -483,6 +485,8 @@ def predict_folder(
         Redo images whose outputs exist already.
     outputs : Outputs
         Files to write beside the labels.
+    max_pixels : int
+        Larger images (by their header, before decoding) are refused, and reported.
 
     Returns
     -------
@@ -516,7 +520,7 @@ def predict_folder(
             continue
         start = time.perf_counter()
         try:
-            image = read_pixels(path)
+            image = read_pixels(path, max_pixels=max_pixels)
             result = segment_with_outputs(image, net, tiles=tiles, masks=masks,
                                           diameter=diameter, channel_axis=0, execution=plan)
             _write_outputs(image, result, wanted)

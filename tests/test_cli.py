@@ -53,7 +53,7 @@ def test_evaluate_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     (tmp_path / "gt" / "bad_label.tiff").write_bytes(b"x")
     write_labels(np.zeros((4, 4), np.uint8), tmp_path / "gt" / "ok_label.tiff")
     assert main(["evaluate", "--pred", str(tmp_path), "--gt", str(tmp_path / "gt")]) == 1
-    assert "not scored: bad" in capsys.readouterr().out
+    assert "failed: bad" in capsys.readouterr().out
 
 
 def test_parser_requires_a_command() -> None:

@@ -80,8 +80,9 @@ def test_float_tiff_keeps_values(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("name", "content", "message"), [
     ("missing.png", None, "no such file"),
     ("empty.png", b"", "empty file"),
-    ("corrupt.png", b"\x89PNG\r\n\x1a\nnot really a png", "cannot decode"),
-    ("corrupt.tif", b"II*\x00garbage", "cannot decode"),
+    ("corrupt.png", b"\x89PNG\r\n\x1a\nnot really a png", "not a PNG"),
+    ("corrupt.tif", b"II*\x00garbage", "not a readable TIFF"),
+    ("corrupt.jpg", b"\xff\xd8\xff\xe0 no frame\xff\xd9", "JPEG"),
     ("notes.txt", b"hello", "unsupported format"),
 ])
 def test_bad_files_give_one_line_errors(tmp_path: Path, name: str, content: bytes | None,

@@ -140,10 +140,12 @@ def test_evaluate_folder(tmp_path: Path) -> None:
     assert rows["a"]["f1"] == 1.0 and rows["b"]["f1"] == 0.0 and rows["b"]["status"] == "missing"
     assert rows["c"]["status"].startswith("unreadable") and rows["c"]["fn"] > 0
     assert "shape" in str(rows["d"]["status"])
-    assert result.missing == ["b"] and len(result.failed) == 1 and "e:" in result.failed[0]
+    # the unreadable truth and both bad predictions are listed (the command then exits 1)
+    assert result.missing == ["b"] and len(result.failed) == 3
+    assert {f.split(":")[0] for f in result.failed} == {"c", "d", "e"}
     assert result.summary()["mean_f1"] == pytest.approx(0.25)
     table = result.to_table()
-    assert "mean F1 0.2500" in table and "missing predictions" in table and "not scored" in table
+    assert "mean F1 0.2500" in table and "missing predictions" in table and "failed: e:" in table
     result.write_csv(tmp_path / "scores.csv")
     lines = (tmp_path / "scores.csv").read_text().splitlines()
     assert lines[0].startswith("name,f1") and len(lines) == 5
