@@ -142,6 +142,9 @@ def _diameter(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"expected a number of pixels or auto, got {text!r}") from None
     if value < 0 or value != value:
         raise argparse.ArgumentTypeError(f"must be positive, or 0/auto to estimate, got {text}")
+    if 0 < value < 2:
+        raise argparse.ArgumentTypeError(f"a cell diameter under 2 px cannot be segmented, got "
+                                         f"{text} (0 or auto estimates it)")
     return value or None
 
 
@@ -244,8 +247,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}[args.verbosity]
     logging.basicConfig(level=level, format="%(message)s" if level > logging.DEBUG
                         else "%(levelname)s %(name)s: %(message)s", force=True)
-    # tifffile and others warn through logging too: only their errors reach a user.
-    for name in ("tifffile", "distributed", "numba"):
+    # tifffile logs what it finds wrong in a file at ERROR, and flowseg then raises its own
+    # one-line error naming the file: keep tifffile's quiet unless -v.
+    logging.getLogger("tifffile").setLevel(logging.DEBUG if args.verbosity > 0 else logging.CRITICAL)
+    for name in ("distributed", "numba"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
         return int(args.handler(args))

@@ -77,6 +77,12 @@ class DataConfig:
     gray: float = 0.2
     diameter: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.crop < 32 or not 0 < self.scale[0] <= self.scale[1] or \
+                (self.diameter is not None and not self.diameter > 0):
+            raise ValueError(f"invalid data settings: crop={self.crop} (>= 32), scale="
+                             f"{self.scale} (0 < low <= high), diameter={self.diameter} (> 0)")
+
 
 def discover_pairs(data_path: str | os.PathLike[str]) -> list[tuple[Path, Path]]:
     """Find image/label pairs in ``DIR/images`` + ``DIR/labels``, or in one folder holding both.
@@ -148,6 +154,8 @@ def prepare_pair(image_path: Path, label_path: Path, cache_dir: Path,
         return dict(json.loads(meta_path.read_text()))
     image = read_image(image_path)
     labels = read_labels(label_path)
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        raise ValueError(f"{image_path}: image holds NaN or infinite values")
     if labels.shape != image.shape[1:]:
         raise ValueError(f"{label_path}: labels of shape {labels.shape} do not fit image "
                          f"{image_path.name} of shape {image.shape[1:]}")
@@ -206,6 +214,9 @@ class FlowDataset(torch.utils.data.Dataset):
         self.entries = [prepare_pair(i, lab, cache, targets)
                         for i, lab in tqdm(pairs, desc="preparing targets", leave=False,
                                                  disable=None)]
+        if not any(int(e["cells"]) for e in self.entries):  # type: ignore[call-overload]
+            raise ValueError(f"no cells in any of the {len(pairs)} label images (all zero): "
+                             "nothing to learn from")
 
     def __len__(self) -> int:
         return len(self.entries)

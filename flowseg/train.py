@@ -84,6 +84,15 @@ class TrainConfig:
     num_workers: int = 1
     checkpoint_seconds: float = 120.0
 
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or not self.learning_rate > 0 or \
+                not 0 <= self.val_fraction < 1 or self.val_every < 1 or self.num_workers < 0:
+            raise ValueError(
+                f"invalid training settings: epochs={self.epochs} (>= 1), batch_size="
+                f"{self.batch_size} (>= 1), learning_rate={self.learning_rate} (> 0), "
+                f"val_fraction={self.val_fraction} (0 to 1), val_every={self.val_every} (>= 1), "
+                f"workers={self.num_workers} (>= 0)")
+
 
 def flow_loss(output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Return the flow and cell-probability parts of the loss.

@@ -136,7 +136,7 @@ def test_bad_data_folders(tmp_path: Path) -> None:
         discover_pairs(root)
     root = write_pairs(tmp_path / "d2", count=1)
     (root / "labels" / "s0_label.tiff").write_bytes(b"corrupt")
-    with pytest.raises(ValueError, match=r"s0_label\.tiff: cannot decode"):
+    with pytest.raises(ValueError, match=r"s0_label\.tiff: cannot read the header"):
         FlowDataset(discover_pairs(root), cache_dir=tmp_path / "c2")
     root = write_pairs(tmp_path / "d3", count=1)
     write_labels(np.zeros((10, 10), np.uint8), root / "labels" / "s0_label.tiff")
