@@ -202,6 +202,9 @@ def _tiles(args: argparse.Namespace) -> Any:
 
 
 def _predict_dask(args: argparse.Namespace) -> int:
+    if args.diameter is not None:
+        raise ValueError("--diameter does not work with --dask yet: blocks run at the image's "
+                         "own scale (the model's 15-60 px range)")
     from flowseg.cluster import start_client
     from flowseg.distributed import BlockConfig, predict_with_dask
 

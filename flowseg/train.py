@@ -308,8 +308,9 @@ class _Session:
                "seconds": round(time.monotonic() - self.started, 1)}
         with open(self.out / "log.csv", "a", newline="") as stream:
             csv.DictWriter(stream, fieldnames=LOG_FIELDS).writerow(row)
-        log.info("epoch %d: loss %.4f (flow %.4f, prob %.4f), val F1 %.4f", epoch + 1,
-                 flow + prob, flow, prob, val_f1)
+        validated = "" if math.isnan(val_f1) else f", val F1 {val_f1:.4f}"
+        log.info("epoch %d/%d: loss %.4f (flow %.4f, prob %.4f)%s, %.0f s", epoch + 1,
+                 self.config.epochs, flow + prob, flow, prob, validated, row["seconds"])
 
     def save_last(self, epoch: int, step_in_epoch: int) -> None:
         save_net(self.net, self.out / "last.pt", optimizer=self.optimizer.state_dict(),

@@ -1,6 +1,6 @@
 """Render example images of every synthetic modality into benchmarks/figures/synthetic_<name>.png.
 
-    python scripts/render_synthetic_examples.py [--size 256] [--out benchmarks/figures]
+    python scripts/render_synthetic_examples.py [--size 160] [--out benchmarks/figures]
 
 Each figure holds, left to right, the modality at three cell diameters (small, typical, large),
 each above its labels' outlines drawn in yellow on the same image.
@@ -40,7 +40,7 @@ def figure(modality: str, size: int) -> np.ndarray:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--size", type=int, default=160)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/figures"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
