@@ -89,8 +89,8 @@ def _add_predict(commands: Any) -> None:
     predict.add_argument("--diameter", type=_diameter, default=None, metavar="D|auto",
                          help="typical cell diameter in pixels; the image is resized so that "
                               "cells look the size the model was trained at (the bundled model: "
-                              "30 px, at 15-60 px unchanged). auto or 0 (default): estimated "
-                              "per image")
+                              "30 px). auto or 0 (default): estimated per image, and the image "
+                              "resized only if the estimate is outside 21-42 px")
     predict.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
                          help="average over mirrored copies (4x slower)")
     predict.add_argument("--save-flows", action=argparse.BooleanOptionalAction, default=False,

@@ -461,7 +461,8 @@ def label_path(image_path: str | os.PathLike[str], out_dir: str | os.PathLike[st
     return Path(out_dir) / f"{Path(image_path).stem}{LABEL_SUFFIX}"
 
 
-def write_labels(labels: npt.ArrayLike, path: str | os.PathLike[str]) -> Path:
+def write_labels(labels: npt.ArrayLike, path: str | os.PathLike[str], *,
+                 description: str | None = None) -> Path:
     """Write labels as a compressed TIFF, atomically.
 
     The data go to a temporary file in the same folder, which is then renamed over ``path``, so a
@@ -472,6 +473,8 @@ def write_labels(labels: npt.ArrayLike, path: str | os.PathLike[str]) -> Path:
     labels : (H, W) array_like of non-negative integers
     path : str or PathLike
         Destination; its folder is created if needed.
+    description : str, optional
+        Stored as the TIFF's ImageDescription (predict stores its settings there).
 
     Returns
     -------
@@ -486,7 +489,26 @@ def write_labels(labels: npt.ArrayLike, path: str | os.PathLike[str]) -> Path:
     data = as_labels(labels, name=str(path))
     if data.size == 0 or data.max() <= np.iinfo(np.uint16).max:
         data = data.astype(np.uint16)
-    return write_atomic(path, lambda tmp: tifffile.imwrite(tmp, data, compression="zlib"))
+    return write_atomic(path, lambda tmp: tifffile.imwrite(
+        tmp, data, compression="zlib", description=description, metadata=None))
+
+
+def read_description(path: str | os.PathLike[str]) -> str:
+    """Return a TIFF's ImageDescription ("" when it has none or cannot be read).
+
+    Parameters
+    ----------
+    path : str or PathLike
+
+    Returns
+    -------
+    description : str
+    """
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return str(getattr(tif.pages[0], "description", "") or "")
+    except (OSError, ValueError, IndexError, tifffile.TiffFileError):
+        return ""
 
 
 def write_atomic(path: str | os.PathLike[str], content: bytes | Callable[[Path], Any]) -> Path:

@@ -102,6 +102,21 @@ def _repeat(out: Path, name: str, image: np.ndarray, labels: np.ndarray, copies:
     return copies
 
 
+def run_totals(log_csv: Path) -> tuple[int, float]:
+    """Steps taken and wall seconds spent, summed over every invocation of a resumed run."""
+    import csv
+
+    with open(log_csv) as stream:
+        rows = list(csv.DictReader(stream))
+    wall, last = 0.0, 0.0
+    for row in rows:
+        seconds = float(row["seconds"])
+        if seconds < last:  # a new invocation: its clock starts again
+            wall += last
+        last = seconds
+    return (int(rows[-1]["step"]) if rows else 0), wall + last
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("default_model_run"))
@@ -127,8 +142,10 @@ def main() -> int:
     seconds = time.perf_counter() - start
     print(f"trained in {seconds:.0f} s (this invocation): {last}")
     net = load_net(last)
-    net.metadata["training"]["command"] = " ".join(["python", *sys.argv])
-    net.metadata["training"]["held_out_modality"] = HELD_OUT_MODALITY
+    steps, wall = run_totals(work / "run" / "log.csv")
+    net.metadata["training"].update(
+        command=" ".join(["python", *sys.argv]), held_out_modality=HELD_OUT_MODALITY,
+        steps=steps, wall_seconds=round(wall), training_diameter_px=TRAIN_DIAMETER)
     # Ship a lean copy: weights in float16 (load_net restores float32), no optimizer state.
     lean = save_net(net, work / "default.pt", half=True)
     if args.install:

@@ -14,9 +14,9 @@ from scipy.ndimage import distance_transform_edt, gaussian_filter
 
 from flowseg.synthetic.labels import (
     add_small_cells,
+    drawn_cells,
     label_edges,
     nuclei_in_cells,
-    random_touching_labels,
 )
 from flowseg.synthetic.optics import (
     camera,
@@ -32,9 +32,7 @@ from flowseg.synthetic.optics import (
 def nuclei_labels(shape: tuple[int, int], diameter: float,
                   rng: np.random.Generator) -> npt.NDArray[np.uint32]:
     """Nuclei from sparse to touching, plus a few small mitotic or apoptotic ones."""
-    labels = random_touching_labels(
-        shape, diameter=(0.7 * diameter, 1.3 * diameter), density=rng.uniform(0.25, 0.9),
-        elongation=rng.uniform(1.0, 1.8), seed=int(rng.integers(1 << 31)))
+    labels = drawn_cells(shape, diameter, rng, density=(0.25, 0.9), elongation=(1.0, 1.8))
     small = max(1, int(labels.max() * rng.uniform(0.0, 0.08)))
     low = max(4.5, 0.3 * diameter)
     labels, _ = add_small_cells(labels, small, (low, max(low, 0.5 * diameter)), rng=rng,
@@ -71,9 +69,7 @@ def render_nuclei(labels: npt.NDArray[np.uint32], rng: np.random.Generator) -> n
 def cytoplasm_labels(shape: tuple[int, int], diameter: float,
                      rng: np.random.Generator) -> npt.NDArray[np.uint32]:
     """Whole cells, mostly touching, often elongated."""
-    return random_touching_labels(
-        shape, diameter=(0.7 * diameter, 1.3 * diameter), density=rng.uniform(0.55, 1.0),
-        elongation=rng.uniform(1.2, 3.0), seed=int(rng.integers(1 << 31)))
+    return drawn_cells(shape, diameter, rng, density=(0.55, 1.0), elongation=(1.2, 3.0))
 
 
 def render_cytoplasm(labels: npt.NDArray[np.uint32],

@@ -278,3 +278,26 @@ def tidy_labels(labels: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
     pieces[sizes[pieces] < MIN_PIECE] = 0
     _, inverse = np.unique(pieces, return_inverse=True)
     return inverse.reshape(labels.shape).astype(np.uint32)
+
+
+def drawn_cells(shape: tuple[int, int], diameter: float, rng: np.random.Generator, *,
+                density: tuple[float, float], elongation: tuple[float, float]
+                ) -> npt.NDArray[np.uint32]:
+    """Draw :func:`random_touching_labels` around a typical diameter, density and shape drawn.
+
+    Parameters
+    ----------
+    shape : (int, int)
+    diameter : float
+        Typical diameter; cells range from 0.7 to 1.3 times it.
+    rng : numpy.random.Generator
+    density, elongation : (float, float)
+        Ranges that this image's density and largest elongation are drawn from.
+
+    Returns
+    -------
+    labels : (H, W) ndarray of uint32
+    """
+    return random_touching_labels(
+        shape, diameter=(0.7 * diameter, 1.3 * diameter), density=rng.uniform(*density),
+        elongation=rng.uniform(*elongation), seed=int(rng.integers(1 << 31)))

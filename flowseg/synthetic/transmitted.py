@@ -12,16 +12,14 @@ import numpy as np
 import numpy.typing as npt
 from scipy.ndimage import distance_transform_edt, gaussian_filter
 
-from flowseg.synthetic.labels import label_edges, nuclei_in_cells, random_touching_labels
+from flowseg.synthetic.labels import drawn_cells, label_edges, nuclei_in_cells
 from flowseg.synthetic.optics import camera, defocus, illumination, per_cell, quantize, texture
 
 
 def cell_labels(shape: tuple[int, int], diameter: float,
                 rng: np.random.Generator) -> npt.NDArray[np.uint32]:
     """Cells from sparse to touching, round to elongated."""
-    return random_touching_labels(
-        shape, diameter=(0.7 * diameter, 1.3 * diameter), density=rng.uniform(0.3, 0.95),
-        elongation=rng.uniform(1.0, 2.5), seed=int(rng.integers(1 << 31)))
+    return drawn_cells(shape, diameter, rng, density=(0.3, 0.95), elongation=(1.0, 2.5))
 
 
 def render_brightfield(labels: npt.NDArray[np.uint32],
