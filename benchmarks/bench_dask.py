@@ -43,10 +43,12 @@ def make_tiff(size: int, folder: Path) -> Path:
 
 def single_process(path: Path, out: Path) -> dict[str, float]:
     from flowseg.io import read_pixels, write_labels
-    from flowseg.pipeline import segment
+    from flowseg.pipeline import load_model, segment, training_diameter
 
     start = time.perf_counter()
-    labels = segment(read_pixels(path), device="cpu")
+    net = load_model()  # at the model's own scale, as Dask blocks run
+    labels = segment(read_pixels(path), net, device="cpu", diameter=training_diameter(net),
+                     channel_axis=0)
     seconds = time.perf_counter() - start
     write_labels(labels, out)
     return {"seconds": seconds, "cells": int(labels.max()), "rss_mb": peak_rss_mb(),

@@ -233,21 +233,21 @@ def overlay_panels(panels: dict[str, np.ndarray], reps: list[str], crop: int = 2
     return np.concatenate(tiles[:-1], axis=1)
 
 
-def tune_overlap(net: FlowUNet, items: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
-    """Segment images larger than a tile with several tile overlaps: F1 and seconds."""
-    print(f"\ntile overlap, {len(items)} images of {items[0][2].shape[0]}^2, tiles of "
+def tune_context(net: FlowUNet, items: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
+    """Segment images larger than a tile with several tile contexts: F1 and seconds."""
+    print(f"\ntile context, {len(items)} images of {items[0][2].shape[0]}^2, tiles of "
           f"{TileConfig().tile}:")
-    print("| overlap | mean F1@0.5 | mean IoU | s per image |")
+    print("| context | mean F1@0.5 | mean IoU | s per image |")
     print("|---|---|---|---|")
-    for overlap in (0.1, 0.125, 0.25):
+    for context in (64, 96, 128):
         rows, seconds = [], []
         for _, image, labels in items:
             start = time.perf_counter()
-            pred = segment(image, net, tiles=replace(TileConfig(), overlap=overlap), device="cpu")
+            pred = segment(image, net, tiles=replace(TileConfig(), context=context), device="cpu")
             seconds.append(time.perf_counter() - start)
             rows.append(score(labels, pred))
         s = summarise(rows)
-        print(f"| {overlap:g} | {s['f1@0.5']:.4f} | {s['iou']:.4f} | {statistics.median(seconds):.2f} |")
+        print(f"| {context} | {s['f1@0.5']:.4f} | {s['iou']:.4f} | {statistics.median(seconds):.2f} |")
 
 
 def tune_masks(net: FlowUNet, items: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
@@ -364,7 +364,7 @@ def main() -> int:
     print("\nthe bundled default model:")
     shipped = load_model()
     tune_masks(shipped, tune)
-    tune_overlap(shipped, [(i.stem, read_image(i), read_labels(lab))
+    tune_context(shipped, [(i.stem, read_image(i), read_labels(lab))
                            for i, lab in discover_pairs(work / "large")])
     print(f"\ndefaults: {asdict(MaskConfig())}, {asdict(TileConfig())}")
     return 0
