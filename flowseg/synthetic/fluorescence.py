@@ -16,6 +16,7 @@ from flowseg.synthetic.labels import (
     add_small_cells,
     drawn_cells,
     label_edges,
+    median_cell_diameter,
     nuclei_in_cells,
 )
 from flowseg.synthetic.optics import (
@@ -43,7 +44,7 @@ def nuclei_labels(shape: tuple[int, int], diameter: float,
 def render_nuclei(labels: npt.NDArray[np.uint32], rng: np.random.Generator) -> npt.NDArray[np.integer]:
     """Render a nuclear stain: gray 8/16-bit, or the blue channel of an RGB image."""
     sizes = np.bincount(labels.reshape(-1))[1:].astype(float)
-    diameter = _median_diameter(sizes)
+    diameter = median_cell_diameter(labels)
     # Brightness log-uniform over a 20x range; small condensed nuclei are the brightest.
     bright = np.exp(rng.uniform(np.log(0.05), 0.0, sizes.size))
     condensed = sizes < 0.3 * np.pi / 4 * diameter**2
@@ -76,7 +77,7 @@ def render_cytoplasm(labels: npt.NDArray[np.uint32],
                      rng: np.random.Generator) -> npt.NDArray[np.integer]:
     """Render a cytoplasm stain with a nuclear channel (two 16-bit channels, or green + blue)."""
     sizes = np.bincount(labels.reshape(-1))[1:].astype(float)
-    diameter = _median_diameter(sizes)
+    diameter = median_cell_diameter(labels)
     bright = np.exp(rng.uniform(np.log(0.15), 0.0, sizes.size))
     # Dimmer towards each cell's border, so that touching cells show a faint seam.
     seam = 0.45 + 0.55 * _soft_inside(labels, diameter)
@@ -97,11 +98,6 @@ def render_cytoplasm(labels: npt.NDArray[np.uint32],
         zeros = np.zeros(labels.shape)
         return quantize(np.stack([zeros, image[..., 0], image[..., 1]], axis=-1), np.uint8, rng)
     return quantize(image[..., 0], np.uint16, rng)  # cytoplasm alone
-
-
-def _median_diameter(sizes: npt.NDArray[np.float64]) -> float:
-    sizes = sizes[sizes > 0]
-    return float(np.median(2 * np.sqrt(sizes / np.pi))) if sizes.size else 10.0
 
 
 def _soft_inside(labels: npt.NDArray[np.uint32], diameter: float) -> npt.NDArray[np.float64]:

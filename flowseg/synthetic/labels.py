@@ -301,3 +301,26 @@ def drawn_cells(shape: tuple[int, int], diameter: float, rng: np.random.Generato
     return random_touching_labels(
         shape, diameter=(0.7 * diameter, 1.3 * diameter), density=rng.uniform(*density),
         elongation=rng.uniform(*elongation), seed=int(rng.integers(1 << 31)))
+
+
+def median_cell_diameter(labels: npt.NDArray[np.integer], *, default: float = 10.0) -> float:
+    """Return the median equivalent diameter of the cells, or ``default`` when there is none.
+
+    Parameters
+    ----------
+    labels : (H, W) ndarray of non-negative integers
+    default : float
+
+    Returns
+    -------
+    diameter : float
+
+    Examples
+    --------
+    >>> labels = np.zeros((20, 20), np.uint32); labels[:10, :10] = 1
+    >>> round(median_cell_diameter(labels), 2)
+    11.28
+    """
+    sizes = np.bincount(np.asarray(labels).reshape(-1))[1:]
+    sizes = sizes[sizes > 0]
+    return float(np.median(2 * np.sqrt(sizes / np.pi))) if sizes.size else default

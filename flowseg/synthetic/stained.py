@@ -16,6 +16,7 @@ from scipy.ndimage import gaussian_filter
 from flowseg.synthetic.labels import (
     add_small_cells,
     label_edges,
+    median_cell_diameter,
     nuclei_in_cells,
     random_touching_labels,
     tidy_labels,
@@ -143,9 +144,7 @@ def _context(labels: npt.NDArray[np.uint32], rng: np.random.Generator,
              stroma: npt.NDArray[np.bool_] | None
              ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.bool_], float]:
     """Median nucleus diameter; for labels drawn elsewhere, nuclei stand in for their cells."""
-    sizes = np.bincount(labels.reshape(-1))[1:]
-    sizes = sizes[sizes > 0]
-    diameter = float(np.median(2 * np.sqrt(sizes / np.pi))) if sizes.size else 10.0
+    diameter = median_cell_diameter(labels)
     if cells is None:
         from scipy.ndimage import grey_dilation
 

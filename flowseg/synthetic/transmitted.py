@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from scipy.ndimage import distance_transform_edt, gaussian_filter
+from scipy.ndimage import distance_transform_edt, gaussian_filter, maximum
 
-from flowseg.synthetic.labels import drawn_cells, label_edges, nuclei_in_cells
+from flowseg.synthetic.labels import (
+    drawn_cells,
+    label_edges,
+    median_cell_diameter,
+    nuclei_in_cells,
+)
 from flowseg.synthetic.optics import camera, defocus, illumination, per_cell, quantize, texture
 
 
@@ -66,15 +71,10 @@ def _thickness(labels: npt.NDArray[np.uint32],
     """Return a dome per cell, 1 at its deepest point, and the median cell diameter."""
     edges = label_edges(labels) | (labels == 0)
     depth = distance_transform_edt(~edges)
-    sizes = np.bincount(labels.reshape(-1))[1:]
-    sizes = sizes[sizes > 0]
-    diameter = float(np.median(2 * np.sqrt(sizes / np.pi))) if sizes.size else 10.0
-    peak = np.r_[1.0, [depth[labels == k].max() if (labels == k).any() else 1.0
-                       for k in range(1, int(labels.max()) + 1)]] if labels.max() < 400 else None
-    if peak is None:  # many cells: a common scale is close enough
-        dome = np.clip(depth / (0.3 * diameter), 0, 1)
-    else:
-        dome = depth / np.maximum(peak[labels], 1.0)
+    diameter = median_cell_diameter(labels)
+    count = int(labels.max())
+    peak = np.r_[1.0, maximum(depth, labels, np.arange(1, count + 1))] if count else np.ones(1)
+    dome = depth / np.maximum(peak[labels], 1.0)
     thick = np.sqrt(np.clip(dome, 0, 1)) * per_cell(labels, rng.uniform(0.6, 1.0, int(labels.max())))
     return thick * (labels > 0), diameter
 
