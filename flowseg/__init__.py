@@ -36,7 +36,7 @@ _HOMES = {
     "TileConfig": "flowseg.infer",
     "run_tiled": "flowseg.infer",
     "load_model": "flowseg.pipeline",
-    "predict_folder": "flowseg.pipeline",
+    "predict_folder": "flowseg.predict",
     "segment": "flowseg.pipeline",
     "segment_with_outputs": "flowseg.pipeline",
     "read_pixels": "flowseg.io",

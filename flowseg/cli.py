@@ -179,7 +179,7 @@ def _pretrained(name: str) -> str | None:
 def _predict(args: argparse.Namespace) -> int:
     if args.dask is not None:
         return _predict_dask(args)
-    from flowseg.pipeline import Outputs, predict_folder
+    from flowseg.predict import Outputs, predict_folder
 
     outputs = Outputs(flows=args.save_flows, overlays=args.save_overlays, csv=args.save_csv,
                       rois=args.save_rois)

@@ -22,7 +22,8 @@ from flowseg.distributed import (
 )
 from flowseg.io import read_labels, read_pixels
 from flowseg.metrics import match_labels
-from flowseg.pipeline import load_model, predict_folder, segment, training_diameter
+from flowseg.pipeline import load_model, segment, training_diameter
+from flowseg.predict import predict_folder
 from flowseg.synthetic import make_sample
 
 
