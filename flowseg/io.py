@@ -144,57 +144,143 @@ def _to_channels_first(array: npt.NDArray[np.generic], path: Path) -> npt.NDArra
                      f"{MAX_CHANNELS} channels on its first or last axis")
 
 
-def read_labels(path: str | os.PathLike[str]) -> npt.NDArray[np.uint32]:
-    """Read an instance label image.
+def read_labels(path: str | os.PathLike[str], *, ndim: int = 2) -> npt.NDArray[np.uint32]:
+    """Read an instance label image, or with ``ndim=3`` a label volume.
 
     Parameters
     ----------
     path : str or PathLike
         A TIFF (or png) of non-negative integer ids, 0 = background. Floating-point files are
         accepted when every value is a whole number.
+    ndim : {2, 3}
+        2 for ``(H, W)`` labels, 3 for ``(Z, Y, X)``.
 
     Returns
     -------
-    labels : (H, W) ndarray of uint32
+    labels : (H, W) or (Z, Y, X) ndarray of uint32
 
     Raises
     ------
     FileNotFoundError
         If the file does not exist.
     ValueError
-        If it cannot be decoded, is not 2-D, or holds negative, fractional or too large ids.
+        If it cannot be decoded, has not ``ndim`` axes, or holds negative, fractional or too
+        large ids.
     """
     path = Path(path)
-    array = _decode(path)
-    if array.ndim > 2:
+    array = tifffile.imread(path) if ndim == 3 and path.is_file() else _decode(path)
+    if array.ndim > ndim:
         array = array.squeeze()
-    if array.ndim != 2:
-        raise ValueError(f"{path}: labels must be 2-D, got shape {array.shape}")
-    return as_labels(array, name=str(path))
+    if array.ndim == 2 and ndim == 3:
+        array = array[np.newaxis]
+    if array.ndim != ndim:
+        raise ValueError(f"{path}: labels must be {ndim}-D, got shape {array.shape}")
+    return as_labels(array, name=str(path), ndim=ndim)
 
 
-def as_labels(array: npt.ArrayLike, *, name: str = "labels") -> npt.NDArray[np.uint32]:
-    """Check and convert an array of instance ids to ``(H, W) uint32``.
+def read_volume(path: str | os.PathLike[str], *,
+                max_pixels: int = MAX_PIXELS) -> npt.NDArray[np.generic]:
+    """Read a z-stack TIFF as ``(Z, C, Y, X)`` in the file's own dtype.
+
+    The channel axis is the one the file calls ``C`` or ``S`` (ImageJ and OME hyperstacks say
+    so); a 4-D stack without axis names is read as ``(Z, C, Y, X)`` when its second axis is short
+    enough to be channels, else as ``(C, Z, Y, X)``. A 2-D image is a 1-plane volume.
 
     Parameters
     ----------
-    array : (H, W) array_like
-        Non-negative whole-number ids, 0 = background.
-    name : str
-        What to call the array in error messages (a file name, say).
+    path : str or PathLike
+    max_pixels : int
+        Larger stacks (voxels times channels, from the header) are refused before decoding.
 
     Returns
     -------
-    labels : (H, W) ndarray of uint32
+    volume : (Z, C, Y, X) ndarray
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If it is not a TIFF, cannot be decoded, is too large, or its shape is not a stack.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, tifffile, numpy as np
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "stack.tif"
+    >>> tifffile.imwrite(p, np.zeros((5, 2, 16, 20), np.uint16), imagej=True, metadata={"axes": "ZCYX"})
+    >>> read_volume(p).shape
+    (5, 2, 16, 20)
+    """
+    path = Path(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        raise ValueError(f"{path}: a z-stack must be a TIFF file, not '{path.suffix}'")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes, shape = series.axes, series.shape
+            if int(np.prod(shape, dtype=np.int64)) > max_pixels:
+                raise OverflowError(f"{' x '.join(map(str, shape))} voxels is more than the "
+                                    f"{max_pixels:,} allowed (--max-pixels)")
+            array = np.asarray(series.asarray())
+    except OverflowError as err:
+        raise ValueError(f"{path}: {err}") from err
+    except Exception as err:  # decoders raise many types; the user needs the file and the reason
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{path}: cannot decode image ({reason})") from err
+    if array.dtype == bool or array.dtype.kind not in "uif":
+        raise ValueError(f"{path}: unsupported pixel type {array.dtype}")
+    return _volume_axes(array, axes, path)
+
+
+def _volume_axes(array: npt.NDArray[np.generic], axes: str, path: Path) -> npt.NDArray[np.generic]:
+    original = array.shape
+    keep = [i for i, n in enumerate(array.shape) if n > 1 or i >= array.ndim - 2]
+    array, axes = array.reshape([array.shape[i] for i in keep]), "".join(axes[i] for i in keep)
+    # A named channel axis counts only beside three others: a lone extra axis is z, whatever the
+    # file calls it (ImageJ names a plain stack's planes channels).
+    channel = next((i for i, a in enumerate(axes) if a in "CS"), None) if array.ndim == 4 else None
+    if channel is not None:
+        array, axes = np.moveaxis(array, channel, 0), axes[channel] + axes.replace(axes[channel], "")
+    elif array.ndim == 4:  # no names: (Z, C, Y, X) when the second axis can be channels
+        array = np.moveaxis(array, 1, 0) if array.shape[1] <= MAX_CHANNELS else array
+    else:
+        array = array[np.newaxis]
+    if array.ndim == 3:  # one plane with channels, or one channel and no planes
+        array = array[:, np.newaxis]
+    if array.ndim != 4 or array.shape[0] > MAX_CHANNELS:
+        raise ValueError(f"{path}: shape {original} (axes {axes}) is not a z-stack of "
+                         f"(Z, Y, X) or (Z, C, Y, X)")
+    return np.moveaxis(array, 0, 1)
+
+
+def as_labels(array: npt.ArrayLike, *, name: str = "labels",
+              ndim: int = 2) -> npt.NDArray[np.uint32]:
+    """Check and convert an array of instance ids to ``(H, W) uint32`` (``(Z, Y, X)`` if ``ndim=3``).
+
+    Parameters
+    ----------
+    array : (H, W) or (Z, Y, X) array_like
+        Non-negative whole-number ids, 0 = background.
+    name : str
+        What to call the array in error messages (a file name, say).
+    ndim : {2, 3}
+        The number of axes the labels must have.
+
+    Returns
+    -------
+    labels : (H, W) or (Z, Y, X) ndarray of uint32
 
     Raises
     ------
     ValueError
-        If the array is not 2-D, not numeric, or holds negative, fractional or too large ids.
+        If the array has not ``ndim`` axes, is not numeric, or holds negative, fractional or too
+        large ids.
     """
     array = np.asarray(array)
-    if array.ndim != 2:
-        raise ValueError(f"{name}: labels must be 2-D, got shape {array.shape}")
+    if array.ndim != ndim:
+        raise ValueError(f"{name}: labels must be {ndim}-D, got shape {array.shape}")
     if array.dtype == bool:
         return array.astype(np.uint32)
     if array.dtype.kind not in "uif":

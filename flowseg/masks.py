@@ -11,6 +11,10 @@
    mean squared difference to the given flows exceeds ``flow_threshold`` is dropped.
 6. :func:`fill_holes`, then masks under ``min_size`` pixels are dropped; ids are made consecutive.
 
+Volumes take the same steps: ``(3, Z, Y, X)`` flows and ``(Z, Y, X)`` cell probability give
+``(Z, Y, X)`` labels, with the 3-D kernels of :mod:`flowseg.masks3d` (trilinear interpolation, a
+5 x 5 x 5 seed window, 6-connected holes) and the same thresholds (``min_size`` in voxels).
+
 Numpy and numba only: this runs without torch.
 """
 
@@ -25,6 +29,12 @@ from numba import njit, prange
 from scipy import ndimage
 
 from flowseg.flows import FLOW_SCALE, labels_to_flows
+from flowseg.masks3d import (
+    _bin_endpoints_3d,
+    _euler_steps_3d,
+    _grow_seeds_3d,
+    _hole_owners_3d,
+)
 
 # End points within this chessboard distance of a seed's bin join that seed (cellpose grows its
 # seeds for 5 iterations of a 3 x 3 dilation: the same reach).
@@ -70,17 +80,17 @@ def masks_from_flows(
 
     Parameters
     ----------
-    flows : (2, H, W) array_like of float
-        ``(dy, dx)`` in ``FLOW_SCALE`` units, as the network predicts them (unit flows times
-        ``FLOW_SCALE``).
-    cellprob : (H, W) array_like of float
+    flows : (2, H, W) or (3, Z, Y, X) array_like of float
+        ``(dy, dx)`` (``(dz, dy, dx)``) in ``FLOW_SCALE`` units, as the network predicts them
+        (unit flows times ``FLOW_SCALE``).
+    cellprob : (H, W) or (Z, Y, X) array_like of float
         Cell-probability logits.
     config : MaskConfig
         Thresholds and iteration count.
 
     Returns
     -------
-    labels : (H, W) ndarray of uint32
+    labels : (H, W) or (Z, Y, X) ndarray of uint32
         Consecutive ids ``1..N``, 0 = background.
 
     Raises
@@ -98,6 +108,8 @@ def masks_from_flows(
     (2, True)
     """
     flows, cellprob = _check_inputs(flows, cellprob)
+    if cellprob.ndim == 3 and cellprob.shape[0] == 1:  # a 1-plane volume is an image
+        return masks_from_flows(flows[1:, 0], cellprob[0], config=config)[None]
     foreground = cellprob > config.cellprob_threshold
     if not foreground.any():
         return np.zeros(cellprob.shape, np.uint32)
@@ -117,12 +129,17 @@ def _check_inputs(
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     flows = np.ascontiguousarray(flows, dtype=np.float32)
     cellprob = np.asarray(cellprob, dtype=np.float32)
-    if flows.ndim != 3 or flows.shape[0] != 2 or flows.shape[1:] != cellprob.shape:
-        raise ValueError(f"flows must be (2, H, W) and cellprob (H, W), got {flows.shape} "
-                         f"and {cellprob.shape}")
+    if not _fits(flows, cellprob.shape):
+        raise ValueError(f"flows must be (2, H, W) with cellprob (H, W), or (3, Z, Y, X) with "
+                         f"(Z, Y, X), got {flows.shape} and {cellprob.shape}")
     if not (np.isfinite(flows).all() and np.isfinite(cellprob).all()):
         raise ValueError("flows or cellprob hold NaN or infinite values")
     return flows, cellprob
+
+
+def _fits(flows: npt.NDArray[np.generic], shape: tuple[int, ...]) -> bool:
+    """Whether ``flows`` is ``(2, H, W)`` or ``(3, Z, Y, X)`` over an image of ``shape``."""
+    return len(shape) in (2, 3) and flows.shape == (len(shape), *shape)
 
 
 def follow_flows(
@@ -137,17 +154,17 @@ def follow_flows(
 
     Parameters
     ----------
-    flows : (2, H, W) array_like of float
-        ``(dy, dx)`` in ``FLOW_SCALE`` units.
-    foreground : (H, W) array_like of bool
+    flows : (2, H, W) or (3, Z, Y, X) array_like of float
+        ``(dy, dx)`` (``(dz, dy, dx)``) in ``FLOW_SCALE`` units.
+    foreground : (H, W) or (Z, Y, X) array_like of bool
         The pixels to move; the others stay where they are.
     niter : int
         Most steps per pixel.
 
     Returns
     -------
-    endpoints : (2, H, W) ndarray of float32
-        Final ``(y, x)`` of the pixel that started at each position.
+    endpoints : (2, H, W) or (3, Z, Y, X) ndarray of float32
+        Final position (``(y, x)`` or ``(z, y, x)``) of the pixel that started at each position.
 
     Raises
     ------
@@ -156,13 +173,17 @@ def follow_flows(
     """
     flows = np.ascontiguousarray(flows, dtype=np.float32)
     mask = np.ascontiguousarray(foreground, dtype=np.bool_)
-    if flows.ndim != 3 or flows.shape[0] != 2 or flows.shape[1:] != mask.shape:
-        raise ValueError(f"flows must be (2, H, W) and foreground (H, W), got {flows.shape} "
-                         f"and {mask.shape}")
+    if not _fits(flows, mask.shape):
+        raise ValueError(f"flows must be (2, H, W) with foreground (H, W), or (3, Z, Y, X) with "
+                         f"(Z, Y, X), got {flows.shape} and {mask.shape}")
     if niter < 0:
         raise ValueError(f"niter must be >= 0, got {niter}")
     endpoints = np.empty(flows.shape, np.float32)
-    _euler_steps(flows, mask, int(niter), np.float32(1.0 / FLOW_SCALE), endpoints)
+    scale = np.float32(1.0 / FLOW_SCALE)
+    if mask.ndim == 2:
+        _euler_steps(flows, mask, int(niter), scale, endpoints)
+    else:
+        _euler_steps_3d(flows, mask, int(niter), scale, np.float32(REST_DRIFT**2), endpoints)
     return endpoints
 
 
@@ -218,13 +239,13 @@ def cluster_endpoints(
 
     Parameters
     ----------
-    endpoints : (2, H, W) array_like of float
+    endpoints : (2, H, W) or (3, Z, Y, X) array_like of float
         Final positions from :func:`follow_flows`.
-    foreground : (H, W) array_like of bool
+    foreground : (H, W) or (Z, Y, X) array_like of bool
 
     Returns
     -------
-    labels : (H, W) ndarray of uint32
+    labels : (H, W) or (Z, Y, X) ndarray of uint32
         Ids ``1..N`` in seed order (not yet filtered), 0 = background or not near any seed.
 
     Raises
@@ -234,22 +255,25 @@ def cluster_endpoints(
     """
     endpoints = np.asarray(endpoints)
     mask = np.asarray(foreground, dtype=bool)
-    if endpoints.shape != (2, *mask.shape):
-        raise ValueError(f"endpoints must be (2, H, W) over foreground (H, W), got "
-                         f"{endpoints.shape} and {mask.shape}")
-    height, width = mask.shape
+    if not _fits(endpoints, mask.shape):
+        raise ValueError(f"endpoints must be (2, H, W) over foreground (H, W), or (3, Z, Y, X) "
+                         f"over (Z, Y, X), got {endpoints.shape} and {mask.shape}")
     # 4-byte bin indices while they fit: with the counts and the owners, 14 bytes a pixel here.
-    index = np.int32 if height * width < 2**31 else np.int64
+    index = np.int32 if mask.size < 2**31 else np.int64
     bins = np.empty(mask.shape, index)
     hist = np.zeros(mask.shape, np.int32)
-    _bin_endpoints(np.ascontiguousarray(endpoints, np.float32), np.ascontiguousarray(mask), bins,
-                   hist)
-    owner = _grow_seeds(hist, SEED_RADIUS, GROW_RADIUS, np.empty(height * width, index),
-                        np.empty(height * width, np.uint8))
-    del hist
-    labels = np.zeros(mask.shape, np.uint32)
-    _take_owners(bins, owner, labels)
-    return labels
+    points = np.ascontiguousarray(endpoints, np.float32)
+    queue, steps = np.empty(mask.size, index), np.empty(mask.size, np.uint8)
+    if mask.ndim == 2:
+        _bin_endpoints(points, np.ascontiguousarray(mask), bins, hist)
+        owner = _grow_seeds(hist, SEED_RADIUS, GROW_RADIUS, queue, steps)
+    else:
+        _bin_endpoints_3d(points, np.ascontiguousarray(mask), bins, hist)
+        owner = _grow_seeds_3d(hist, SEED_RADIUS, GROW_RADIUS, queue, steps)
+    del hist, queue, steps
+    labels = np.zeros(mask.size, np.uint32)
+    _take_owners(bins.reshape(-1), owner.reshape(-1), labels)
+    return labels.reshape(mask.shape)
 
 
 @njit(cache=True, nogil=True)
@@ -269,12 +293,10 @@ def _bin_endpoints(endpoints, mask, bins, hist):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, nogil=True)
 def _take_owners(bins, owner, labels):  # type: ignore[no-untyped-def]
-    width = owner.shape[1]
-    for y in range(bins.shape[0]):
-        for x in range(bins.shape[1]):
-            b = bins[y, x]
-            if b >= 0:
-                labels[y, x] = owner[b // width, b % width]
+    """Give each pixel its bin's owner (``bins``, ``owner`` and ``labels`` flattened)."""
+    for i in range(bins.size):
+        if bins[i] >= 0:
+            labels[i] = owner[bins[i]]
 
 
 @njit(cache=True, nogil=True)
@@ -335,8 +357,8 @@ def remove_bad_flow_masks(
 
     Parameters
     ----------
-    labels : (H, W) array_like of non-negative integers
-    flows : (2, H, W) array_like of float
+    labels : (H, W) or (Z, Y, X) array_like of non-negative integers
+    flows : (2, H, W) or (3, Z, Y, X) array_like of float
         The flows the masks came from, in ``FLOW_SCALE`` units.
     threshold : float
         Largest mean (over the mask) squared error between the unit flows of the mask's shape and
@@ -344,7 +366,7 @@ def remove_bad_flow_masks(
 
     Returns
     -------
-    labels : (H, W) ndarray of uint32
+    labels : (H, W) or (Z, Y, X) ndarray of uint32
         A copy without the rejected masks (ids otherwise unchanged).
 
     Raises
@@ -354,9 +376,9 @@ def remove_bad_flow_masks(
     """
     labels = np.array(labels, dtype=np.uint32)
     flows = np.ascontiguousarray(flows, dtype=np.float32)
-    if flows.shape != (2, *labels.shape):
-        raise ValueError(f"flows must be (2, H, W) over labels (H, W), got {flows.shape} "
-                         f"and {labels.shape}")
+    if not _fits(flows, labels.shape):
+        raise ValueError(f"flows must be (2, H, W) over labels (H, W), or (3, Z, Y, X) over "
+                         f"(Z, Y, X), got {flows.shape} and {labels.shape}")
     errors = flow_errors(labels, flows)
     bad = np.flatnonzero(errors > threshold) + 1
     if bad.size:
@@ -369,8 +391,8 @@ def flow_errors(labels: npt.ArrayLike, flows: npt.ArrayLike) -> npt.NDArray[np.f
 
     Parameters
     ----------
-    labels : (H, W) array_like of non-negative integers
-    flows : (2, H, W) array_like of float
+    labels : (H, W) or (Z, Y, X) array_like of non-negative integers
+    flows : (2, H, W) or (3, Z, Y, X) array_like of float
         In ``FLOW_SCALE`` units.
 
     Returns
@@ -381,43 +403,47 @@ def flow_errors(labels: npt.ArrayLike, flows: npt.ArrayLike) -> npt.NDArray[np.f
     Raises
     ------
     ValueError
-        If ``labels`` is not a 2-D integer array.
+        If ``labels`` is not a 2-D or 3-D integer array, or ``flows`` does not fit it.
     """
     labels = np.ascontiguousarray(labels, dtype=np.uint32)
     own = labels_to_flows(labels)
+    flows = np.ascontiguousarray(flows, dtype=np.float32)
+    if flows.shape != own.shape:
+        raise ValueError(f"flows of shape {flows.shape} do not fit labels of shape {labels.shape}")
     sums = np.zeros(int(labels.max()) + 1 if labels.size else 1, np.float64)
     counts = np.zeros_like(sums)
-    _flow_error_sums(labels, own, np.ascontiguousarray(flows, dtype=np.float32),
-                     np.float32(1.0 / FLOW_SCALE), sums, counts)
+    _flow_error_sums(labels.reshape(-1), own.reshape(own.shape[0], -1),
+                     flows.reshape(own.shape[0], -1), np.float32(1.0 / FLOW_SCALE), sums, counts)
     return (sums / np.maximum(counts, 1))[1:]
 
 
 @njit(cache=True, nogil=True)
 def _flow_error_sums(labels, own, flows, scale, sums, counts):  # type: ignore[no-untyped-def]
-    height, width = labels.shape
-    for y in range(height):
-        for x in range(width):
-            k = labels[y, x]
-            if k:
-                ey = own[0, y, x] - flows[0, y, x] * scale
-                ex = own[1, y, x] - flows[1, y, x] * scale
-                sums[k] += ey * ey + ex * ex
-                counts[k] += 1
+    """Sum squared flow errors per id over flattened ``labels`` and ``(D, N)`` flows."""
+    for i in range(labels.size):
+        k = labels[i]
+        if k:
+            error = 0.0
+            for d in range(own.shape[0]):
+                error += (own[d, i] - flows[d, i] * scale) ** 2
+            sums[k] += error
+            counts[k] += 1
 
 
 def fill_holes(labels: npt.ArrayLike) -> npt.NDArray[np.uint32]:
     """Fill background regions that are enclosed by a single mask.
 
-    A background region (4-connected) that touches the image border, or borders two masks or more,
-    is left alone, so that a cell inside another cell's hole is never overwritten.
+    A background region (4-connected; 6-connected in a volume) that touches the image border, or
+    borders two masks or more, is left alone, so that a cell inside another cell's hole is never
+    overwritten.
 
     Parameters
     ----------
-    labels : (H, W) array_like of non-negative integers
+    labels : (H, W) or (Z, Y, X) array_like of non-negative integers
 
     Returns
     -------
-    labels : (H, W) ndarray of uint32
+    labels : (H, W) or (Z, Y, X) ndarray of uint32
 
     Examples
     --------
@@ -429,7 +455,8 @@ def fill_holes(labels: npt.ArrayLike) -> npt.NDArray[np.uint32]:
     labels = np.array(labels, dtype=np.uint32)
     holes, count = ndimage.label(labels == 0)
     if count:
-        owner = _hole_owners(labels, holes.astype(np.int32, copy=False), count)
+        kernel = _hole_owners if labels.ndim == 2 else _hole_owners_3d
+        owner = kernel(labels, holes.astype(np.int32, copy=False), count)
         fill = owner[holes]
         labels[fill > 0] = fill[fill > 0]
     return labels

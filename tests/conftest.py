@@ -125,3 +125,14 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     net = FlowUNet(NetConfig(widths=(8, 16), full_res=4)).eval()
     return save_net(net, tmp_path_factory.mktemp("model") / "tiny.pt")
+
+
+@pytest.fixture
+def shared_volume() -> tuple[Path, Path]:
+    """The real labelled z-stack of ../shared/data3d: ``(image path, label path)``."""
+    folder = SHARED_DATA.parent / "data3d"
+    if not (folder / "images").is_dir():
+        pytest.skip(f"no real z-stack at {folder}")
+    from flowseg.io import find_pairs
+
+    return find_pairs(folder / "images", folder / "labels")[0]

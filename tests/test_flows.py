@@ -147,7 +147,7 @@ def test_targets_hold_flows_and_foreground(synthetic_labels: np.ndarray) -> None
     assert FLOW_SCALE == 5.0
 
 
-@pytest.mark.parametrize("bad", [np.zeros((3, 4, 5), np.uint8), np.full((4, 4), -1),
+@pytest.mark.parametrize("bad", [np.zeros((2, 3, 4, 5), np.uint8), np.full((4, 4), -1),
                                  np.zeros((4, 4), np.float32)])
 def test_bad_labels_are_refused(bad: np.ndarray) -> None:
     with pytest.raises(ValueError, match="labels"):

@@ -14,6 +14,7 @@ from flowseg.io import (
     list_images,
     read_image,
     read_labels,
+    read_volume,
     write_labels,
 )
 
@@ -178,3 +179,34 @@ def test_read_pixels_keeps_the_dtype(tmp_path: Path) -> None:
     pixels = read_pixels(_save(tmp_path / "p.png", rgb))
     assert pixels.dtype == np.uint8 and pixels.shape == (3, 9, 11)
     np.testing.assert_array_equal(pixels, np.moveaxis(rgb, -1, 0))
+
+
+@pytest.mark.parametrize(("array", "options", "expected"), [
+    (np.zeros((5, 16, 20), np.uint16), {}, (5, 1, 16, 20)),
+    (np.zeros((5, 16, 20), np.uint16), {"imagej": True}, (5, 1, 16, 20)),  # ImageJ says "C"
+    (np.zeros((5, 2, 16, 20), np.uint16), {"imagej": True, "metadata": {"axes": "ZCYX"}},
+     (5, 2, 16, 20)),
+    (np.zeros((5, 2, 16, 20), np.uint16), {}, (5, 2, 16, 20)),
+    (np.zeros((2, 30, 16, 20), np.uint16), {}, (30, 2, 16, 20)),
+    (np.zeros((5, 16, 20, 3), np.uint8), {"photometric": "rgb"}, (5, 3, 16, 20)),
+    (np.zeros((16, 20), np.uint8), {}, (1, 1, 16, 20)),
+])
+def test_read_volume_finds_planes_and_channels(tmp_path: Path, array: np.ndarray, options: dict,
+                                               expected: tuple) -> None:
+    tifffile.imwrite(tmp_path / "stack.tif", array, **options)
+    assert read_volume(tmp_path / "stack.tif").shape == expected
+
+
+def test_read_volume_refuses_what_is_not_a_stack(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "five.tif", np.zeros((2, 3, 4, 16, 20), np.uint16),
+                     photometric="minisblack")
+    with pytest.raises(ValueError, match=r"five.tif: shape \(2, 3, 4, 16, 20\)"):
+        read_volume(tmp_path / "five.tif")
+    with pytest.raises(ValueError, match="must be a TIFF"):
+        read_volume(tmp_path / "five.png")
+    with pytest.raises(ValueError, match="more than the 100 allowed"):
+        read_volume(tmp_path / "five.tif", max_pixels=100)
+    tifffile.imwrite(tmp_path / "labels.tif", np.ones((3, 8, 8), np.uint16), photometric="minisblack")
+    assert read_labels(tmp_path / "labels.tif", ndim=3).shape == (3, 8, 8)
+    with pytest.raises(ValueError, match="labels must be 2-D"):
+        read_labels(tmp_path / "labels.tif")

@@ -16,9 +16,10 @@ import numpy as np
 import numpy.typing as npt
 
 from flowseg.synthetic import fluorescence, stained, transmitted
-from flowseg.synthetic.labels import random_touching_labels
+from flowseg.synthetic.labels import random_touching_labels, random_touching_volume
 
-__all__ = ["MODALITIES", "TYPICAL_DIAMETER", "make_sample", "random_touching_labels", "render"]
+__all__ = ["MODALITIES", "TYPICAL_DIAMETER", "make_sample", "random_touching_labels",
+           "random_touching_volume", "render"]
 
 Sample = tuple[npt.NDArray[np.integer], npt.NDArray[np.uint32]]
 Maker = Callable[[tuple[int, int], float, np.random.Generator], Sample]
