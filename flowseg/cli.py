@@ -107,6 +107,15 @@ def _add_predict(commands: Any) -> None:
     predict.add_argument("--max-pixels", type=int, default=250_000_000,
                          help="refuse larger images, by their header, before decoding "
                               "(default: 250,000,000)")
+    predict.add_argument("--3d", dest="volume", action="store_true",
+                         help="read each TIFF as a z-stack, (Z, Y, X) or (Z, C, Y, X), and find "
+                              "3-D cells: the network on the XY, ZY and ZX planes, flows followed "
+                              "in 3-D; writes a (Z, Y, X) <name>_label.tiff")
+    predict.add_argument("--stitch", type=float, default=None, metavar="IOU",
+                         help="with --3d: segment plane by plane instead and link masks that "
+                              "overlap at this IoU in neighbouring planes (3x less work)")
+    predict.add_argument("--anisotropy", type=float, default=1.0,
+                         help="with --3d: z step over xy pixel size (default: 1)")
     predict.add_argument("--dask", nargs="?", const="", default=None, metavar="ADDRESS",
                          help="run on a Dask cluster: a scheduler's address, or none to start a "
                               "local one (needs the dask extra)")
@@ -186,13 +195,23 @@ def _predict(args: argparse.Namespace) -> int:
     report = predict_folder(
         args.input, args.output, model=args.model, device=args.device, diameter=args.diameter,
         precision=args.precision, tiles=_tiles(args), overwrite=args.overwrite, outputs=outputs,
-        max_pixels=args.max_pixels)
+        max_pixels=args.max_pixels, volume=_volume(args))
     if report.ignored:
         print(f"ignored: {', '.join(report.ignored)}")
     print(f"{len(report.written)} written, {len(report.skipped)} already there (--overwrite to "
           f"redo), {len(report.failed)} failed"
           + (f": {', '.join(f.split(': ')[0] for f in report.failed)}" if report.failed else ""))
     return 1 if report.failed else 0
+
+
+def _volume(args: argparse.Namespace) -> Any:
+    if not args.volume:
+        if args.stitch is not None or args.anisotropy != 1.0:
+            raise ValueError("--stitch and --anisotropy apply to z-stacks: add --3d")
+        return None
+    from flowseg.volume import VolumeConfig
+
+    return VolumeConfig(anisotropy=args.anisotropy, stitch=args.stitch)
 
 
 def _tiles(args: argparse.Namespace) -> Any:
@@ -202,6 +221,8 @@ def _tiles(args: argparse.Namespace) -> Any:
 
 
 def _predict_dask(args: argparse.Namespace) -> int:
+    if args.volume:
+        raise ValueError("--3d does not work with --dask: z-stacks run on one machine")
     if args.diameter is not None:
         raise ValueError("--diameter does not work with --dask yet: blocks run at the image's "
                          "own scale (the model's 15-60 px range)")

@@ -348,3 +348,22 @@ def resize_to(image: npt.NDArray[np.floating], shape: tuple[int, int]) -> npt.ND
     """
     x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None]
     return F.interpolate(x, size=shape, mode="bilinear", align_corners=False)[0].numpy()
+
+
+def resize_volume_to(volume: npt.NDArray[np.floating],
+                     shape: tuple[int, int, int]) -> npt.NDArray[np.float32]:
+    """Resize a ``(C, Z, Y, X)`` array to ``(C, *shape)`` with trilinear interpolation.
+
+    Parameters
+    ----------
+    volume : (C, Z, Y, X) ndarray
+    shape : (int, int, int)
+
+    Returns
+    -------
+    resized : (C, shape[0], shape[1], shape[2]) ndarray of float32
+    """
+    if tuple(volume.shape[1:]) == tuple(shape):
+        return np.asarray(volume, np.float32)
+    x = torch.from_numpy(np.ascontiguousarray(volume, np.float32))[None]
+    return F.interpolate(x, size=shape, mode="trilinear", align_corners=False)[0].numpy()

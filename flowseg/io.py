@@ -465,7 +465,8 @@ def write_labels(labels: npt.ArrayLike, path: str | os.PathLike[str], *,
 
     Parameters
     ----------
-    labels : (H, W) array_like of non-negative integers
+    labels : (H, W) or (Z, Y, X) array_like of non-negative integers
+        A volume is written as a stack of planes, which napari and Fiji open as one.
     path : str or PathLike
         Destination; its folder is created if needed.
     description : str, optional
@@ -479,9 +480,9 @@ def write_labels(labels: npt.ArrayLike, path: str | os.PathLike[str], *,
     Raises
     ------
     ValueError
-        If ``labels`` are not 2-D non-negative whole numbers.
+        If ``labels`` are not 2-D or 3-D non-negative whole numbers.
     """
-    data = as_labels(labels, name=str(path))
+    data = as_labels(labels, name=str(path), ndim=3 if np.ndim(labels) >= 3 else 2)
     if data.size == 0 or data.max() <= np.iinfo(np.uint16).max:
         data = data.astype(np.uint16)
     return write_atomic(path, lambda tmp: tifffile.imwrite(

@@ -189,18 +189,41 @@ def segment_with_outputs(
     prepared = PreparedView(raw)  # normalised window by window: no whole normalised copy
     if diameter:
         _check_scale(raw.shape[1:], trained / diameter, diameter)
-        return _run(net, prepared, trained / diameter, tiles, config, plan, diameter)
+        return run_at_scale(net, prepared, trained / diameter, tiles, config, plan, diameter)
     guess = estimate_diameter(net, prepared, tiles=tiles, masks=config, execution=plan)
-    low, high = (f * trained for f in AUTO_RANGE)
+    scale, chosen = scale_for(guess, trained, raw.shape[1:])
+    if scale == 1.0 and guess.result is not None:  # the first pass was the whole image as is
+        return replace(guess.result, diameter=chosen)
+    return run_at_scale(net, prepared, scale, tiles, config, plan, chosen)
+
+
+def scale_for(guess: DiameterEstimate, trained: float,
+              shape: tuple[int, ...]) -> tuple[float, float]:
+    """Choose how to resize an image from an estimate of its cells' diameter.
+
+    Parameters
+    ----------
+    guess : DiameterEstimate
+    trained : float
+        The model's training diameter.
+    shape : tuple of int
+        The image's (or plane's) size.
+
+    Returns
+    -------
+    scale : float
+        1 when the estimate is within what the model was trained on (``AUTO_RANGE``) or too
+        few cells were found; otherwise ``trained / diameter``, bounded by ``AUTO_MAX_UPSCALE``.
+    diameter : float
+        The estimate, or the model's own diameter when too few cells were found.
+    """
     chosen = guess.diameter if guess.found else trained
     log.debug("estimated cell diameter %.1f px (%s)", chosen,
-             f"from {guess.cells} cells" if guess.found else "too few cells: model's own")
+              f"from {guess.cells} cells" if guess.found else "too few cells: model's own")
+    low, high = (f * trained for f in AUTO_RANGE)
     if not guess.found or low <= guess.diameter <= high:
-        if guess.result is not None:  # the first pass was the whole image at its own scale
-            return replace(guess.result, diameter=chosen)
-        return _run(net, prepared, 1.0, tiles, config, plan, chosen)
-    return _run(net, prepared, _auto_scale(raw.shape[1:], trained / guess.diameter), tiles, config,
-                plan, chosen)
+        return 1.0, chosen
+    return _auto_scale(shape, trained / guess.diameter), chosen
 
 
 def _auto_scale(shape: tuple[int, ...], scale: float) -> float:
@@ -273,7 +296,7 @@ def estimate_diameter(
     height, width = image.shape[1:]
     whole = height * width <= ESTIMATE_PIXELS
     regions = [image] if whole else _crops(image)
-    first = [_run(net, r, 1.0, tiles, masks, plan, trained) for r in regions]
+    first = [run_at_scale(net, r, 1.0, tiles, masks, plan, trained) for r in regions]
     guess = DiameterEstimate(*median_diameter(*(f.labels for f in first)),
                              first[0] if whole else None)
     high = AUTO_RANGE[1] * trained
@@ -285,7 +308,8 @@ def estimate_diameter(
     for scale in (_auto_scale((height, width), s) for s in tries):
         if abs(scale - 1.0) < 1e-3:
             continue
-        again = [_run(net, r, scale, tiles, masks, plan, trained / scale).labels for r in regions]
+        again = [run_at_scale(net, r, scale, tiles, masks, plan, trained / scale).labels
+                 for r in regions]
         refined = DiameterEstimate(*median_diameter(*again))
         if refined.found and (not guess.found or refined.diameter > high):
             return refined
@@ -346,9 +370,28 @@ def _check_scale(shape: tuple[int, ...], scale: float, diameter: float) -> None:
 MAX_RESCALED_PIXELS = 400_000_000
 
 
-def _run(net: FlowUNet, image: PreparedView | npt.NDArray[np.float32], scale: float,
-         tiles: TileConfig, config: MaskConfig, plan: Execution, diameter: float) -> Segmentation:
-    """Run the network at ``scale``, bring its output back to the image's size, make masks."""
+def run_at_scale(net: FlowUNet, image: PreparedView | npt.NDArray[np.float32], scale: float,
+                 tiles: TileConfig, config: MaskConfig, plan: Execution,
+                 diameter: float) -> Segmentation:
+    """Run the network at ``scale``, bring its output back to the image's size, make masks.
+
+    Parameters
+    ----------
+    net : FlowUNet
+    image : PreparedView or (3, H, W) ndarray of float32
+        The network's input, normalised.
+    scale : float
+        Resize factor (training diameter over cell diameter).
+    tiles : TileConfig
+    config : MaskConfig
+    plan : Execution
+    diameter : float
+        Recorded in the result.
+
+    Returns
+    -------
+    segmentation : Segmentation
+    """
     shape = image.shape[1:]
     if abs(scale - 1.0) > 1e-3:
         _check_scale(shape, scale, diameter)

@@ -28,6 +28,7 @@ from flowseg.io import (
     label_path,
     read_description,
     read_pixels,
+    read_volume,
     resolve_inputs,
     write_atomic,
     write_labels,
@@ -36,6 +37,7 @@ from flowseg.masks import MaskConfig
 from flowseg.net import FlowUNet, plan_execution
 from flowseg.normalize import prepare_image
 from flowseg.pipeline import Segmentation, load_model, segment_with_outputs
+from flowseg.volume import VolumeConfig, segment_volume
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +100,7 @@ def predict_folder(
     model: FlowUNet | str | os.PathLike[str] | None = None, tiles: TileConfig = TileConfig(),
     masks: MaskConfig | None = None, diameter: float | None = None, device: str = "auto",
     precision: str = "auto", overwrite: bool = False, outputs: Outputs = Outputs(),
-    max_pixels: int = MAX_PIXELS,
+    max_pixels: int = MAX_PIXELS, volume: VolumeConfig | None = None,
 ) -> PredictReport:
     """Segment every image of a folder (or one file, or a glob's matches) into ``out_dir``.
 
@@ -124,6 +126,10 @@ def predict_folder(
         Files to write beside the labels.
     max_pixels : int
         Larger images (by their header, before decoding) are refused, and reported.
+    volume : VolumeConfig, optional
+        Read every file as a z-stack TIFF (:func:`flowseg.io.read_volume`) and segment it in
+        3-D (:func:`flowseg.volume.segment_volume`); the label file is a ``(Z, Y, X)`` stack.
+        Only the labels are written.
 
     Returns
     -------
@@ -136,9 +142,13 @@ def predict_folder(
     NotADirectoryError
         If ``out_dir`` is a file.
     ValueError
-        If no image is found, the model file is not a flowseg checkpoint, or the device or
-        precision cannot be used (all before any image is processed).
+        If no image is found, the model file is not a flowseg checkpoint, the device or
+        precision cannot be used, or ``outputs`` are asked of volumes (all before any image is
+        processed).
     """
+    if volume is not None and outputs != Outputs():
+        raise ValueError("flows, overlays, csv and rois are written for 2-D images only, not "
+                         "with z-stacks")
     images, ignored = resolve_inputs(in_dir)
     report = PredictReport(ignored=ignored)
     if not images:
@@ -150,7 +160,7 @@ def predict_folder(
     net = model if isinstance(model, FlowUNet) else load_model(model)
     log.debug("running on %s in %s, %s layout", plan.device, plan.precision,
               "channels-last" if plan.channels_last else "channels-first")
-    settings = _settings(net, tiles, masks, diameter)
+    settings = _settings(net, tiles, masks, diameter, volume)
     for path in tqdm(images, desc="segmenting", unit="image", disable=None):
         wanted = outputs.paths(path, out)
         if not overwrite and all(p.exists() for p in wanted.values()):
@@ -160,24 +170,31 @@ def predict_folder(
             log.info("%s: redoing, its labels were made with other settings or model", path.name)
         start = time.perf_counter()
         try:
-            image = read_pixels(path, max_pixels=max_pixels)
-            result = segment_with_outputs(image, net, tiles=tiles, masks=masks,
-                                          diameter=diameter, channel_axis=0, execution=plan)
-            _write_outputs(image, result, wanted, settings)
+            if volume is not None:
+                stack = read_volume(path, max_pixels=max_pixels)
+                labels = segment_volume(stack, net, config=volume, tiles=tiles, masks=masks,
+                                        diameter=diameter, execution=plan)
+                write_labels(labels, wanted["labels"], description=settings)
+                used = f"{diameter:.1f} px" if diameter else "auto"
+            else:
+                image = read_pixels(path, max_pixels=max_pixels)
+                result = segment_with_outputs(image, net, tiles=tiles, masks=masks,
+                                              diameter=diameter, channel_axis=0, execution=plan)
+                _write_outputs(image, result, wanted, settings)
+                labels, used = result.labels, f"{result.diameter:.1f} px"
         except (OSError, ValueError, MemoryError, RuntimeError) as err:
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             report.failed.append(f"{path.name}: {reason.replace(str(path) + ': ', '')}")
             log.warning("failed: %s", report.failed[-1])
             continue
         report.written.append(wanted["labels"])
-        log.info("%s: %d cells, %d x %d, diameter %.1f px, %.2f s", path.name,
-                 int(result.labels.max()), *result.labels.shape, result.diameter,
-                 time.perf_counter() - start)
+        log.info("%s: %d cells, %s, diameter %s, %.2f s", path.name, int(labels.max()),
+                 " x ".join(map(str, labels.shape)), used, time.perf_counter() - start)
     return report
 
 
 def _settings(net: FlowUNet, tiles: TileConfig, masks: MaskConfig | None,
-              diameter: float | None) -> str:
+              diameter: float | None, volume: VolumeConfig | None = None) -> str:
     """Describe what makes a label file, to store in it: a rerun with other settings redoes it."""
     import hashlib
     import json
@@ -189,7 +206,8 @@ def _settings(net: FlowUNet, tiles: TileConfig, masks: MaskConfig | None,
     masks_used = masks or MaskConfig(**net.metadata.get("thresholds", {}))
     return json.dumps({"flowseg": net.metadata.get("flowseg_version", ""),
                        "model": digest.hexdigest()[:16], "diameter": diameter or "auto",
-                       "tiles": asdict(tiles), "masks": asdict(masks_used)}, sort_keys=True)
+                       "tiles": asdict(tiles), "masks": asdict(masks_used),
+                       "volume": asdict(volume) if volume else None}, sort_keys=True)
 
 
 def _write_outputs(image: npt.NDArray[Any], result: Segmentation, wanted: dict[str, Path],

@@ -121,8 +121,8 @@ def test_write_labels_failure_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="negative"):
         write_labels(np.full((4, 4), -1), tmp_path / "x_label.tiff")
     old = write_labels(np.ones((4, 4), np.uint8), tmp_path / "y_label.tiff")
-    with pytest.raises(ValueError, match="2-D"):
-        write_labels(np.ones((2, 4, 4), np.uint8), old)
+    with pytest.raises(ValueError, match="must be 3-D"):
+        write_labels(np.ones((2, 2, 4, 4), np.uint8), old)
     assert read_labels(old).sum() == 16 and sorted(os.listdir(tmp_path)) == ["y_label.tiff"]
 
 

@@ -1,0 +1,101 @@
+"""Z-stacks: planes combined into 3-D flows, masks stitched across planes, predict --3d."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from flowseg import volume as volume_module
+from flowseg.cli import main
+from flowseg.flows import FLOW_SCALE
+from flowseg.io import read_labels
+from flowseg.pipeline import load_model, segment
+from flowseg.synthetic import make_sample
+from flowseg.volume import VolumeConfig, planes_to_flows, segment_volume, stitch_planes
+
+
+def test_stitch_links_planes_one_to_one() -> None:
+    planes = np.zeros((4, 10, 10), np.uint32)
+    planes[0, 1:5, 1:5] = 3  # one cell over planes 0-2, drifting by a pixel
+    planes[1, 2:6, 1:5] = 7
+    planes[2, 2:6, 2:6] = 1
+    planes[1, 7:9, 7:9] = 2  # a cell of one plane
+    planes[2, 8:10, 0:2] = 4  # and another, next to nothing before it
+    planes[3, 2:4, 1:5] = 5  # half of the cell's last plane: IoU 8 / 16 with plane 2
+    planes[3, 4:6, 1:5] = 6  # the other half: each plane-2 mask goes to one plane-3 mask only
+    out = stitch_planes(planes, threshold=0.3)
+    assert out[0, 2, 2] == out[1, 3, 3] == out[2, 3, 3] == 1
+    assert len({out[1, 8, 8], out[2, 9, 0], out[3, 2, 2], out[3, 5, 2]} - {1}) == 3
+    assert (out[3, 2, 2] == 1) != (out[3, 5, 2] == 1)  # one half kept the id, one to one
+    assert np.array_equal(np.unique(out), np.arange(out.max() + 1))
+    assert stitch_planes(planes, threshold=0.9)[2, 3, 3] != 1  # IoU 9 / 23 below 0.9: new id
+    with pytest.raises(ValueError, match="Z, Y, X"):
+        stitch_planes(planes[0])
+
+
+def test_planes_are_combined_on_the_right_axes(tiny_model: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each plane orientation answers with values that name it: (rows, cols) of its own shape.
+    def fake_run(net: object, plane: np.ndarray, **_: object) -> np.ndarray:
+        height, width = plane.shape[1:]
+        out = np.empty((3, height, width), np.float32)
+        out[0], out[1], out[2] = height, width, height * width
+        return out
+
+    monkeypatch.setattr(volume_module, "run_tiled", fake_run)
+    flows, cellprob = planes_to_flows(load_model(tiny_model), np.zeros((3, 4, 5, 6), np.float32))
+    # XY planes are 5 x 6, ZY 4 x 5 (dz, dy), ZX 4 x 6 (dz, dx).
+    raw = np.array([(4 + 4) / 2, (5 + 5) / 2, (6 + 6) / 2])
+    expected = raw / np.linalg.norm(raw) * FLOW_SCALE
+    np.testing.assert_allclose(flows[:, 2, 3, 1], expected, rtol=1e-6)
+    np.testing.assert_allclose(cellprob, (30 + 20 + 24) / 3)
+
+
+def test_one_plane_volume_gives_the_2d_answer() -> None:
+    net = load_model()  # the bundled model: it finds cells, so that equality means something
+    image = np.moveaxis(make_sample((96, 88), "nuclei", seed=3)[0], -1, 0)  # (C, H, W)
+    for diameter in (None, 20.0):
+        expected = segment(image, net, diameter=diameter, device="cpu")
+        assert expected.max() > 1
+        got = segment_volume(image[None], net, diameter=diameter, device="cpu")
+        np.testing.assert_array_equal(got[0], expected)
+
+
+def test_volume_shapes_and_bad_input(tiny_model: Path) -> None:
+    net = load_model(tiny_model)
+    stack = np.random.default_rng(0).random((5, 2, 40, 48)).astype(np.float32)
+    labels = segment_volume(stack, net, config=VolumeConfig(anisotropy=2.0), diameter=30,
+                            device="cpu")
+    assert labels.shape == (5, 40, 48) and labels.dtype == np.uint32
+    assert segment_volume(stack[:, 0], net, config=VolumeConfig(stitch=0.5), diameter=30,
+                          device="cpu").shape == (5, 40, 48)
+    with pytest.raises(ValueError, match="must be a"):
+        segment_volume(stack[0, 0], net)
+    bad = stack.copy()
+    bad[1, 0, 3, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        segment_volume(bad, net)
+    for options in ({"anisotropy": 0.0}, {"stitch": 1.5}, {"stitch": 0.0}):
+        with pytest.raises(ValueError, match="anisotropy must be"):
+            VolumeConfig(**options)
+
+
+def test_predict_3d_writes_a_stack(tmp_path: Path, tiny_model: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "in").mkdir()
+    stack = np.random.default_rng(1).integers(0, 4000, (6, 36, 40)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "in" / "stack.tif", stack, imagej=True)
+    (tmp_path / "in" / "broken.tif").write_bytes(b"II*\x00garbage")
+    common = ["predict", "-i", str(tmp_path / "in"), "--model", str(tiny_model),
+              "--device", "cpu", "--diameter", "30"]
+    assert main([*common, "-o", str(tmp_path / "out"), "--3d", "--anisotropy", "1.5"]) == 1
+    labels = read_labels(tmp_path / "out" / "stack_label.tiff", ndim=3)
+    assert labels.shape == (6, 36, 40)
+    assert "broken.tif" in capsys.readouterr().out
+    assert main([*common, "-o", str(tmp_path / "o2"), "--stitch", "0.5"]) == 1
+    assert "add --3d" in capsys.readouterr().err
+    assert main([*common, "-o", str(tmp_path / "o3"), "--3d", "--save-overlays"]) == 1
+    assert "2-D images only" in capsys.readouterr().err
