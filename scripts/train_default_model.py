@@ -45,7 +45,9 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 HELD_OUT_MODALITY = "dic"
 TRAIN_DIAMETER = 30.0
 TRAIN_PLANES = range(0, 7)  # planes 22-28 of the 13-plane sub-volume (z = 22 + index)
-REAL_COPIES = {"dsb2018_nuclei_left": 10, "cells3d_nuclei_z30": 4, "plane": 3}
+# Copies of each real image: real pixels are about a fifth of the training set (the second
+# generalist, warm-started from the first, which had them at a twelfth and underfit real nuclei).
+REAL_COPIES = {"dsb2018_nuclei_left": 30, "cells3d_nuclei_z30": 12, "plane": 8}
 
 
 def write_synthetic(out: Path, per_modality: int, size: int, seed: int) -> int:
@@ -124,6 +126,9 @@ def main() -> int:
     parser.add_argument("--per-modality", type=int, default=60)
     parser.add_argument("--size", type=int, default=320)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--pretrained", type=Path, default=None,
+                        help="warm start from these weights (a previous default.pt, say)")
     parser.add_argument("--install", action=argparse.BooleanOptionalAction, default=True,
                         help="copy the result to flowseg/models/default.pt")
     args = parser.parse_args()
@@ -134,17 +139,18 @@ def main() -> int:
         real = write_real(work / "train")
         print(f"training set: {synthetic} synthetic and {real} real images (with repeats)")
     start = time.perf_counter()
-    config = TrainConfig(epochs=args.epochs, batch_size=8, learning_rate=2e-3, val_fraction=0.0,
-                         seed=0, device=args.device, num_workers=1)
+    config = TrainConfig(epochs=args.epochs, batch_size=8, learning_rate=args.learning_rate,
+                         val_fraction=0.0, seed=0, device=args.device, num_workers=1)
     data = DataConfig(crop=256, diameter=TRAIN_DIAMETER, scale=(0.5, 2.0))
     last = train(work / "train", work / "run", config=config, data=data, resume=True,
-                 pretrained=None, cache_dir=work / "cache")
+                 pretrained=args.pretrained, cache_dir=work / "cache")
     seconds = time.perf_counter() - start
     print(f"trained in {seconds:.0f} s (this invocation): {last}")
     net = load_net(last)
     steps, wall = run_totals(work / "run" / "log.csv")
     net.metadata["training"].update(
         command=" ".join(["python", *sys.argv]), held_out_modality=HELD_OUT_MODALITY,
+        warm_start=str(args.pretrained) if args.pretrained else None,
         steps=steps, wall_seconds=round(wall), training_diameter_px=TRAIN_DIAMETER)
     # Ship a lean copy: weights in float16 (load_net restores float32), no optimizer state.
     lean = save_net(net, work / "default.pt", half=True)
