@@ -9,10 +9,14 @@
 the true labels; the true classes with certainty), on the real samples in ../shared/data and on
 synthetic sets of rising difficulty: isolated, touching, densely packed and elongated cells.
 
-(b) Equal budget: the same FlowUNet (same initial weights) trained twice by one loop (AdamW, warm-up
+Two 3-class representations stand beside flows (benchmarks/baselines/three_class.py): the seed's
+own (its boundary dilated by disk(1), 8-connected interiors, not grown back) and this project's
+first reading of it (a 1-pixel boundary, 4-connected interiors grown back 4 px).
+
+(b) Equal budget: the same FlowUNet (same initial weights) trained by one loop (AdamW, warm-up
 and cosine decay, as flowseg.train), on the same samples in the same order (same crops, same
-augmentation), for the same number of steps: once on flows + cell probability, once on the
-three classes with cross-entropy (benchmarks/baselines/three_class.py). Training data: synthetic
+augmentation), for the same number of steps: on flows + cell probability, and on each 3-class
+map with cross-entropy. Training data: synthetic
 images of every category in three modalities, plus the top half of each real sample; held out:
 other synthetic images of each category and the bottom half of each real sample. Scores: challenge
 F1 at IoU 0.5, 0.75, 0.9, mean matched IoU, merges and splits, time per MP. Then the flow model's
@@ -39,9 +43,16 @@ from skimage.segmentation import find_boundaries
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from baselines.three_class import class_loss, classes_to_instances, labels_to_classes, perfect_logits
+from baselines.three_class import (
+    class_loss,
+    create_interior_map,
+    grown_instances,
+    one_pixel_boundary_classes,
+    perfect_logits,
+    seed_instances,
+)
 from make_synthetic_data import write_tiff
-from train_default_model import SHARED, split_real
+from train_default_model import SHARED as SHARED_ROOT
 
 from flowseg.dataset import DataConfig, FlowDataset, discover_pairs, epoch_order
 from flowseg.flows import FLOW_SCALE, labels_to_flows
@@ -64,6 +75,29 @@ CATEGORIES: dict[str, dict[str, object]] = {
 }
 IOU_LEVELS = (0.5, 0.75, 0.9)
 Recover = Callable[[np.ndarray], np.ndarray]  # network output (3, H, W) -> labels
+REAL_COPIES = 4  # copies of each real top half in the training set
+SHARED = SHARED_ROOT / "data"  # the real 2-D samples
+SEED_3CLASS, THIN_3CLASS = "3-class (seed)", "3-class (1-px, grown)"
+# Each 3-class variant: its targets and its instances.
+VARIANTS = {SEED_3CLASS: (create_interior_map, seed_instances),
+            THIN_3CLASS: (one_pixel_boundary_classes, grown_instances)}
+
+
+def split_real(work: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Put the top half of each real sample into the training set; return the bottom halves."""
+    held_out: list[tuple[str, np.ndarray, np.ndarray]] = []
+    if not (SHARED / "images").is_dir():
+        print(f"no real samples at {SHARED}: synthetic data only")
+        return held_out
+    for image_path, label_path in find_pairs(SHARED / "images", SHARED / "labels"):
+        image, labels = read_image(image_path), read_labels(label_path)
+        half = labels.shape[0] // 2
+        for k in range(REAL_COPIES):
+            name = f"real_{image_path.stem}_top_{k:02d}"
+            write_tiff(work / "train" / "images" / f"{name}.tif", image[:, :half])
+            write_labels(labels[:half], work / "train" / "labels" / f"{name}_label.tiff")
+        held_out.append((image_path.stem, image[:, half:], labels[half:]))
+    return held_out
 
 
 def touching_share(labels: np.ndarray) -> float:
@@ -114,7 +148,8 @@ def ceiling(images: int, size: int) -> None:
     recover: dict[str, Recover] = {
         "flows": lambda labels: masks_from_flows(FLOW_SCALE * labels_to_flows(labels),
                                                  np.where(labels > 0, 5.0, -5.0)),
-        "3-class": lambda labels: classes_to_instances(perfect_logits(labels)),
+        **{name: (lambda labels, t=targets, i=instances: i(perfect_logits(t(labels))))
+           for name, (targets, instances) in VARIANTS.items()},
     }
     sets: dict[str, list[np.ndarray]] = {
         name: [random_touching_labels((size, size), seed=900 + i, **settings)  # type: ignore[arg-type]
@@ -223,7 +258,8 @@ def overlay_panels(panels: dict[str, np.ndarray], reps: list[str], crop: int = 2
     gray = np.clip(image.mean(axis=0), 0, 1)
     height, width = gray.shape
     window = (slice(0, min(crop, height)), slice(0, min(crop, width)))
-    colours = {"truth": (255, 255, 0), reps[0]: (0, 255, 0), reps[1]: (255, 0, 255)}
+    palette = [(0, 255, 0), (255, 0, 255), (0, 200, 255)]
+    colours = {"truth": (255, 255, 0), **dict(zip(reps, palette, strict=False))}
     tiles = []
     for key in ("truth", *reps):
         rgb = np.repeat((gray[window] * 255).astype(np.uint8)[..., None], 3, axis=-1)
@@ -333,16 +369,17 @@ def main() -> int:
     data = DataConfig(crop=args.crop)
     print(f"\n(b) equal budget: {len(pairs)} training images, {args.steps} steps of {args.batch} "
           f"crops of {args.crop}^2, FlowUNet {count_parameters(FlowUNet(NetConfig())):,} parameters")
-    datasets = {"flows": FlowDataset(pairs, data, work / "cache"),
-                "3-class": FlowDataset(pairs, data, work / "cache", targets=labels_to_classes,
-                                       flows=False)}
-    objectives = {"flows": flows_objective, "3-class": class_loss}
-    recovers: dict[str, Recover] = {"flows": lambda o: masks_from_flows(o[:2], o[2]),
-                                    "3-class": classes_to_instances}
+    datasets = {"flows": FlowDataset(pairs, data, work / "cache")}
+    objectives = {"flows": flows_objective}
+    recovers: dict[str, Recover] = {"flows": lambda o: masks_from_flows(o[:2], o[2])}
+    budgets = {"flows": args.steps}
+    for name, (targets, instances) in VARIANTS.items():
+        datasets[name] = FlowDataset(pairs, data, work / "cache", targets=targets, flows=False)
+        objectives[name], recovers[name] = class_loss, instances
+        budgets[name] = args.baseline_steps or args.steps
     nets = {}
-    budgets = {"flows": args.steps, "3-class": args.baseline_steps or args.steps}
     for rep, steps in budgets.items():
-        saved = work / f"{rep}-{steps}.pt"
+        saved = work / f"{rep.replace(' ', '_')}-{steps}.pt"
         if args.reuse and saved.is_file():
             print(f"{rep}: reusing {saved} ({steps} steps)")
             net = FlowUNet(NetConfig())

@@ -1,13 +1,19 @@
 """The seed's representation: background / interior / boundary classes, instances from the interior.
 
-Labels become three classes: the boundary is every cell pixel that touches another id or the
-background (``skimage.segmentation.find_boundaries(mode="inner")``), the interior is the rest of
-each cell. The network (the same ``FlowUNet``, its three output channels read as class logits) is
-trained with cross-entropy. Instances are the 4-connected components of the predicted interior
-(probability above one half, small holes filled and specks removed, as the seed did), grown back
-over the predicted cell area (interior or boundary), since the interior alone misses each cell's
-rim. The growth reaches at most ``GROW`` pixels from a component, and masks smaller than
-``min_size`` are dropped, as ``flowseg.masks`` drops them.
+Two variants, trained the same way (the same ``FlowUNet``, its three outputs read as class logits,
+cross-entropy):
+
+- **the seed's own** (``create_interior_map``, ``seed_instances``), as the challenge's baseline
+  (the ``cellseg-baseline`` 0.0.2 wheel: ``baseline/pre_process_3class.py``,
+  ``baseline/predict.py``) wrote them: the inner boundary (``find_boundaries(mode="inner")``) is
+  dilated by ``disk(1)`` (so it is 2 pixels thick inside a cell and reaches 1 pixel into the
+  background), the rest of each cell is interior, and interior pieces under 16 pixels become
+  background; instances are the 8-connected components of the predicted interior (probability
+  over one half, holes under 64 pixels filled, pieces under 16 pixels removed), not grown back.
+- **the thin, grown variant** (``one_pixel_boundary_classes``, ``grown_instances``), this
+  project's first reading of it: a 1-pixel inner boundary; instances are the 4-connected
+  components of the interior, grown back by at most ``GROW`` pixels over the predicted cell area
+  (interior or boundary), masks under ``min_size`` dropped as ``flowseg.masks`` drops them.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from skimage.measure import label as connected_components
-from skimage.morphology import remove_small_holes, remove_small_objects
+from skimage.morphology import dilation, disk, remove_small_holes, remove_small_objects
 from skimage.segmentation import expand_labels, find_boundaries
 from torch.nn import functional as F
 
@@ -27,8 +33,34 @@ SPECK = 16  # interior components under this many pixels are dropped (the seed's
 HOLE = 64  # holes in the interior under this many pixels are filled (the seed's value)
 
 
-def labels_to_classes(labels: npt.NDArray[np.uint32]) -> npt.NDArray[np.float32]:
-    """Return the ``(1, H, W)`` class map: 0 background, 1 interior, 2 boundary."""
+def create_interior_map(labels: npt.NDArray[np.uint32]) -> npt.NDArray[np.float32]:
+    """Return the seed's ``(1, H, W)`` class map: 0 background, 1 interior, 2 boundary.
+
+    The boundary is the inner boundary dilated by ``disk(1)``; interior pieces (the rest of the
+    cells) under ``SPECK`` pixels are background.
+    """
+    boundary = dilation(find_boundaries(labels, mode="inner"), disk(1))
+    interior = remove_small_objects((labels > 0) & ~boundary, max_size=SPECK - 1)
+    classes = np.full(labels.shape, BACKGROUND, np.float32)
+    classes[interior] = INTERIOR
+    classes[boundary] = BOUNDARY
+    return classes[None]
+
+
+def seed_instances(logits: npt.NDArray[np.floating]) -> npt.NDArray[np.uint32]:
+    """Turn ``(3, H, W)`` class logits into instances as the seed's predict.py did.
+
+    The 8-connected components of ``P(interior) > 0.5``, after holes under ``HOLE`` pixels are
+    filled and pieces under ``SPECK`` pixels removed; no growing back, no other size limit.
+    """
+    prob = torch.softmax(torch.as_tensor(np.asarray(logits, np.float32)), dim=0).numpy()
+    interior = remove_small_holes(prob[INTERIOR] > 0.5, max_size=HOLE - 1)
+    interior = remove_small_objects(interior, max_size=SPECK - 1)
+    return connected_components(interior, connectivity=2).astype(np.uint32)
+
+
+def one_pixel_boundary_classes(labels: npt.NDArray[np.uint32]) -> npt.NDArray[np.float32]:
+    """Return the thin variant's ``(1, H, W)`` class map: a 1-pixel inner boundary, no specks rule."""
     classes = np.where(labels > 0, INTERIOR, BACKGROUND).astype(np.float32)
     classes[find_boundaries(labels, mode="inner") & (labels > 0)] = BOUNDARY
     return classes[None]
@@ -39,9 +71,9 @@ def class_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(output.float(), target[:, 0].long())
 
 
-def classes_to_instances(logits: npt.NDArray[np.floating], *, min_size: int = 15,
-                         ) -> npt.NDArray[np.uint32]:
-    """Turn ``(3, H, W)`` class logits into instance labels.
+def grown_instances(logits: npt.NDArray[np.floating], *, min_size: int = 15,
+                    ) -> npt.NDArray[np.uint32]:
+    """Turn ``(3, H, W)`` class logits into instances: 4-connected interiors grown back.
 
     Parameters
     ----------
@@ -67,7 +99,7 @@ def classes_to_instances(logits: npt.NDArray[np.floating], *, min_size: int = 15
     return np.asarray(renumbered, np.uint32)
 
 
-def perfect_logits(labels: npt.NDArray[np.uint32]) -> npt.NDArray[np.float32]:
-    """Logits that a perfect network would give: the true classes, with certainty."""
-    classes = labels_to_classes(labels)[0].astype(np.intp)
-    return (10.0 * np.eye(3, dtype=np.float32)[classes]).transpose(2, 0, 1)
+def perfect_logits(classes: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
+    """Logits that a perfect network would give for a ``(1, H, W)`` class map, with certainty."""
+    index = np.asarray(classes)[0].astype(np.intp)
+    return (10.0 * np.eye(3, dtype=np.float32)[index]).transpose(2, 0, 1)
