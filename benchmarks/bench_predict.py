@@ -14,7 +14,12 @@ GPU, the extra memory of one tiled forward batch is measured on the CPU (the ris
 fresh process over a batch of tiles, in float32): an estimate of the activations a GPU would hold,
 which float16 halves; torch's CUDA context comes on top.
 
+z-stacks (``--volumes``, default one of 32 x 256^2): a synthetic volume of packed nuclei (per-cell
+brightness, blur, noise), segmented by ``flowseg.volume.segment_volume`` as ``predict --3d`` does,
+once with flows followed in 3-D and once with ``--stitch 0.5``: seconds per megavoxel, peak RSS.
+
     python benchmarks/bench_predict.py [--sizes 512 1024 2048 4096 10000] [--repeats 3]
+                                       [--volumes 32x256]
 """
 
 from __future__ import annotations
@@ -86,6 +91,42 @@ def worker_flowseg(path: Path, repeats: int, tile: int, batch: int) -> dict[str,
     return result
 
 
+def make_volume(shape: str, folder: Path) -> Path:
+    import tifffile
+    from scipy import ndimage
+
+    from flowseg.synthetic import random_touching_volume
+
+    path = folder / f"volume_{shape}.tif"
+    if not path.exists():
+        depth, side = (int(n) for n in shape.split("x"))
+        labels = random_touching_volume((depth, side, side), diameter=24, seed=depth + side)
+        rng = np.random.default_rng(0)
+        brightness = np.concatenate([[0.0], rng.uniform(0.3, 1.0, int(labels.max()))])
+        image = ndimage.gaussian_filter(brightness[labels], 1.5) + rng.normal(0, 0.03, labels.shape)
+        tifffile.imwrite(path, (np.clip(image, 0, None) * 4000).astype(np.uint16),
+                         photometric="minisblack")
+    return path
+
+
+def worker_volume(path: Path, repeats: int, stitch: str) -> dict[str, object]:
+    from flowseg.io import read_volume
+    from flowseg.pipeline import load_model
+    from flowseg.volume import VolumeConfig, segment_volume
+
+    net = load_model()
+    config = VolumeConfig(stitch=float(stitch) if stitch != "none" else None)
+    times, cells = [], 0
+    for run in range(repeats + 1):  # run 0 warms up
+        start = time.perf_counter()
+        labels = segment_volume(read_volume(path), net, config=config, diameter=24.0)
+        if run:
+            times.append(time.perf_counter() - start)
+        cells = int(labels.max())
+    return {"seconds": statistics.median(times), "cells": cells, "rss_mb": peak_rss_mb(),
+            "megavoxels": labels.size / 1e6}
+
+
 def worker_monai(path: Path, repeats: int) -> dict[str, object]:
     import torch
     from monai.inferers import sliding_window_inference
@@ -152,6 +193,7 @@ def main() -> int:
     parser.add_argument("--tile", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "flowseg-bench")
+    parser.add_argument("--volumes", nargs="*", default=["32x256"], metavar="DEPTHxSIDE")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -160,6 +202,8 @@ def main() -> int:
             out = worker_flowseg(Path(rest[0]), args.repeats, args.tile, args.batch)
         elif kind == "monai":
             out = worker_monai(Path(rest[0]), args.repeats)
+        elif kind == "volume":
+            out = worker_volume(Path(rest[0]), args.repeats, rest[1])
         else:
             out = worker_tile_memory(args.tile, args.batch)
         print(json.dumps(out))
@@ -195,6 +239,17 @@ def main() -> int:
           f"raised peak RSS by {memory['forward_mb']:.0f} MB in float32 (about "
           f"{float(memory['forward_mb']) / 2:.0f} MB of activations in float16); weights "
           f"{memory['weights_mb']:.1f} MB; plus torch's CUDA context, not measured here.")
+    if args.volumes:
+        print("\n| z-stack | megavoxels | mode | cells | total s | s/megavoxel | peak RSS MB |")
+        print("|---|---|---|---|---|---|---|")
+    for shape in args.volumes:
+        path = make_volume(shape, args.folder)
+        for mode in ("none", "0.5"):
+            vs = spawn(["--worker", "volume", str(path), mode, *common])
+            label = "3-D flows" if mode == "none" else f"--stitch {mode}"
+            print(f"| {shape} | {vs['megavoxels']:.2f} | {label} | {vs['cells']} "
+                  f"| {vs['seconds']:.2f} | {float(vs['seconds']) / float(vs['megavoxels']):.2f} "
+                  f"| {vs['rss_mb']:.0f} |", flush=True)
     speed = memory["batch_s"]
     print(f"CPU precision, one batch of {args.batch} x {args.tile}^2 tiles (mean of 3): "
           + ", ".join(f"{k} {v:.2f} s" for k, v in speed.items()))  # type: ignore[union-attr]

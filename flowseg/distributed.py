@@ -380,10 +380,13 @@ def predict_with_dask(
                       tiles=tiles, masks=masks, device=device, pure=False, retries=1)
     for path, job in zip(small, jobs, strict=True):
         try:
-            job.result()
+            problem = job.result()
+        except Exception as err:  # a worker lost or out of memory: reported per file too
+            problem = str(err).splitlines()[0] if str(err) else repr(err)
+        if problem:
+            report["failed"].append(f"{path.name}: {problem.replace(str(path) + ': ', '')}")
+        else:
             report["written"].append(path.name)
-        except Exception as err:  # reported per file, as the single-process predict does
-            report["failed"].append(f"{path.name}: {str(err).splitlines()[0] if str(err) else err!r}")
     return report
 
 
@@ -402,9 +405,18 @@ def _pixels(path: Path) -> int:
 
 def _predict_file(path: str, *, out_dir: str, model: str | None, tiles: TileConfig,
                   masks: MaskConfig | None, device: str) -> str:
+    """Segment one file on a worker; return "" when written, else why not.
+
+    A bad file is an answer, not a task failure: raising would make the worker log a traceback
+    and Dask retry the task, printing it twice for an unreadable image.
+    """
     from flowseg.io import label_path, read_pixels, write_labels
     from flowseg.pipeline import segment
 
-    labels = segment(read_pixels(path), _worker_model(model), tiles=tiles, masks=masks,
-                     device=device, channel_axis=0)
-    return str(write_labels(labels, label_path(path, out_dir)))
+    try:
+        labels = segment(read_pixels(path), _worker_model(model), tiles=tiles, masks=masks,
+                         device=device, channel_axis=0)
+        write_labels(labels, label_path(path, out_dir))
+    except (OSError, ValueError, MemoryError) as err:
+        return str(err).splitlines()[0] if str(err) else type(err).__name__
+    return ""

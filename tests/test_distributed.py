@@ -121,15 +121,19 @@ def test_open_image_and_grid(tmp_path: Path) -> None:
 
 
 def test_predict_command_with_a_local_cluster(tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+                                              capfd: pytest.CaptureFixture[str]) -> None:
     from flowseg.cli import main
 
     (tmp_path / "in").mkdir()
     image, _ = make_sample((120, 140), "brightfield", seed=1)
     tifffile.imwrite(tmp_path / "in" / "b.tif", image)
+    (tmp_path / "in" / "bad.tif").write_bytes(b"II*\x00 not a tiff")
     code = main(["predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--dask",
                  "--workers", "1", "--device", "cpu"])
-    assert code == 0 and "1 written" in capsys.readouterr().out
+    out, err = capfd.readouterr()  # file descriptors: the worker processes' output too
+    assert code == 1 and "1 written" in out and "1 failed" in out
+    # The bad file is named once, with its reason, and no worker prints a traceback for it.
+    assert err.count("bad.tif") == 1 and "Traceback" not in err + out, err
     assert read_labels(tmp_path / "out" / "b_label.tiff").shape == (120, 140)
 
 

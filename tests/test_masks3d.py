@@ -24,7 +24,7 @@ from flowseg.masks import (
     follow_flows,
     masks_from_flows,
 )
-from flowseg.masks3d import _grow_seeds_3d, _hole_owners_3d
+from flowseg.masks3d import _bin_endpoints_3d, _grow_seeds_3d, _hole_owners_3d
 from flowseg.metrics import match_labels
 from flowseg.synthetic import random_touching_labels, random_touching_volume
 
@@ -151,6 +151,23 @@ def test_grow_3d_kernel_matches_numpy_reference(seed: int) -> None:
     owner = _grow_seeds_3d(hist, SEED_RADIUS, GROW_RADIUS, np.empty(hist.size, np.int32),
                            np.empty(hist.size, np.uint8))
     np.testing.assert_array_equal(owner, grow_reference(hist))
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 10_000))
+def test_binning_3d_kernel_matches_numpy_reference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    shape = (7, 11, 13)
+    ends = rng.uniform(-3, 15, (3, *shape)).astype(np.float32)
+    ends[:, 0, 0, :3] = [[2.5], [3.5], [4.5]]  # halves round to even, as np.rint does
+    mask = rng.random(shape) < 0.6
+    bins = np.empty(shape, np.int32)
+    hist = np.zeros(shape, np.int32)
+    _bin_endpoints_3d(ends, mask, bins, hist)
+    index = [np.clip(np.rint(ends[d]), 0, n - 1).astype(int) for d, n in enumerate(shape)]
+    expected = np.where(mask, np.ravel_multi_index(index, shape), -1)
+    np.testing.assert_array_equal(bins, expected)
+    np.testing.assert_array_equal(hist.ravel(), np.bincount(expected[mask], minlength=mask.size))
 
 
 def test_3d_binning_by_clustering_end_points() -> None:
