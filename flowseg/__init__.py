@@ -40,6 +40,7 @@ _HOMES = {
     "segment": "flowseg.pipeline",
     "segment_with_outputs": "flowseg.pipeline",
     "read_pixels": "flowseg.io",
+    "InputError": "flowseg.errors",
 }
 
 __all__ = ["__version__", *sorted(_HOMES)]

@@ -16,6 +16,7 @@ from dataclasses import replace
 import numpy as np
 import numpy.typing as npt
 
+from flowseg.errors import InputError
 from flowseg.masks import MaskConfig, masks_from_flows
 
 log = logging.getLogger(__name__)
@@ -58,10 +59,10 @@ def masks_in_blocks(
         If the shapes disagree or ``block`` or ``margin`` is not positive.
     """
     if flows.shape != (2, *cellprob.shape):
-        raise ValueError(f"flows must be (2, H, W) and cellprob (H, W), got {flows.shape} and "
+        raise InputError(f"flows must be (2, H, W) and cellprob (H, W), got {flows.shape} and "
                          f"{cellprob.shape}")
     if block < 1 or margin < 1:
-        raise ValueError(f"block and margin must be positive, got {block} and {margin}")
+        raise InputError(f"block and margin must be positive, got {block} and {margin}")
     height, width = cellprob.shape
     if height <= block and width <= block:
         return masks_from_flows(flows, cellprob, config=config)

@@ -11,6 +11,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from flowseg.errors import InputError
+
 log = logging.getLogger("flowseg")
 
 
@@ -207,7 +209,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _volume(args: argparse.Namespace) -> Any:
     if not args.volume:
         if args.stitch is not None or args.anisotropy != 1.0:
-            raise ValueError("--stitch and --anisotropy apply to z-stacks: add --3d")
+            raise InputError("--stitch and --anisotropy apply to z-stacks: add --3d")
         return None
     from flowseg.volume import VolumeConfig
 
@@ -222,9 +224,9 @@ def _tiles(args: argparse.Namespace) -> Any:
 
 def _predict_dask(args: argparse.Namespace) -> int:
     if args.volume:
-        raise ValueError("--3d does not work with --dask: z-stacks run on one machine")
+        raise InputError("--3d does not work with --dask: z-stacks run on one machine")
     if args.diameter is not None:
-        raise ValueError("--diameter does not work with --dask yet: blocks run at the image's "
+        raise InputError("--diameter does not work with --dask yet: blocks run at the image's "
                          "own scale (the model's 15-60 px range)")
     from flowseg.cluster import start_client
     from flowseg.distributed import BlockConfig, predict_with_dask
@@ -278,10 +280,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
         return int(args.handler(args))
-    except (OSError, ValueError, MemoryError) as err:
+    except (InputError, OSError, MemoryError) as err:  # what the user can fix: one line
         if args.verbosity > 0:
             log.exception("flowseg %s failed", args.command)
         print(f"flowseg {args.command}: error: {_reason(err)}", file=sys.stderr)
+        return 1
+    except Exception as err:  # a bug: its traceback with -v, one line saying so without
+        if args.verbosity > 0:
+            raise
+        print(f"flowseg {args.command}: internal error: {_reason(err)} (a bug: run again with "
+              "-v for the traceback, and report it)", file=sys.stderr)
         return 1
 
 

@@ -27,6 +27,7 @@ import torch
 from scipy import ndimage
 from tqdm import tqdm
 
+from flowseg.errors import InputError
 from flowseg.flows import labels_to_targets
 from flowseg.io import find_pairs, read_image, read_labels
 from flowseg.normalize import prepare_image
@@ -80,7 +81,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.crop < 32 or not 0 < self.scale[0] <= self.scale[1] or \
                 (self.diameter is not None and not self.diameter > 0):
-            raise ValueError(f"invalid data settings: crop={self.crop} (>= 32), scale="
+            raise InputError(f"invalid data settings: crop={self.crop} (>= 32), scale="
                              f"{self.scale} (0 < low <= high), diameter={self.diameter} (> 0)")
 
 
@@ -155,9 +156,9 @@ def prepare_pair(image_path: Path, label_path: Path, cache_dir: Path,
     image = read_image(image_path)
     labels = read_labels(label_path)
     if image.dtype.kind == "f" and not np.isfinite(image).all():
-        raise ValueError(f"{image_path}: image holds NaN or infinite values")
+        raise InputError(f"{image_path}: image holds NaN or infinite values")
     if labels.shape != image.shape[1:]:
-        raise ValueError(f"{label_path}: labels of shape {labels.shape} do not fit image "
+        raise InputError(f"{label_path}: labels of shape {labels.shape} do not fit image "
                          f"{image_path.name} of shape {image.shape[1:]}")
     sizes = np.bincount(labels.reshape(-1))[1:]
     sizes = sizes[sizes > 0]
@@ -208,14 +209,14 @@ class FlowDataset(torch.utils.data.Dataset):
                  cache_dir: Path | None = None, *, targets: Targets = labels_to_targets,
                  flows: bool = True):
         if not pairs:
-            raise ValueError("no image/label pairs to train on")
+            raise InputError("no image/label pairs to train on")
         self.config, self.flows = config, flows
         cache = cache_dir or default_cache_dir()
         self.entries = [prepare_pair(i, lab, cache, targets)
                         for i, lab in tqdm(pairs, desc="preparing targets", leave=False,
                                                  disable=None)]
         if not any(int(e["cells"]) for e in self.entries):  # type: ignore[call-overload]
-            raise ValueError(f"no cells in any of the {len(pairs)} label images (all zero): "
+            raise InputError(f"no cells in any of the {len(pairs)} label images (all zero): "
                              "nothing to learn from")
 
     def __len__(self) -> int:

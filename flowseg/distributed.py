@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from flowseg.blocks import core_grid, extend, keep_centred
+from flowseg.errors import InputError
 from flowseg.infer import TileConfig
 from flowseg.masks import MaskConfig
 
@@ -62,7 +63,7 @@ class BlockConfig:
 
     def __post_init__(self) -> None:
         if self.block < 64 or self.margin < 16 or self.retries < 0:
-            raise ValueError(f"invalid blocks: block={self.block} (>= 64), "
+            raise InputError(f"invalid blocks: block={self.block} (>= 64), "
                              f"margin={self.margin} (>= 16), retries={self.retries} (>= 0)")
 
 
@@ -110,7 +111,7 @@ def open_image(source: Any) -> Iterator[Any]:
         if array.ndim == 2:
             array = array[None]
         if array.ndim != 3 or min(array.shape[0], array.shape[-1]) > 16:
-            raise ValueError(f"{source!s:.80}: shape {array.shape} is not a 2-D image with "
+            raise InputError(f"{source!s:.80}: shape {array.shape} is not a 2-D image with "
                              "channels")
         yield array if array.shape[0] <= array.shape[-1] else da.moveaxis(array, -1, 0)
     finally:
@@ -359,7 +360,7 @@ def predict_with_dask(
 
     images = list_images(in_dir)
     if not images:
-        raise ValueError(f"{in_dir}: no images")
+        raise InputError(f"{in_dir}: no images")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     report: dict[str, list[str]] = {"written": [], "skipped": [], "failed": []}
     todo = [p for p in images if overwrite or not label_path(p, out_dir).exists()]

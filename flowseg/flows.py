@@ -22,6 +22,8 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit, prange
 
+from flowseg.errors import InputError
+
 # The network predicts flows multiplied by this, so that its flow outputs have a spread similar to
 # its cell-probability logit; masks_from_flows divides it out again.
 FLOW_SCALE = 5.0
@@ -95,10 +97,10 @@ def labels_to_targets(labels: npt.ArrayLike) -> npt.NDArray[np.float32]:
 def _consecutive_labels(labels: npt.ArrayLike) -> npt.NDArray[np.int32]:
     array = np.asarray(labels)
     if array.ndim not in (2, 3) or array.dtype.kind not in "uib":
-        raise ValueError(f"labels must be a 2-D or 3-D integer array, got shape {array.shape} "
+        raise InputError(f"labels must be a 2-D or 3-D integer array, got shape {array.shape} "
                          f"and dtype {array.dtype}")
     if array.size and array.dtype.kind == "i" and array.min() < 0:
-        raise ValueError(f"labels hold a negative id ({array.min()})")
+        raise InputError(f"labels hold a negative id ({array.min()})")
     if array.size == 0:
         return np.zeros(array.shape, np.int32)
     renumbered, _ = fastremap.renumber(array, preserve_zero=True, in_place=False)

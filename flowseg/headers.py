@@ -11,6 +11,8 @@ from pathlib import Path
 
 import tifffile
 
+from flowseg.errors import InputError
+
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 
@@ -47,20 +49,20 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
         return reader(head, tail, path.stat().st_size)
     except (ValueError, OSError, IndexError, tifffile.TiffFileError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"{path}: cannot read the header ({reason})") from None
+        raise InputError(f"{path}: cannot read the header ({reason})") from None
 
 
 def _png_size(head: bytes, tail: bytes, size: int) -> tuple[int, int]:
     if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
-        raise ValueError("not a PNG file (no PNG signature and IHDR)")
+        raise InputError("not a PNG file (no PNG signature and IHDR)")
     if b"IEND" not in tail:
-        raise ValueError("truncated PNG (no IEND chunk at the end)")
+        raise InputError("truncated PNG (no IEND chunk at the end)")
     return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
 
 
 def _bmp_size(head: bytes, tail: bytes, size: int) -> tuple[int, int]:
     if head[:2] != b"BM" or len(head) < 30:
-        raise ValueError("not a BMP file (no BM signature)")
+        raise InputError("not a BMP file (no BM signature)")
     offset = int.from_bytes(head[10:14], "little")
     width = int.from_bytes(head[18:22], "little", signed=True)
     height = abs(int.from_bytes(head[22:26], "little", signed=True))
@@ -68,38 +70,38 @@ def _bmp_size(head: bytes, tail: bytes, size: int) -> tuple[int, int]:
     stride = (abs(width) * bits + 31) // 32 * 4
     compressed = int.from_bytes(head[30:34], "little") not in (0, 3)
     if not compressed and offset + stride * height > size:
-        raise ValueError(f"truncated BMP ({size} bytes, header says {offset + stride * height})")
+        raise InputError(f"truncated BMP ({size} bytes, header says {offset + stride * height})")
     return height, abs(width)
 
 
 def _jpeg_size(head: bytes, tail: bytes, size: int) -> tuple[int, int]:
     if head[:2] != b"\xff\xd8":
-        raise ValueError("not a JPEG file (no start-of-image marker)")
+        raise InputError("not a JPEG file (no start-of-image marker)")
     if b"\xff\xd9" not in tail:
-        raise ValueError("truncated JPEG (no end-of-image marker)")
+        raise InputError("truncated JPEG (no end-of-image marker)")
     i = 2
     while i + 9 < len(head):
         if head[i] != 0xFF:
-            raise ValueError("corrupt JPEG header")
+            raise InputError("corrupt JPEG header")
         marker = head[i + 1]
         length = int.from_bytes(head[i + 2:i + 4], "big")
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
             return int.from_bytes(head[i + 5:i + 7], "big"), int.from_bytes(head[i + 7:i + 9], "big")
         i += 2 + length
-    raise ValueError("no JPEG frame header in the first 64 KiB")
+    raise InputError("no JPEG frame header in the first 64 KiB")
 
 
 def _tiff_size(path: Path) -> tuple[int, int]:
     size = path.stat().st_size
     with tifffile.TiffFile(path) as tif:
         if not tif.series or not tif.pages:
-            raise ValueError("not a readable TIFF (no image in it)")
+            raise InputError("not a readable TIFF (no image in it)")
         series = tif.series[0]
         shape = dict(zip(series.axes, series.shape, strict=True))
         for page in tif.pages:
             for offset, count in zip(page.dataoffsets, page.databytecounts, strict=False):
                 if offset + count > size:
-                    raise ValueError(f"truncated TIFF (data run past the end of the "
+                    raise InputError(f"truncated TIFF (data run past the end of the "
                                      f"{size}-byte file)")
         height = shape.get("Y", series.shape[-2] if len(series.shape) > 1 else 1)
         width = shape.get("X", series.shape[-1])

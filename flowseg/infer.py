@@ -36,6 +36,7 @@ import numpy.typing as npt
 import torch
 from torch.nn import functional as F
 
+from flowseg.errors import InputError
 from flowseg.net import OUT_CHANNELS, Execution, FlowUNet, plan_execution
 from flowseg.normalize import PreparedView
 
@@ -72,7 +73,7 @@ class TileConfig:
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.context < 0 or self.ramp < 1 or self.tile < 2 * self.ramp + 64:
-            raise ValueError(
+            raise InputError(
                 f"invalid tiling: tile={self.tile} (at least 2 x ramp + 64), "
                 f"context={self.context} (>= 0), ramp={self.ramp} (>= 1), batch={self.batch} (>= 1)")
 
@@ -213,7 +214,7 @@ def run_tiled(
         If the image is not ``(C, H, W)`` with the network's channel count.
     """
     if image.ndim != 3 or image.shape[0] != net.config.in_channels:
-        raise ValueError(f"image must be ({net.config.in_channels}, H, W), got {image.shape}")
+        raise InputError(f"image must be ({net.config.in_channels}, H, W), got {image.shape}")
     execution = execution or plan_execution("auto")
     net = execution.place(net).eval()
     height, width = image.shape[1:]

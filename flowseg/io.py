@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import tifffile
 
+from flowseg.errors import InputError
 from flowseg.headers import TIFF_SUFFIXES, image_size
 
 log = logging.getLogger(__name__)
@@ -92,25 +93,25 @@ def read_pixels(path: str | os.PathLike[str], *,
     path = Path(path)
     array = _decode(path, max_pixels)
     if array.dtype == bool or array.dtype.kind not in "uif":
-        raise ValueError(f"{path}: unsupported pixel type {array.dtype}")
+        raise InputError(f"{path}: unsupported pixel type {array.dtype}")
     image = _to_channels_first(array, path)
     if image.shape[1] < 1 or image.shape[2] < 1:
-        raise ValueError(f"{path}: empty image of shape {array.shape}")
+        raise InputError(f"{path}: empty image of shape {array.shape}")
     return image
 
 
 def _decode(path: Path, max_pixels: int = MAX_PIXELS) -> npt.NDArray[np.generic]:
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
-        raise ValueError(f"{path}: unsupported format '{suffix}' (expected one of "
+        raise InputError(f"{path}: unsupported format '{suffix}' (expected one of "
                          f"{', '.join(IMAGE_SUFFIXES)})")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     if path.stat().st_size == 0:
-        raise ValueError(f"{path}: empty file")
+        raise InputError(f"{path}: empty file")
     height, width = image_size(path)
     if height * width > max_pixels:
-        raise ValueError(f"{path}: {height} x {width} pixels is more than the {max_pixels:,} "
+        raise InputError(f"{path}: {height} x {width} pixels is more than the {max_pixels:,} "
                          "allowed (--max-pixels; --dask reads large TIFFs a block at a time)")
     try:
         if suffix in TIFF_SUFFIXES:
@@ -119,9 +120,9 @@ def _decode(path: Path, max_pixels: int = MAX_PIXELS) -> npt.NDArray[np.generic]
             array = _drop_alpha(np.asarray(imagecodecs.imread(str(path))))
     except Exception as err:  # decoders raise many types; the user needs the file and the reason
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"{path}: cannot decode image ({reason})") from err
+        raise InputError(f"{path}: cannot decode image ({reason})") from err
     if array.size == 0:
-        raise ValueError(f"{path}: cannot decode image (no pixel data)")
+        raise InputError(f"{path}: cannot decode image (no pixel data)")
     return array
 
 
@@ -140,7 +141,7 @@ def _to_channels_first(array: npt.NDArray[np.generic], path: Path) -> npt.NDArra
         first, last = squeezed.shape[0], squeezed.shape[-1]
         if min(first, last) <= MAX_CHANNELS:
             return squeezed if first <= last else np.moveaxis(squeezed, -1, 0)
-    raise ValueError(f"{path}: shape {array.shape} is not a 2-D image with at most "
+    raise InputError(f"{path}: shape {array.shape} is not a 2-D image with at most "
                      f"{MAX_CHANNELS} channels on its first or last axis")
 
 
@@ -174,7 +175,7 @@ def read_labels(path: str | os.PathLike[str], *, ndim: int = 2) -> npt.NDArray[n
     if array.ndim == 2 and ndim == 3:
         array = array[np.newaxis]
     if array.ndim != ndim:
-        raise ValueError(f"{path}: labels must be {ndim}-D, got shape {array.shape}")
+        raise InputError(f"{path}: labels must be {ndim}-D, got shape {array.shape}")
     return as_labels(array, name=str(path), ndim=ndim)
 
 
@@ -213,7 +214,7 @@ def read_volume(path: str | os.PathLike[str], *,
     """
     path = Path(path)
     if path.suffix.lower() not in TIFF_SUFFIXES:
-        raise ValueError(f"{path}: a z-stack must be a TIFF file, not '{path.suffix}'")
+        raise InputError(f"{path}: a z-stack must be a TIFF file, not '{path.suffix}'")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
@@ -225,12 +226,12 @@ def read_volume(path: str | os.PathLike[str], *,
                                     f"{max_pixels:,} allowed (--max-pixels)")
             array = np.asarray(series.asarray())
     except OverflowError as err:
-        raise ValueError(f"{path}: {err}") from err
+        raise InputError(f"{path}: {err}") from err
     except Exception as err:  # decoders raise many types; the user needs the file and the reason
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"{path}: cannot decode image ({reason})") from err
+        raise InputError(f"{path}: cannot decode image ({reason})") from err
     if array.dtype == bool or array.dtype.kind not in "uif":
-        raise ValueError(f"{path}: unsupported pixel type {array.dtype}")
+        raise InputError(f"{path}: unsupported pixel type {array.dtype}")
     return _volume_axes(array, axes, path)
 
 
@@ -250,7 +251,7 @@ def _volume_axes(array: npt.NDArray[np.generic], axes: str, path: Path) -> npt.N
     if array.ndim == 3:  # one plane with channels, or one channel and no planes
         array = array[:, np.newaxis]
     if array.ndim != 4 or array.shape[0] > MAX_CHANNELS:
-        raise ValueError(f"{path}: shape {original} (axes {axes}) is not a z-stack of "
+        raise InputError(f"{path}: shape {original} (axes {axes}) is not a z-stack of "
                          f"(Z, Y, X) or (Z, C, Y, X)")
     return np.moveaxis(array, 0, 1)
 
@@ -280,20 +281,20 @@ def as_labels(array: npt.ArrayLike, *, name: str = "labels",
     """
     array = np.asarray(array)
     if array.ndim != ndim:
-        raise ValueError(f"{name}: labels must be {ndim}-D, got shape {array.shape}")
+        raise InputError(f"{name}: labels must be {ndim}-D, got shape {array.shape}")
     if array.dtype == bool:
         return array.astype(np.uint32)
     if array.dtype.kind not in "uif":
-        raise ValueError(f"{name}: labels must be integers, got dtype {array.dtype}")
+        raise InputError(f"{name}: labels must be integers, got dtype {array.dtype}")
     if array.size == 0:
         return np.zeros(array.shape, np.uint32)
     if array.dtype.kind == "f" and not np.all(np.isfinite(array) & (array == np.round(array))):
-        raise ValueError(f"{name}: labels of dtype {array.dtype} hold non-integer values")
+        raise InputError(f"{name}: labels of dtype {array.dtype} hold non-integer values")
     low, high = array.min(), array.max()
     if low < 0:
-        raise ValueError(f"{name}: labels hold a negative id ({low})")
+        raise InputError(f"{name}: labels hold a negative id ({low})")
     if high > np.iinfo(np.uint32).max:
-        raise ValueError(f"{name}: label id {high} does not fit in uint32")
+        raise InputError(f"{name}: label id {high} does not fit in uint32")
     return array.astype(np.uint32, copy=False)
 
 
@@ -323,7 +324,7 @@ def find_pairs(
     images = list_images(images_dir)
     label_files = {p.name[: -len(LABEL_SUFFIX)]: p for p in _list_label_files(Path(labels_dir))}
     if not images:
-        raise ValueError(f"{images_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise InputError(f"{images_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
     missing = [p.name for p in images if p.stem not in label_files]
     orphans = sorted(set(label_files) - {p.stem for p in images})
     if missing or orphans:
@@ -333,7 +334,7 @@ def find_pairs(
         if orphans:
             names = [label_files[n].name for n in orphans]
             parts.append(f"no image in {images_dir} for {_few(names)}")
-        raise ValueError("; ".join(parts))
+        raise InputError("; ".join(parts))
     return [(p, label_files[p.stem]) for p in images]
 
 
@@ -366,7 +367,7 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     stems = [p.stem for p in images]
     twins = sorted({s for s in stems if stems.count(s) > 1})
     if twins:
-        raise ValueError(f"{folder}: several images share the name {_few(twins)}; "
+        raise InputError(f"{folder}: several images share the name {_few(twins)}; "
                          "their label files would collide")
     return images
 
@@ -420,7 +421,7 @@ def resolve_inputs(spec: str | os.PathLike[str]) -> tuple[list[Path], list[str]]
     stems = [p.stem for p in images]
     twins = sorted({s for s in stems if stems.count(s) > 1})
     if twins:
-        raise ValueError(f"{text}: several images share the name {_few(twins)}; "
+        raise InputError(f"{text}: several images share the name {_few(twins)}; "
                          "their label files would collide")
     return images, ignored
 

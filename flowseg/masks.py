@@ -28,6 +28,7 @@ import numpy.typing as npt
 from numba import njit, prange
 from scipy import ndimage
 
+from flowseg.errors import InputError
 from flowseg.flows import FLOW_SCALE, labels_to_flows
 from flowseg.masks3d import (
     _bin_endpoints_3d,
@@ -130,10 +131,10 @@ def _check_inputs(
     flows = np.ascontiguousarray(flows, dtype=np.float32)
     cellprob = np.asarray(cellprob, dtype=np.float32)
     if not _fits(flows, cellprob.shape):
-        raise ValueError(f"flows must be (2, H, W) with cellprob (H, W), or (3, Z, Y, X) with "
+        raise InputError(f"flows must be (2, H, W) with cellprob (H, W), or (3, Z, Y, X) with "
                          f"(Z, Y, X), got {flows.shape} and {cellprob.shape}")
     if not (np.isfinite(flows).all() and np.isfinite(cellprob).all()):
-        raise ValueError("flows or cellprob hold NaN or infinite values")
+        raise InputError("flows or cellprob hold NaN or infinite values")
     return flows, cellprob
 
 
@@ -174,10 +175,10 @@ def follow_flows(
     flows = np.ascontiguousarray(flows, dtype=np.float32)
     mask = np.ascontiguousarray(foreground, dtype=np.bool_)
     if not _fits(flows, mask.shape):
-        raise ValueError(f"flows must be (2, H, W) with foreground (H, W), or (3, Z, Y, X) with "
+        raise InputError(f"flows must be (2, H, W) with foreground (H, W), or (3, Z, Y, X) with "
                          f"(Z, Y, X), got {flows.shape} and {mask.shape}")
     if niter < 0:
-        raise ValueError(f"niter must be >= 0, got {niter}")
+        raise InputError(f"niter must be >= 0, got {niter}")
     endpoints = np.empty(flows.shape, np.float32)
     scale = np.float32(1.0 / FLOW_SCALE)
     if mask.ndim == 2:
@@ -256,7 +257,7 @@ def cluster_endpoints(
     endpoints = np.asarray(endpoints)
     mask = np.asarray(foreground, dtype=bool)
     if not _fits(endpoints, mask.shape):
-        raise ValueError(f"endpoints must be (2, H, W) over foreground (H, W), or (3, Z, Y, X) "
+        raise InputError(f"endpoints must be (2, H, W) over foreground (H, W), or (3, Z, Y, X) "
                          f"over (Z, Y, X), got {endpoints.shape} and {mask.shape}")
     # 4-byte bin indices while they fit: with the counts and the owners, 14 bytes a pixel here.
     index = np.int32 if mask.size < 2**31 else np.int64
@@ -377,7 +378,7 @@ def remove_bad_flow_masks(
     labels = np.array(labels, dtype=np.uint32)
     flows = np.ascontiguousarray(flows, dtype=np.float32)
     if not _fits(flows, labels.shape):
-        raise ValueError(f"flows must be (2, H, W) over labels (H, W), or (3, Z, Y, X) over "
+        raise InputError(f"flows must be (2, H, W) over labels (H, W), or (3, Z, Y, X) over "
                          f"(Z, Y, X), got {flows.shape} and {labels.shape}")
     errors = flow_errors(labels, flows)
     bad = np.flatnonzero(errors > threshold) + 1
@@ -409,7 +410,7 @@ def flow_errors(labels: npt.ArrayLike, flows: npt.ArrayLike) -> npt.NDArray[np.f
     own = labels_to_flows(labels)
     flows = np.ascontiguousarray(flows, dtype=np.float32)
     if flows.shape != own.shape:
-        raise ValueError(f"flows of shape {flows.shape} do not fit labels of shape {labels.shape}")
+        raise InputError(f"flows of shape {flows.shape} do not fit labels of shape {labels.shape}")
     sums = np.zeros(int(labels.max()) + 1 if labels.size else 1, np.float64)
     counts = np.zeros_like(sums)
     _flow_error_sums(labels.reshape(-1), own.reshape(own.shape[0], -1),

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from flowseg.errors import InputError
+
 # regionprops_table names, in the order of the table's columns.
 PROPERTIES = ("label", "area", "centroid", "bbox", "equivalent_diameter_area", "eccentricity",
               "solidity", "perimeter")
@@ -55,13 +57,13 @@ def measure(labels: npt.ArrayLike, image: npt.ArrayLike | None = None) -> dict[s
 
     labels = np.asarray(labels)
     if labels.ndim != 2:
-        raise ValueError(f"labels must be 2-D, got shape {labels.shape}")
+        raise InputError(f"labels must be 2-D, got shape {labels.shape}")
     if image is None:
         return regionprops_table(labels, properties=PROPERTIES)
     pixels = np.asarray(image, np.float32)
     pixels = pixels[None] if pixels.ndim == 2 else pixels
     if pixels.shape[1:] != labels.shape:
-        raise ValueError(f"image of shape {pixels.shape} does not match labels {labels.shape}")
+        raise InputError(f"image of shape {pixels.shape} does not match labels {labels.shape}")
     table = regionprops_table(labels, np.moveaxis(pixels, 0, -1),
                               properties=PROPERTIES + INTENSITY)
     return table

@@ -30,6 +30,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from flowseg.errors import InputError
 from flowseg.io import LABEL_SUFFIX, read_labels
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def label_overlap(x: npt.ArrayLike, y: npt.ArrayLike) -> npt.NDArray[np.uint32]:
     """
     x, y = np.asarray(x), np.asarray(y)
     if x.shape != y.shape:
-        raise ValueError(f"label images differ in shape: {x.shape} and {y.shape}")
+        raise InputError(f"label images differ in shape: {x.shape} and {y.shape}")
     x = np.ascontiguousarray(x.reshape(-1), dtype=np.int64)
     y = np.ascontiguousarray(y.reshape(-1), dtype=np.int64)
     x_max = int(x.max()) if x.size else 0
@@ -159,7 +160,7 @@ def match_labels(
     (1, 0, 1, 0.667)
     """
     if not 0 < threshold <= 1:
-        raise ValueError(f"IoU threshold must be in (0, 1], got {threshold}")
+        raise InputError(f"IoU threshold must be in (0, 1], got {threshold}")
     pairs = _Overlaps.count(true, pred)
     n_true, n_pred = len(pairs.area_true) - 1, len(pairs.area_pred) - 1
     if n_true == 0 or n_pred == 0:
@@ -221,7 +222,7 @@ class _Overlaps:
         true_ids, _ = fastremap.renumber(np.asarray(true), in_place=False)
         pred_ids, _ = fastremap.renumber(np.asarray(pred), in_place=False)
         if true_ids.shape != pred_ids.shape:
-            raise ValueError(f"label images differ in shape: {true_ids.shape} and {pred_ids.shape}")
+            raise InputError(f"label images differ in shape: {true_ids.shape} and {pred_ids.shape}")
         t = true_ids.reshape(-1).astype(np.int64)
         p = pred_ids.reshape(-1).astype(np.int64)
         n_true, n_pred = int(t.max(initial=0)), int(p.max(initial=0))
@@ -314,7 +315,7 @@ def challenge_scores(
     """
     true, pred = np.asarray(true), np.asarray(pred)
     if true.shape != pred.shape or true.ndim != 2:
-        raise ValueError(f"truth and prediction must be 2-D of one shape, got {true.shape} "
+        raise InputError(f"truth and prediction must be 2-D of one shape, got {true.shape} "
                          f"and {pred.shape}")
     if true.size < PATCH_PIXELS:
         return match_labels(remove_border_cells(true), remove_border_cells(pred),
@@ -432,7 +433,7 @@ def evaluate_folder(
             raise FileNotFoundError(f"{folder}: no such folder")
     truths = sorted(gt_dir.glob(f"*{LABEL_SUFFIX}"))
     if not truths:
-        raise ValueError(f"{gt_dir}: no *{LABEL_SUFFIX} files")
+        raise InputError(f"{gt_dir}: no *{LABEL_SUFFIX} files")
     result = Evaluation()
     for truth_path in truths:
         name = truth_path.name[: -len(LABEL_SUFFIX)]
@@ -450,7 +451,7 @@ def evaluate_folder(
             try:
                 pred = read_labels(pred_path)
                 if pred.shape != truth.shape:
-                    raise ValueError(f"{pred_path}: shape {pred.shape}, truth has {truth.shape}")
+                    raise InputError(f"{pred_path}: shape {pred.shape}, truth has {truth.shape}")
             except (OSError, ValueError) as err:
                 pred, status = np.zeros_like(truth), f"unreadable: {err}"
                 result.failed.append(f"{name}: prediction unreadable ({err})")

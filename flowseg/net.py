@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from flowseg.errors import InputError
+
 CHECKPOINT_FORMAT = "flowseg-net"
 OUT_CHANNELS = 3  # dy, dx, cell-probability logit
 
@@ -59,9 +61,9 @@ class NetConfig:
 
     def __post_init__(self) -> None:
         if self.skip not in ("add", "concat"):
-            raise ValueError(f"skip must be 'add' or 'concat', got {self.skip!r}")
+            raise InputError(f"skip must be 'add' or 'concat', got {self.skip!r}")
         if not self.widths or min(self.widths) < 1 or self.in_channels < 1 or self.blocks < 1:
-            raise ValueError(f"invalid network shape: {self}")
+            raise InputError(f"invalid network shape: {self}")
 
 
 def _conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -234,9 +236,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and torch errors alike: the file is not ours
-        raise ValueError(f"{path}: not a flowseg checkpoint ({type(err).__name__})") from err
+        raise InputError(f"{path}: not a flowseg checkpoint ({type(err).__name__})") from err
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a flowseg checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
+        raise InputError(f"{path}: not a flowseg checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
     return payload
 
 
@@ -268,7 +270,7 @@ def load_net(path: str | os.PathLike[str]) -> FlowUNet:
     try:
         net.load_state_dict(payload["state_dict"])
     except RuntimeError as err:
-        raise ValueError(f"{path}: weights do not fit the saved network shape") from err
+        raise InputError(f"{path}: weights do not fit the saved network shape") from err
     net.metadata = {k: v for k, v in payload.items()
                     if k not in ("format", "net_config", "state_dict", "optimizer", "scheduler",
                                  "rng")}
@@ -357,14 +359,14 @@ def plan_execution(device: str = "auto", precision: str = "auto", *,
     """
     where = pick_device(device)
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        raise InputError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     if where.type == "cuda":
         chosen = "float16" if precision == "auto" else precision
         return Execution(where, chosen, bool(channels_last))
     if precision == "float16":
-        raise ValueError("precision float16 needs a CUDA device; use float32 or bfloat16 on the CPU")
+        raise InputError("precision float16 needs a CUDA device; use float32 or bfloat16 on the CPU")
     if precision == "bfloat16" and not cpu_has_native_bfloat16():
-        raise ValueError("precision bfloat16: this CPU has no native bfloat16 (AVX-512 BF16 or "
+        raise InputError("precision bfloat16: this CPU has no native bfloat16 (AVX-512 BF16 or "
                          "AMX), where it runs many times slower than float32")
     chosen = "float32" if precision == "auto" else precision
     layout = faster_cpu_layout() if channels_last is None else channels_last
@@ -469,7 +471,7 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda: no CUDA device is available")
+        raise InputError("device cuda: no CUDA device is available")
     if name not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {name!r}; expected auto, cpu or cuda")
+        raise InputError(f"unknown device {name!r}; expected auto, cpu or cuda")
     return torch.device(name)

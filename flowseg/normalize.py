@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from flowseg.errors import InputError
+
 NET_CHANNELS = 3
 LOWER_PERCENTILE = 1.0
 UPPER_PERCENTILE = 99.0
@@ -40,14 +42,14 @@ def channel_ranges(
         If the image is not 3-D, is empty, or holds NaN or infinite values.
     """
     if not 0 <= lower < upper <= 100:
-        raise ValueError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {lower}, {upper}")
+        raise InputError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {lower}, {upper}")
     image = np.asarray(image)
     if image.ndim != 3 or image.size == 0:
-        raise ValueError(f"image must be a non-empty (C, H, W) array, got shape {image.shape}")
+        raise InputError(f"image must be a non-empty (C, H, W) array, got shape {image.shape}")
     ranges = np.zeros((image.shape[0], 2))
     for c, channel in enumerate(image):
         if channel.dtype.kind == "f" and not np.isfinite(channel).all():
-            raise ValueError("image holds NaN or infinite values")
+            raise InputError("image holds NaN or infinite values")
         ranges[c] = _percentiles(channel, lower, upper)
     return ranges
 
@@ -172,7 +174,7 @@ def to_three_channels(image: npt.ArrayLike) -> npt.NDArray[np.float32]:
     """
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3 or image.shape[0] == 0:
-        raise ValueError(f"image must be a (C, H, W) array with C >= 1, got shape {image.shape}")
+        raise InputError(f"image must be a (C, H, W) array with C >= 1, got shape {image.shape}")
     channels = image.shape[0]
     if channels == NET_CHANNELS:
         return image

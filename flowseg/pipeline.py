@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from flowseg.blocks import masks_in_blocks
+from flowseg.errors import InputError
 from flowseg.infer import TileConfig, rescale, resize_to, run_tiled
 from flowseg.masks import MaskConfig
 from flowseg.net import Execution, FlowUNet, load_net, plan_execution
@@ -128,13 +129,13 @@ def as_channels_first(image: npt.ArrayLike, *, channel_axis: int | None = None,
     if array.ndim == 2 and channel_axis is None:
         return array[np.newaxis]
     if array.ndim != 3:
-        raise ValueError(f"image must be (H, W), (H, W, C) or (C, H, W), got shape {array.shape}")
+        raise InputError(f"image must be (H, W), (H, W, C) or (C, H, W), got shape {array.shape}")
     if channel_axis is not None:
         return np.moveaxis(array, channel_axis, 0)
     first, last = array.shape[0] <= max_channels, array.shape[-1] <= max_channels
     if first != last:
         return array if first else np.moveaxis(array, -1, 0)
-    raise ValueError(
+    raise InputError(
         f"image of shape {array.shape}: cannot tell which axis holds the channels; pass "
         f"channel_axis=0 or -1 (a z-stack is segmented with flowseg.segment_volume, not as channels)")
 
@@ -185,7 +186,7 @@ def segment_with_outputs(
     plan = execution or plan_execution(device, precision)
     trained = training_diameter(net)
     if diameter is not None and not diameter >= 0:
-        raise ValueError(f"diameter must be positive (or 0 for automatic), got {diameter}")
+        raise InputError(f"diameter must be positive (or 0 for automatic), got {diameter}")
     prepared = PreparedView(raw)  # normalised window by window: no whole normalised copy
     if diameter:
         _check_scale(raw.shape[1:], trained / diameter, diameter)
@@ -357,11 +358,11 @@ def _check_scale(shape: tuple[int, ...], scale: float, diameter: float) -> None:
     """Refuse a rescaled image that would not fit in memory, before making it."""
     pixels = shape[0] * shape[1] * scale * scale
     if pixels > MAX_RESCALED_PIXELS:
-        raise ValueError(f"diameter {diameter:g} resizes this {shape[0]} x {shape[1]} image by "
+        raise InputError(f"diameter {diameter:g} resizes this {shape[0]} x {shape[1]} image by "
                          f"{scale:.3g}x to {pixels / 1e6:.0f} MP (at most "
                          f"{MAX_RESCALED_PIXELS / 1e6:.0f} MP); give a larger diameter")
     if min(shape) * scale < 1:
-        raise ValueError(f"diameter {diameter:g} shrinks this {shape[0]} x {shape[1]} image to "
+        raise InputError(f"diameter {diameter:g} shrinks this {shape[0]} x {shape[1]} image to "
                          f"less than one pixel; give a smaller diameter")
 
 

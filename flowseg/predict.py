@@ -21,6 +21,7 @@ import numpy.typing as npt
 import tifffile
 from tqdm import tqdm
 
+from flowseg.errors import InputError
 from flowseg.infer import TileConfig
 from flowseg.io import (
     IMAGE_SUFFIXES,
@@ -147,12 +148,12 @@ def predict_folder(
         processed).
     """
     if volume is not None and outputs != Outputs():
-        raise ValueError("flows, overlays, csv and rois are written for 2-D images only, not "
+        raise InputError("flows, overlays, csv and rois are written for 2-D images only, not "
                          "with z-stacks")
     images, ignored = resolve_inputs(in_dir)
     report = PredictReport(ignored=ignored)
     if not images:
-        raise ValueError(f"{in_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise InputError(f"{in_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: output path is a file, not a folder")

@@ -27,6 +27,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from flowseg.dataset import DataConfig, FlowDataset, discover_pairs, epoch_order
+from flowseg.errors import InputError
 from flowseg.flows import FLOW_SCALE
 from flowseg.masks import MaskConfig, masks_from_flows
 from flowseg.metrics import challenge_scores
@@ -87,7 +88,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or not self.learning_rate > 0 or \
                 not 0 <= self.val_fraction < 1 or self.val_every < 1 or self.num_workers < 0:
-            raise ValueError(
+            raise InputError(
                 f"invalid training settings: epochs={self.epochs} (>= 1), batch_size="
                 f"{self.batch_size} (>= 1), learning_rate={self.learning_rate} (> 0), "
                 f"val_fraction={self.val_fraction} (0 to 1), val_every={self.val_every} (>= 1), "

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import optimize
 
+from flowseg.errors import InputError
 from flowseg.flows import FLOW_SCALE
 from flowseg.infer import TileConfig, resize_volume_to, run_tiled
 from flowseg.masks import MaskConfig, masks_from_flows
@@ -69,7 +70,7 @@ class VolumeConfig:
 
     def __post_init__(self) -> None:
         if not self.anisotropy > 0 or (self.stitch is not None and not 0 < self.stitch <= 1):
-            raise ValueError(f"anisotropy must be > 0 and stitch in (0, 1], got "
+            raise InputError(f"anisotropy must be > 0 and stitch in (0, 1], got "
                              f"{self.anisotropy} and {self.stitch}")
 
 
@@ -121,7 +122,7 @@ def segment_volume(
     raw = _as_zcyx(volume)
     stitch = config.stitch
     if diameter is not None and not diameter >= 0:
-        raise ValueError(f"diameter must be positive (or 0 for automatic), got {diameter}")
+        raise InputError(f"diameter must be positive (or 0 for automatic), got {diameter}")
     net = model if model is not None else load_model()
     mask_config = masks or MaskConfig(**net.metadata.get("thresholds", {}))
     plan = execution or plan_execution(device, precision)
@@ -157,10 +158,10 @@ def _as_zcyx(volume: npt.ArrayLike) -> npt.NDArray[np.generic]:
     if array.ndim == 3:
         array = array[:, np.newaxis]
     if array.ndim != 4 or min(array.shape) < 1 or array.dtype.kind not in "uif":
-        raise ValueError(f"a volume must be a (Z, Y, X) or (Z, C, Y, X) numeric array, got "
+        raise InputError(f"a volume must be a (Z, Y, X) or (Z, C, Y, X) numeric array, got "
                          f"shape {array.shape} and dtype {array.dtype}")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise ValueError("the volume holds NaN or infinite values")
+        raise InputError("the volume holds NaN or infinite values")
     return array
 
 
@@ -193,7 +194,7 @@ def planes_to_flows(
     cellprob : (Z, Y, X) ndarray of float32
     """
     if volume.ndim != 4 or volume.shape[0] != NET_CHANNELS:
-        raise ValueError(f"volume must be ({NET_CHANNELS}, Z, Y, X), got {volume.shape}")
+        raise InputError(f"volume must be ({NET_CHANNELS}, Z, Y, X), got {volume.shape}")
     plan = execution or plan_execution("auto")
     out = np.zeros((4, *volume.shape[1:]), np.float32)
     # Plane axis, then the volume axes that the plane's (dy, dx) outputs stand for.
@@ -253,7 +254,7 @@ def stitch_planes(labels: npt.ArrayLike, *, threshold: float = 0.25) -> npt.NDAr
     """
     planes = np.asarray(labels)
     if planes.ndim != 3:
-        raise ValueError(f"labels must be (Z, Y, X), got shape {planes.shape}")
+        raise InputError(f"labels must be (Z, Y, X), got shape {planes.shape}")
     out = np.zeros(planes.shape, np.uint32)
     next_id = 1
     for z, plane in enumerate(planes):

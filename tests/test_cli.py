@@ -106,3 +106,25 @@ def test_verbosity_anywhere_one_file_and_a_glob(tmp_path: Path, tiny_model: Path
     (tmp_path / "file").write_text("")
     assert main(["predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "file"), *common]) == 1
     assert "output path is a file" in capsys.readouterr().err
+
+
+def test_bugs_are_told_apart_from_bad_input(monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import flowseg.cli as cli
+    from flowseg import InputError
+
+    def bad_input(args: object) -> int:
+        raise InputError("cells.tif: empty file")
+
+    def bug(args: object) -> int:
+        raise ValueError("operands could not be broadcast together")
+
+    monkeypatch.setattr(cli, "_evaluate", bad_input)  # build_parser binds the handler anew
+    assert cli.main(["evaluate", "--pred", "p", "--gt", "g"]) == 1
+    assert capsys.readouterr().err.strip() == "flowseg evaluate: error: cells.tif: empty file"
+    monkeypatch.setattr(cli, "_evaluate", bug)
+    assert cli.main(["evaluate", "--pred", "p", "--gt", "g"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error: operands could not" in err and "-v" in err and "Traceback" not in err
+    with pytest.raises(ValueError, match="operands"):
+        cli.main(["evaluate", "--pred", "p", "--gt", "g", "-v"])

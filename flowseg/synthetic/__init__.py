@@ -15,6 +15,7 @@ from types import MappingProxyType
 import numpy as np
 import numpy.typing as npt
 
+from flowseg.errors import InputError
 from flowseg.synthetic import fluorescence, stained, transmitted
 from flowseg.synthetic.labels import random_touching_labels, random_touching_volume
 
@@ -102,7 +103,7 @@ def make_sample(
     name = _check_modality(modality)
     size = TYPICAL_DIAMETER[name] if diameter is None else float(diameter)
     if not size > 0:
-        raise ValueError(f"diameter must be positive, got {diameter}")
+        raise InputError(f"diameter must be positive, got {diameter}")
     rng = np.random.default_rng(seed)
     return _GENERATORS[name][0](shape, size, rng)
 
@@ -139,5 +140,5 @@ def render(labels: npt.NDArray[np.uint32], modality: str, *, seed: int = 0) -> n
 def _check_modality(modality: str) -> str:
     name = ALIASES.get(modality, modality)
     if name not in _GENERATORS:
-        raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+        raise InputError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
     return name

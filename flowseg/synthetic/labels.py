@@ -14,6 +14,8 @@ import numpy.typing as npt
 from scipy import ndimage
 from skimage.measure import label as connected_regions
 
+from flowseg.errors import InputError
+
 # Pieces smaller than this (slivers left between neighbours) become background.
 MIN_PIECE = 12
 
@@ -59,7 +61,7 @@ def random_touching_labels(
     """
     low, high = diameter
     if min(shape) < 1 or not 0 < low <= high or not 0 < density <= 1 or elongation < 1:
-        raise ValueError(f"bad synthetic settings: shape={shape}, diameter={diameter}, "
+        raise InputError(f"bad synthetic settings: shape={shape}, diameter={diameter}, "
                          f"density={density}, elongation={elongation}")
     rng = np.random.default_rng(seed)
     spacing = 0.5 * (low + high) / np.sqrt(density)
@@ -368,7 +370,7 @@ def random_touching_volume(
     ((16, 48, 48), True)
     """
     if len(shape) != 3 or min(shape) < 1 or diameter < 2 or min(stretch) <= 0:
-        raise ValueError(f"bad synthetic volume: shape={shape}, diameter={diameter}, "
+        raise InputError(f"bad synthetic volume: shape={shape}, diameter={diameter}, "
                          f"stretch={stretch}")
     rng = np.random.default_rng(seed)
     steps = [diameter * s for s in stretch]
