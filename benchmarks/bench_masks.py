@@ -123,12 +123,17 @@ def run_worker(impl: str, name: str, sizes: list[int], repeats: int) -> dict[str
 
 
 def spawn(impl: str, name: str, args: argparse.Namespace) -> dict[str, object] | None:
-    cmd = [sys.executable, __file__, "--worker", impl, name, "--repeats", str(args.repeats),
-           "--sizes", *map(str, args.sizes)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    return spawn_json(__file__, ["--worker", impl, name, "--repeats", str(args.repeats),
+                                 "--sizes", *map(str, args.sizes)], f"{impl} on {name}")
+
+
+def spawn_json(script: str, argv: list[str], label: str) -> dict[str, object] | None:
+    """Run ``script argv`` in a fresh process; return the JSON of its last line, None if it failed."""
+    proc = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True,
+                          env=os.environ.copy())
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
-        print(f"  {impl} on {name} failed: {tail[0]}", file=sys.stderr)
+        print(f"  {label} failed: {tail[0]}", file=sys.stderr)
         return None
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

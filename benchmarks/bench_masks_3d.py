@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_masks import import_cellpose, print_table, timed
+from bench_masks import import_cellpose, print_table, spawn_json, timed
 from memory import peak_rss_mb
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data3d"
@@ -90,13 +89,8 @@ def run_worker(impl: str, name: str, repeats: int) -> dict[str, object]:
 
 
 def spawn(impl: str, name: str, repeats: int) -> dict[str, object] | None:
-    cmd = [sys.executable, __file__, "--worker", impl, name, "--repeats", str(repeats)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
-    if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
-        print(f"  {impl} on {name} failed: {tail[0]}", file=sys.stderr)
-        return None
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return spawn_json(__file__, ["--worker", impl, name, "--repeats", str(repeats)],
+                      f"{impl} on {name}")
 
 
 def main() -> int:

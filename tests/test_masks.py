@@ -27,12 +27,7 @@ from flowseg.metrics import challenge_scores, match_labels
 from flowseg.synthetic import random_touching_labels
 
 from .conftest import ring_cell
-
-
-def round_trip(labels: np.ndarray, config: MaskConfig = MaskConfig()) -> np.ndarray:
-    flows = labels_to_flows(labels) * FLOW_SCALE
-    cellprob = np.where(labels > 0, 4.0, -4.0)
-    return masks_from_flows(flows, cellprob, config=config)
+from .references import euler_reference, grow_reference, hole_owner_reference, round_trip
 
 
 def test_round_trip_recovers_synthetic_cells(synthetic_labels: np.ndarray) -> None:
@@ -72,32 +67,6 @@ def test_dense_round_trip_at_challenge_scale() -> None:
     assert labels.max() > 700 and scores.f1 >= 0.995 and scores.mean_iou >= 0.98, scores
 
 
-def euler_reference(flows: np.ndarray, mask: np.ndarray, niter: int) -> np.ndarray:
-    """Vectorised numpy Euler integration with the same bilinear rule and rest test."""
-    h, w = mask.shape
-    field = (flows * mask).astype(np.float32)
-    scale = np.float32(1 / FLOW_SCALE)
-    ys, xs = np.nonzero(mask)
-    p = np.stack([ys, xs]).astype(np.float32)
-    back1, back2 = p.copy(), np.full_like(p, -1e9)
-    active = np.ones(ys.size, bool)
-    for _ in range(niter):
-        y0, x0 = p[0].astype(int), p[1].astype(int)
-        y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
-        fy, fx = p[0] - y0, p[1] - x0
-        step = ((1 - fy) * (1 - fx) * field[:, y0, x0] + (1 - fy) * fx * field[:, y0, x1]
-                + fy * (1 - fx) * field[:, y1, x0] + fy * fx * field[:, y1, x1])
-        new = p + step * scale
-        new[0] = np.clip(new[0], 0, h - 1)
-        new[1] = np.clip(new[1], 0, w - 1)
-        back2[:, active], back1[:, active] = back1[:, active], p[:, active]
-        p[:, active] = new[:, active]
-        active &= ((p - back2) ** 2).sum(axis=0) >= REST_DRIFT**2
-    out = np.stack(np.mgrid[:h, :w]).astype(np.float32)
-    out[:, ys, xs] = p
-    return out
-
-
 @settings(max_examples=20, deadline=None)
 @given(st.integers(0, 10_000), st.integers(1, 40))
 def test_euler_kernel_matches_numpy_reference(seed: int, niter: int) -> None:
@@ -110,25 +79,6 @@ def test_euler_kernel_matches_numpy_reference(seed: int, niter: int) -> None:
     # REST_DRIFT apart.
     np.testing.assert_allclose(follow_flows(flows, mask, niter=niter),
                                euler_reference(flows, mask, niter), atol=3 * REST_DRIFT)
-
-
-def grow_reference(hist: np.ndarray) -> np.ndarray:
-    """Seeds by 5 x 5 maxima and suppression, then each bin to the nearest seed (ties: fuller)."""
-    peaks = (hist > 0) & (hist == ndimage.maximum_filter(hist, size=5, mode="constant"))
-    ys, xs = np.nonzero(peaks)
-    order = np.argsort(-hist[ys, xs], kind="stable")
-    seeds: list[tuple[int, int]] = []
-    for y, x in zip(ys[order], xs[order], strict=True):
-        if all(max(abs(y - sy), abs(x - sx)) > SEED_RADIUS for sy, sx in seeds):
-            seeds.append((y, x))
-    owner = np.zeros(hist.shape, np.int32)
-    best = np.full(hist.shape, GROW_RADIUS + 1)
-    yy, xx = np.mgrid[: hist.shape[0], : hist.shape[1]]
-    for k, (sy, sx) in enumerate(seeds, start=1):
-        d = np.maximum(abs(yy - sy), abs(xx - sx))
-        win = d < best
-        owner[win], best[win] = k, d[win]
-    return owner
 
 
 @settings(max_examples=30, deadline=None)
@@ -177,18 +127,6 @@ def test_cluster_merges_plateaus_and_splits_distant_sinks() -> None:
     labels = cluster_endpoints(ends, mask)
     assert labels.max() == 2 and len(np.unique(labels[:, :10])) == 1
     assert len(np.unique(labels[:, 10:])) == 1
-
-
-def hole_owner_reference(labels: np.ndarray) -> np.ndarray:
-    holes, n = ndimage.label(labels == 0)
-    owner = np.zeros(n + 1, np.int64)
-    for h in range(1, n + 1):
-        region = holes == h
-        ring = ndimage.binary_dilation(region) & ~region
-        ids = np.unique(labels[ring])
-        edge = region[0].any() or region[-1].any() or region[:, 0].any() or region[:, -1].any()
-        owner[h] = -1 if edge or ids.size != 1 else ids[0]
-    return owner
 
 
 @settings(max_examples=25, deadline=None)

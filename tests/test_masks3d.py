@@ -28,10 +28,7 @@ from flowseg.masks3d import _bin_endpoints_3d, _grow_seeds_3d, _hole_owners_3d
 from flowseg.metrics import match_labels
 from flowseg.synthetic import random_touching_labels, random_touching_volume
 
-
-def round_trip(labels: np.ndarray, config: MaskConfig = MaskConfig()) -> np.ndarray:
-    flows = labels_to_flows(labels) * FLOW_SCALE
-    return masks_from_flows(flows, np.where(labels > 0, 4.0, -4.0), config=config)
+from .references import euler_reference, grow_reference, hole_owner_reference, round_trip
 
 
 def diffuse_reference_3d(labels: np.ndarray) -> np.ndarray:
@@ -82,30 +79,6 @@ def test_3d_flows_are_unit_inside_zero_outside_and_permutation_free() -> None:
     assert close[labels[::-1] > 0].mean() > 0.9
 
 
-def euler_reference(flows: np.ndarray, mask: np.ndarray, niter: int) -> np.ndarray:
-    """Vectorised numpy Euler integration in any dimension: multilinear rule, same rest test."""
-    shape = np.array(mask.shape)
-    field = (flows * mask).astype(np.float32)
-    points = np.argwhere(mask).T.astype(np.float32)
-    back1, back2 = points.copy(), np.full_like(points, -1e9)
-    active = np.ones(points.shape[1], bool)
-    for _ in range(niter):
-        low = points.astype(int)
-        frac = points - low
-        step = np.zeros_like(points)
-        for corner in itertools.product((0, 1), repeat=mask.ndim):
-            index = tuple(np.minimum(low[d] + c, shape[d] - 1) for d, c in enumerate(corner))
-            weight = np.prod([frac[d] if c else 1 - frac[d] for d, c in enumerate(corner)], axis=0)
-            step += weight * field[(slice(None), *index)]
-        new = np.clip(points + step * np.float32(1 / FLOW_SCALE), 0, (shape - 1)[:, None])
-        back2[:, active], back1[:, active] = back1[:, active], points[:, active]
-        points[:, active] = new[:, active]
-        active &= ((points - back2) ** 2).sum(axis=0) >= REST_DRIFT**2
-    out = np.stack(np.indices(mask.shape)).astype(np.float32)
-    out[(slice(None), *np.nonzero(mask))] = points
-    return out
-
-
 @settings(max_examples=10, deadline=None)
 @given(st.integers(0, 10_000), st.integers(1, 30))
 def test_euler_3d_kernel_matches_numpy_reference(seed: int, niter: int) -> None:
@@ -115,25 +88,6 @@ def test_euler_3d_kernel_matches_numpy_reference(seed: int, niter: int) -> None:
     mask = ndimage.gaussian_filter(rng.random((9, 17, 19)), 2) < 0.55
     np.testing.assert_allclose(follow_flows(flows, mask, niter=niter),
                                euler_reference(flows, mask, niter), atol=3 * REST_DRIFT)
-
-
-def grow_reference(hist: np.ndarray) -> np.ndarray:
-    """Seeds by 5-wide maxima and suppression, then each bin to the nearest seed (any dimension)."""
-    peaks = (hist > 0) & (hist == ndimage.maximum_filter(hist, size=5, mode="constant"))
-    found = np.argwhere(peaks)
-    order = np.argsort(-hist[tuple(found.T)], kind="stable")
-    seeds: list[np.ndarray] = []
-    for point in found[order]:
-        if all(np.abs(point - s).max() > SEED_RADIUS for s in seeds):
-            seeds.append(point)
-    owner = np.zeros(hist.shape, np.int32)
-    best = np.full(hist.shape, GROW_RADIUS + 1)
-    grid = np.indices(hist.shape)
-    for k, seed in enumerate(seeds, start=1):
-        d = np.abs(grid - seed.reshape(-1, *([1] * hist.ndim))).max(axis=0)
-        win = d < best
-        owner[win], best[win] = k, d[win]
-    return owner
 
 
 @settings(max_examples=15, deadline=None)
@@ -178,18 +132,6 @@ def test_3d_binning_by_clustering_end_points() -> None:
     labels = cluster_endpoints(ends, mask)
     assert labels.max() == 2 and len(np.unique(labels[..., :5])) == 1
     assert len(np.unique(labels[..., 5:])) == 1 and labels[0, 0, 0] != labels[0, 0, 9]
-
-
-def hole_owner_reference(labels: np.ndarray) -> np.ndarray:
-    holes, n = ndimage.label(labels == 0)
-    owner = np.zeros(n + 1, np.int64)
-    for h in range(1, n + 1):
-        region = holes == h
-        ring = ndimage.binary_dilation(region) & ~region
-        ids = np.unique(labels[ring])
-        edge = any(np.take(region, i, axis=a).any() for a in range(3) for i in (0, -1))
-        owner[h] = -1 if edge or ids.size != 1 else ids[0]
-    return owner
 
 
 @settings(max_examples=10, deadline=None)
