@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -128,3 +129,5 @@ def test_bugs_are_told_apart_from_bad_input(monkeypatch: pytest.MonkeyPatch,
     assert "internal error: operands could not" in err and "-v" in err and "Traceback" not in err
     with pytest.raises(ValueError, match="operands"):
         cli.main(["evaluate", "--pred", "p", "--gt", "g", "-v"])
+    # main() pointed logging at capsys's stream, which closes after this test: point it away.
+    logging.basicConfig(handlers=[logging.NullHandler()], force=True)
