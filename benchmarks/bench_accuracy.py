@@ -28,7 +28,8 @@ import numpy as np
 import tifffile
 from skimage.transform import rescale as sk_rescale
 
-from flowseg.io import find_pairs, read_labels
+from flowseg.files import find_pairs
+from flowseg.io import read_labels
 from flowseg.metrics import challenge_scores, merges_and_splits
 from flowseg.pipeline import as_channels_first, load_model, segment_with_outputs
 from flowseg.synthetic import MODALITIES, TYPICAL_DIAMETER, make_sample

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from flowseg.io import find_pairs, read_labels, read_volume
+from flowseg.files import find_pairs
+from flowseg.io import read_labels, read_volume
 from flowseg.metrics import match_labels
 from flowseg.pipeline import load_model
 from flowseg.synthetic import random_touching_volume

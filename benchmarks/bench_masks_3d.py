@@ -37,7 +37,8 @@ DIAMETER = 14.0
 
 
 def make_input(name: str) -> np.ndarray:
-    from flowseg.io import find_pairs, read_labels
+    from flowseg.files import find_pairs
+    from flowseg.io import read_labels
     from flowseg.synthetic import random_touching_volume
 
     if name == "real":

@@ -55,9 +55,10 @@ from make_synthetic_data import write_tiff
 from train_default_model import SHARED as SHARED_ROOT
 
 from flowseg.dataset import DataConfig, FlowDataset, discover_pairs, epoch_order
+from flowseg.files import find_pairs
 from flowseg.flows import FLOW_SCALE, labels_to_flows
 from flowseg.infer import TileConfig
-from flowseg.io import find_pairs, read_image, read_labels, write_labels
+from flowseg.io import read_image, read_labels, write_labels
 from flowseg.masks import MaskConfig, masks_from_flows
 from flowseg.metrics import challenge_scores, merges_and_splits
 from flowseg.net import FlowUNet, NetConfig, count_parameters

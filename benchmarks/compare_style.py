@@ -27,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from make_synthetic_data import write_dataset
 
 from flowseg.dataset import DataConfig
+from flowseg.files import find_pairs
 from flowseg.infer import TileConfig
-from flowseg.io import find_pairs, read_image, read_labels, write_labels
+from flowseg.io import read_image, read_labels, write_labels
 from flowseg.metrics import challenge_scores, match_labels
 from flowseg.net import NetConfig, load_net
 from flowseg.pipeline import segment

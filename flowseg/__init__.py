@@ -15,7 +15,7 @@ _HOMES = {
     "FLOW_SCALE": "flowseg.flows",
     "labels_to_flows": "flowseg.flows",
     "labels_to_targets": "flowseg.flows",
-    "find_pairs": "flowseg.io",
+    "find_pairs": "flowseg.files",
     "read_image": "flowseg.io",
     "read_labels": "flowseg.io",
     "write_labels": "flowseg.io",

@@ -28,8 +28,9 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from flowseg.errors import InputError
+from flowseg.files import find_pairs
 from flowseg.flows import labels_to_targets
-from flowseg.io import find_pairs, read_image, read_labels
+from flowseg.io import read_image, read_labels
 from flowseg.normalize import prepare_image
 
 log = logging.getLogger(__name__)

@@ -356,7 +356,7 @@ def predict_with_dask(
     FileNotFoundError, ValueError
         If the folder does not exist or holds no image.
     """
-    from flowseg.io import label_path, list_images
+    from flowseg.files import label_path, list_images
 
     images = list_images(in_dir)
     if not images:
@@ -411,7 +411,8 @@ def _predict_file(path: str, *, out_dir: str, model: str | None, tiles: TileConf
     A bad file is an answer, not a task failure: raising would make the worker log a traceback
     and Dask retry the task, printing it twice for an unreadable image.
     """
-    from flowseg.io import label_path, read_pixels, write_labels
+    from flowseg.files import label_path
+    from flowseg.io import read_pixels, write_labels
     from flowseg.pipeline import segment
 
     try:

@@ -1,4 +1,4 @@
-"""Read images and instance labels in the challenge's formats; write labels atomically.
+"""Read images, z-stacks and instance labels in the challenge's formats; write outputs atomically.
 
 Images come as png, bmp, jpg/jpeg or tif/tiff, 8- or 16-bit (or float), gray, RGB(A) or
 multi-channel; :func:`read_image` returns them as ``(C, H, W) float32`` with the original values
@@ -8,7 +8,6 @@ ids, 0 = background.
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import tempfile
@@ -22,12 +21,11 @@ import numpy.typing as npt
 import tifffile
 
 from flowseg.errors import InputError
+from flowseg.files import IMAGE_SUFFIXES
 from flowseg.headers import TIFF_SUFFIXES, image_size
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
-LABEL_SUFFIX = "_label.tiff"
 # More channels than this on the first or last axis reads as a 3-D stack, which we refuse.
 MAX_CHANNELS = 16
 # Largest image decoded into memory, checked from the file's header before decoding: 250 MP is a
@@ -296,165 +294,6 @@ def as_labels(array: npt.ArrayLike, *, name: str = "labels",
     if high > np.iinfo(np.uint32).max:
         raise InputError(f"{name}: label id {high} does not fit in uint32")
     return array.astype(np.uint32, copy=False)
-
-
-def find_pairs(
-    images_dir: str | os.PathLike[str], labels_dir: str | os.PathLike[str]
-) -> list[tuple[Path, Path]]:
-    """Match ``<name>.<ext>`` images to ``<name>_label.tiff`` label files.
-
-    Parameters
-    ----------
-    images_dir, labels_dir : str or PathLike
-        Folders of images and of labels (they may be the same folder).
-
-    Returns
-    -------
-    pairs : list of (Path, Path)
-        ``(image, labels)`` sorted by name.
-
-    Raises
-    ------
-    FileNotFoundError
-        If a folder does not exist.
-    ValueError
-        If no image is found, two images share a name, or an image has no labels or labels have
-        no image; the message names the unmatched files.
-    """
-    images = list_images(images_dir)
-    label_files = {p.name[: -len(LABEL_SUFFIX)]: p for p in _list_label_files(Path(labels_dir))}
-    if not images:
-        raise InputError(f"{images_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    missing = [p.name for p in images if p.stem not in label_files]
-    orphans = sorted(set(label_files) - {p.stem for p in images})
-    if missing or orphans:
-        parts = []
-        if missing:
-            parts.append(f"no {LABEL_SUFFIX} in {labels_dir} for {_few(missing)}")
-        if orphans:
-            names = [label_files[n].name for n in orphans]
-            parts.append(f"no image in {images_dir} for {_few(names)}")
-        raise InputError("; ".join(parts))
-    return [(p, label_files[p.stem]) for p in images]
-
-
-def list_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """List the image files of a folder (not its label files), sorted by name.
-
-    Parameters
-    ----------
-    folder : str or PathLike
-
-    Returns
-    -------
-    images : list of Path
-
-    Raises
-    ------
-    FileNotFoundError
-        If the folder does not exist.
-    ValueError
-        If two images share a name (``a.png`` and ``a.tif``): their outputs would collide.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such folder")
-    images = sorted(
-        p for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-        and not p.name.endswith(LABEL_SUFFIX)
-    )
-    stems = [p.stem for p in images]
-    twins = sorted({s for s in stems if stems.count(s) > 1})
-    if twins:
-        raise InputError(f"{folder}: several images share the name {_few(twins)}; "
-                         "their label files would collide")
-    return images
-
-
-def resolve_inputs(spec: str | os.PathLike[str]) -> tuple[list[Path], list[str]]:
-    """Find the images a user meant: a folder's, one file, or a glob pattern's matches.
-
-    Parameters
-    ----------
-    spec : str or PathLike
-        A folder, an image file, or a pattern such as ``data/*.tif``.
-
-    Returns
-    -------
-    images : list of Path
-        Sorted by name.
-    ignored : list of str
-        Names of the other files found (not images, label files, broken links), to be reported.
-
-    Raises
-    ------
-    FileNotFoundError
-        If nothing matches.
-    PermissionError
-        If a folder cannot be listed.
-    ValueError
-        If two images share a name (their outputs would collide).
-    """
-    text = os.fspath(spec)
-    path = Path(text)
-    if path.is_dir():
-        candidates = sorted(path.iterdir())
-    elif path.is_file():
-        candidates = [path]
-    elif any(c in text for c in "*?["):
-        candidates = sorted(Path(p) for p in glob.glob(text))
-        if not candidates:
-            raise FileNotFoundError(f"{text}: no file matches")
-    else:
-        raise FileNotFoundError(f"{text}: no such file or folder")
-    images, ignored = [], []
-    for p in candidates:
-        if p.name.startswith(".") or p.is_dir():
-            continue
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.endswith(LABEL_SUFFIX) and p.is_file():
-            images.append(p)
-        else:
-            reason = ("a label file" if p.name.endswith(LABEL_SUFFIX) else
-                      "a broken link" if p.is_symlink() and not p.exists() else "not an image")
-            ignored.append(f"{p.name} ({reason})")
-    stems = [p.stem for p in images]
-    twins = sorted({s for s in stems if stems.count(s) > 1})
-    if twins:
-        raise InputError(f"{text}: several images share the name {_few(twins)}; "
-                         "their label files would collide")
-    return images, ignored
-
-
-def _list_label_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such folder")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(LABEL_SUFFIX))
-
-
-def _few(names: list[str], limit: int = 5) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-def label_path(image_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
-    """Return where the labels of an image go: ``<out_dir>/<name>_label.tiff``.
-
-    Parameters
-    ----------
-    image_path : str or PathLike
-    out_dir : str or PathLike
-
-    Returns
-    -------
-    path : Path
-
-    Examples
-    --------
-    >>> label_path("in/cell_01.png", "out").as_posix()
-    'out/cell_01_label.tiff'
-    """
-    return Path(out_dir) / f"{Path(image_path).stem}{LABEL_SUFFIX}"
 
 
 def write_labels(labels: npt.ArrayLike, path: str | os.PathLike[str], *,

@@ -31,7 +31,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from flowseg.errors import InputError
-from flowseg.io import LABEL_SUFFIX, read_labels
+from flowseg.files import LABEL_SUFFIX
+from flowseg.io import read_labels
 
 log = logging.getLogger(__name__)
 

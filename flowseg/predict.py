@@ -22,18 +22,9 @@ import tifffile
 from tqdm import tqdm
 
 from flowseg.errors import InputError
+from flowseg.files import IMAGE_SUFFIXES, label_path, resolve_inputs
 from flowseg.infer import TileConfig
-from flowseg.io import (
-    IMAGE_SUFFIXES,
-    MAX_PIXELS,
-    label_path,
-    read_description,
-    read_pixels,
-    read_volume,
-    resolve_inputs,
-    write_atomic,
-    write_labels,
-)
+from flowseg.io import MAX_PIXELS, read_description, read_pixels, read_volume, write_atomic, write_labels
 from flowseg.masks import MaskConfig
 from flowseg.net import FlowUNet, plan_execution
 from flowseg.normalize import prepare_image

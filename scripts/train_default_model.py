@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_synthetic_data import write_image
 
 from flowseg.dataset import DataConfig
-from flowseg.io import find_pairs, read_labels, write_labels
+from flowseg.files import find_pairs
+from flowseg.io import read_labels, write_labels
 from flowseg.net import load_net, save_net
 from flowseg.pipeline import default_model_path
 from flowseg.synthetic import MODALITIES, TYPICAL_DIAMETER, make_sample

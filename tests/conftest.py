@@ -101,7 +101,7 @@ def empty_labels() -> np.ndarray:
 def shared_pairs() -> list[tuple[Path, Path]]:
     if not (SHARED_DATA / "images").is_dir():
         return []
-    from flowseg.io import find_pairs
+    from flowseg.files import find_pairs
 
     return find_pairs(SHARED_DATA / "images", SHARED_DATA / "labels")
 
@@ -133,6 +133,6 @@ def shared_volume() -> tuple[Path, Path]:
     folder = SHARED_DATA.parent / "data3d"
     if not (folder / "images").is_dir():
         pytest.skip(f"no real z-stack at {folder}")
-    from flowseg.io import find_pairs
+    from flowseg.files import find_pairs
 
     return find_pairs(folder / "images", folder / "labels")[0]

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowseg.cli import main
-from flowseg.io import IMAGE_SUFFIXES, read_image, read_labels, write_labels
+from flowseg.files import IMAGE_SUFFIXES
+from flowseg.io import read_image, read_labels, write_labels
 from flowseg.pipeline import segment
 
 RNG = np.random.default_rng(7)

@@ -8,15 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from flowseg.io import (
-    find_pairs,
-    label_path,
-    list_images,
-    read_image,
-    read_labels,
-    read_volume,
-    write_labels,
-)
+from flowseg.io import read_image, read_labels, read_volume, write_labels
 
 RNG = np.random.default_rng(0)
 
@@ -136,40 +128,6 @@ def test_bad_labels(tmp_path: Path, array: np.ndarray, message: str) -> None:
     tifffile.imwrite(path, array)
     with pytest.raises(ValueError, match=message):
         read_labels(path)
-
-
-def test_find_pairs(tmp_path: Path) -> None:
-    images, labels = tmp_path / "images", tmp_path / "labels"
-    images.mkdir()
-    labels.mkdir()
-    for name in ("b", "a"):
-        _save(images / f"{name}.png", np.zeros((4, 4), np.uint8))
-        write_labels(np.zeros((4, 4), np.uint8), labels / f"{name}_label.tiff")
-    (images / ".hidden.png").write_bytes(b"")
-    pairs = find_pairs(images, labels)
-    assert [(i.name, lab.name) for i, lab in pairs] == [
-        ("a.png", "a_label.tiff"), ("b.png", "b_label.tiff")]
-    _save(images / "c.tif", np.zeros((4, 4), np.uint8))
-    write_labels(np.zeros((4, 4), np.uint8), labels / "z_label.tiff")
-    with pytest.raises(ValueError, match=r"for c.tif.*for z_label.tiff"):
-        find_pairs(images, labels)
-    _save(images / "a.tif", np.zeros((4, 4), np.uint8))
-    with pytest.raises(ValueError, match="share the name a"):
-        list_images(images)
-
-
-def test_find_pairs_in_one_folder_and_empty(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="no images"):
-        find_pairs(tmp_path, tmp_path)
-    with pytest.raises(FileNotFoundError, match="no such folder"):
-        find_pairs(tmp_path / "nope", tmp_path)
-    _save(tmp_path / "x.bmp", np.zeros((4, 4, 3), np.uint8))
-    write_labels(np.zeros((4, 4), np.uint8), tmp_path / "x_label.tiff")
-    assert [p[0].name for p in find_pairs(tmp_path, tmp_path)] == ["x.bmp"]
-
-
-def test_label_path() -> None:
-    assert label_path("/in/cell.01.png", "/out") == Path("/out/cell.01_label.tiff")
 
 
 def test_read_pixels_keeps_the_dtype(tmp_path: Path) -> None:
