@@ -9,9 +9,10 @@ neighbouring planes share an id (:func:`stitch_planes`): a third of the network'
 cells that are large across the planes.
 
 The network sees one plane at a time, tiled as in 2-D, so its memory is that of one plane; the
-volume itself, its network input and the combined outputs take about 30 bytes a voxel (at the
-network's scale). The normalisation's percentiles are computed once over the whole stack, so that
-a plane without cells is not stretched into noise.
+rest is not bounded like 2-D: peak RSS was about 460 MB + 120 bytes a voxel (at the network's
+scale; benchmarks/RESULTS.md): the network input, the combined outputs and the 3-D masks pass.
+The normalisation's percentiles are computed once over the whole stack, so that a plane without
+cells is not stretched into noise.
 """
 
 from __future__ import annotations
