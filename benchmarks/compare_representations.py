@@ -3,6 +3,8 @@
     python benchmarks/compare_representations.py [--steps 1200] [--work DIR] [--figures DIR]
     python benchmarks/compare_representations.py --ceiling-only
     python benchmarks/compare_representations.py --baseline-steps 3600 --reuse   (3x the budget)
+    python benchmarks/compare_representations.py --baseline-steps 3600 --only "3-class (seed)" \
+        --no-ceiling --no-defaults   (one representation, in a second process; --reuse scores it)
     python benchmarks/compare_representations.py --check-thresholds 10   (defaults, more images)
 
 (a) Ceiling: each representation's instances recovered from perfect targets (flows computed from
@@ -349,13 +351,19 @@ def main() -> int:
     parser.add_argument("--reuse", action="store_true",
                         help="load a model trained before with the same steps from --work")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", action="append", choices=["flows", *VARIANTS],
+                        help="train and score only this representation (repeat for more)")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip part (a)")
+    parser.add_argument("--no-defaults", action="store_true",
+                        help="skip part (c), the sweep of mask and tiling settings")
     parser.add_argument("--check-thresholds", type=int, metavar="N",
                         help="only score the bundled model's mask thresholds on N fresh images per set")
     args = parser.parse_args()
     if args.check_thresholds:
         check_thresholds(args.work, args.check_thresholds)
         return 0
-    ceiling(args.ceiling_images, 512)
+    if not args.no_ceiling:
+        ceiling(args.ceiling_images, 512)
     if args.ceiling_only:
         return 0
     work = args.work
@@ -378,6 +386,8 @@ def main() -> int:
         datasets[name] = FlowDataset(pairs, data, work / "cache", targets=targets, flows=False)
         objectives[name], recovers[name] = class_loss, instances
         budgets[name] = args.baseline_steps or args.steps
+    if args.only:
+        budgets = {rep: steps for rep, steps in budgets.items() if rep in args.only}
     nets = {}
     for rep, steps in budgets.items():
         saved = work / f"{rep.replace(' ', '_')}-{steps}.pt"
@@ -395,6 +405,8 @@ def main() -> int:
         nets[rep] = (net, recovers[rep])
     print()
     evaluate(nets, held_out(work, real), args.figures)
+    if args.no_defaults or "flows" not in nets:
+        return 0
     tune = [(i.stem, prepare_image(read_image(i)), read_labels(lab))
             for i, lab in discover_pairs(work / "tune")]
     print("\n(c) defaults, on tuning images apart from the test set; the flow model trained above:")
