@@ -4,8 +4,8 @@
 #
 #   sudo bash scripts/docker_smoke.sh [SAMPLES_DIR]     (default ../shared/data)
 #
-# Needs root, Debian's docker.io and debootstrap (apt-get install docker.io debootstrap), and a few
-# minutes. It starts dockerd if none is running (and stops only the one it started), makes a
+# Needs root, Debian's docker.io and debootstrap (apt-get install docker.io debootstrap), pip on
+# the host (for the wheelhouse; flowseg itself need not be installed there), and a few minutes. It starts dockerd if none is running (and stops only the one it started), makes a
 # Debian bookworm base image with debootstrap if absent (no registry is needed), prepares a
 # wheelhouse on the host (pip wheel, the CPU torch included) so that the build needs no network
 # from inside the container, builds, then runs the exact command line the challenge uses, without
@@ -28,11 +28,28 @@ cleanup() {
 }
 trap cleanup EXIT
 
+missing=()
+for tool in docker dockerd debootstrap; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "docker_smoke.sh: ${missing[*]} not found: apt-get install docker.io debootstrap" >&2
+    exit 1
+fi
+python3 -m pip --version >/dev/null 2>&1 \
+    || { echo "docker_smoke.sh: python3 -m pip not found (needed for the wheelhouse)" >&2; exit 1; }
+
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+
 if ! docker info >/dev/null 2>&1; then
     dockerd >"$work/dockerd.log" 2>&1 &
     started_dockerd=$!
     for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
-    docker info >/dev/null 2>&1 || { echo "dockerd did not start: $work/dockerd.log"; exit 1; }
+    if ! docker info >/dev/null 2>&1; then
+        echo "docker_smoke.sh: dockerd did not start within 60 s; its last lines:" >&2
+        tail -n 5 "$work/dockerd.log" >&2
+        exit 1
+    fi
 fi
 
 if ! docker image inspect "$base" >/dev/null 2>&1; then
@@ -46,15 +63,25 @@ fi
 
 echo "preparing the wheelhouse (CPU torch and every dependency) ..."
 rm -f docker/wheelhouse/*.whl
-pip wheel --quiet --wheel-dir docker/wheelhouse torch==2.13.0 . >"$work/wheel.log" 2>&1
+python3 -m pip wheel --quiet --wheel-dir docker/wheelhouse torch==2.13.0 . >"$work/wheel.log" 2>&1 \
+    || { tail -n 20 "$work/wheel.log"; exit 1; }
 
-start=$(date +%s.%N)
+start=$(now_ms)
 docker build --quiet --network host --build-arg BASE="$base" -t "$image" . >"$work/build.log" 2>&1 \
-    || { tail -20 "$work/build.log"; exit 1; }
-build_s=$(echo "$(date +%s.%N) - $start" | bc)
+    || { tail -n 20 "$work/build.log"; exit 1; }
+build_s=$(( ($(now_ms) - start) / 1000 ))
 rm -f docker/wheelhouse/*.whl
 size_mb=$(( $(docker image inspect -f '{{.Size}}' "$image") / 1000000 ))
-echo "image $image: ${size_mb} MB, built in ${build_s%.*} s"
+echo "image $image: ${size_mb} MB, built in ${build_s} s"
+
+in_image() {  # python3 code run by the image's own Python, the samples mounted read-only
+    docker container run --rm --network none -v "$samples/":/samples/:ro -v "$work/":/work/ \
+        --entrypoint python3 "$image" -c "$1"
+}
+
+echo "the image's start-up: python, import torch, import flowseg.pipeline, in seconds"
+in_image "import time; t = time.perf_counter(); import torch; a = time.perf_counter(); \
+import flowseg.pipeline; print(f'import torch {a - t:.2f} s, then flowseg.pipeline {time.perf_counter() - a:.2f} s')"
 
 gpus=()
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
@@ -75,18 +102,18 @@ for path in "$samples"/images/*; do
     name=$(basename "$path")
     mkdir -p "$work/one/$name" "$work/out/$name"
     cp "$path" "$work/one/$name/"
-    mp=$(python3 -c "from flowseg.io import read_pixels; s = read_pixels('$path').shape; print(s[1] * s[2] / 1e6)")
-    start=$(date +%s.%N)
+    mp=$(in_image "from flowseg.io import read_pixels; s = read_pixels('/samples/images/$name').shape; \
+print(s[1] * s[2] / 1e6)")
+    start=$(now_ms)
     run_challenge "$work/one/$name" "$work/out/$name" >"$work/run_$name.log" 2>&1
-    seconds=$(echo "$(date +%s.%N) - $start" | bc)
-    tolerance=$(python3 -c "print(max(10.0, 10.0 * $mp))")
-    within=$(python3 -c "print('yes' if $seconds <= $tolerance else 'NO')")
-    printf '| %s | %.2f | %.1f | %.1f | %.0f | %s |\n' "$name" "$mp" "$seconds" \
-        "$(python3 -c "print($seconds / $mp)")" "$tolerance" "$within"
+    ms=$(( $(now_ms) - start ))
+    python3 -c "mp, s = $mp, $ms / 1000; t = max(10.0, 10.0 * mp); \
+print(f'| $name | {mp:.2f} | {s:.1f} | {s / mp:.1f} | {t:.0f} | {\"yes\" if s <= t else \"NO\"} |')"
     cp "$work/out/$name/"*_label.tiff "$work/all_out/"
 done
 echo
-python3 -m flowseg evaluate --pred "$work/all_out" --gt "$samples/labels" | tail -n 3
+docker container run --rm --network none -v "$samples/":/samples/:ro -v "$work/all_out/":/pred/:ro \
+    "$image" python3 -m flowseg evaluate --pred /pred --gt /samples/labels | tail -n 3
 
 echo
 echo "bad input: a corrupt file and an empty file beside the good images"
