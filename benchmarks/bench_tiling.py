@@ -14,10 +14,10 @@ import argparse
 
 import numpy as np
 
+from flowseg.execution import plan_execution
 from flowseg.infer import TileConfig, run_tiled
 from flowseg.masks import masks_from_flows
 from flowseg.metrics import match_labels
-from flowseg.net import plan_execution
 from flowseg.normalize import PreparedView
 from flowseg.pipeline import as_channels_first, load_model
 from flowseg.synthetic import make_sample

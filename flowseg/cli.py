@@ -84,6 +84,9 @@ def _add_predict(commands: Any) -> None:
     predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     predict.add_argument("--precision", choices=("auto", "float32", "bfloat16", "float16"),
                          default="auto", help="auto: float16 on CUDA, float32 on the CPU")
+    predict.add_argument("--runtime", choices=("auto", "torch", "onnxruntime"), default="auto",
+                         help="what runs the network; auto: ONNX Runtime for float32 on the CPU "
+                              "(about 2.5x faster than torch there), torch otherwise")
     predict.add_argument("--tile", type=int, default=1024,
                          help="largest kept tile side; the network sees 2 x 96 px more "
                               "(default: 1024)")
@@ -197,7 +200,7 @@ def _predict(args: argparse.Namespace) -> int:
     report = predict_folder(
         args.input, args.output, model=args.model, device=args.device, diameter=args.diameter,
         precision=args.precision, tiles=_tiles(args), overwrite=args.overwrite, outputs=outputs,
-        max_pixels=args.max_pixels, volume=_volume(args))
+        max_pixels=args.max_pixels, volume=_volume(args), runtime=args.runtime)
     if report.ignored:
         print(f"ignored: {', '.join(report.ignored)}")
     print(f"{len(report.written)} written, {len(report.skipped)} already there (--overwrite to "
@@ -228,6 +231,9 @@ def _predict_dask(args: argparse.Namespace) -> int:
     if args.diameter is not None:
         raise InputError("--diameter does not work with --dask yet: blocks run at the image's "
                          "own scale (the model's 15-60 px range)")
+    if args.precision != "auto" or args.runtime != "auto":
+        raise InputError("--precision and --runtime do not work with --dask: workers choose "
+                         "their own (ONNX Runtime float32 on CPUs, float16 on CUDA)")
     from flowseg.cluster import start_client
     from flowseg.distributed import BlockConfig, predict_with_dask
 

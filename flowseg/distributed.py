@@ -120,11 +120,12 @@ def open_image(source: Any) -> Iterator[Any]:
 
 
 @functools.lru_cache(maxsize=4)
-def _worker_model(model_path: str | None) -> Any:
-    """Load the network once per worker process."""
+def _worker_model(model_path: str | None, device: str) -> Any:
+    """Load the network once per worker process (the bundled export where ONNX Runtime runs)."""
+    from flowseg.execution import plan_execution
     from flowseg.pipeline import load_model
 
-    return load_model(model_path)
+    return load_model(model_path, execution=plan_execution(device))
 
 
 def segment_block(
@@ -159,16 +160,16 @@ def segment_block(
     """
     import zarr
 
+    from flowseg.execution import plan_execution
     from flowseg.infer import run_tiled
     from flowseg.masks import masks_from_flows
-    from flowseg.net import plan_execution
     from flowseg.normalize import PreparedView
 
     if isinstance(region, (str, os.PathLike)):
         with open_image(region) as image:
             region = image[:, ext[0]:ext[1], ext[2]:ext[3]].compute(scheduler="synchronous")
     view = PreparedView(np.asarray(region), ranges=ranges)
-    output = run_tiled(_worker_model(model_path), view, config=tiles,
+    output = run_tiled(_worker_model(model_path, device), view, config=tiles,
                        execution=plan_execution(device))
     local = masks_from_flows(output[:2], output[2], config=masks)
     kept = keep_centred(local, core, ext)
@@ -269,7 +270,7 @@ def segment_large(
         # An array travels to the tasks as dask slices; a file is opened by each task itself.
         regions = [source if isinstance(source, (str, os.PathLike))
                    else image[:, e[0]:e[1], e[2]:e[3]] for e in exts]
-    config = masks or MaskConfig(**_worker_model(model).metadata.get("thresholds", {}))
+    config = masks or MaskConfig(**_worker_model(model, device).metadata.get("thresholds", {}))
     output = Path(output)
     scratch = tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".parts", dir=output.parent)
     try:
@@ -416,7 +417,7 @@ def _predict_file(path: str, *, out_dir: str, model: str | None, tiles: TileConf
     from flowseg.pipeline import segment
 
     try:
-        labels = segment(read_pixels(path), _worker_model(model), tiles=tiles, masks=masks,
+        labels = segment(read_pixels(path), _worker_model(model, device), tiles=tiles, masks=masks,
                          device=device, channel_axis=0)
         write_labels(labels, label_path(path, out_dir))
     except (OSError, ValueError, MemoryError) as err:

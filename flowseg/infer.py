@@ -19,9 +19,9 @@ The network itself pools nothing over the whole input (``NetConfig.style`` is of
 differences left come from beyond the context: measured in benchmarks/RESULTS.md.
 
 Memory depends on the tile size and batch only: tiles go to the device a batch at a time and
-their outputs come straight back. Precision and memory layout come from an
-:class:`~flowseg.net.Execution`: float16 autocast on CUDA, float32 on the CPU, in the memory layout
-measured faster on this CPU.
+their outputs come straight back. Runtime, precision and memory layout come from an
+:class:`~flowseg.execution.Execution`: float16 autocast on CUDA, float32 on the CPU (through ONNX
+Runtime where it is installed). torch is imported only where torch runs the network.
 """
 
 from __future__ import annotations
@@ -30,15 +30,20 @@ import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import torch
-from torch.nn import functional as F
 
 from flowseg.errors import InputError
-from flowseg.net import OUT_CHANNELS, Execution, FlowUNet, plan_execution
+from flowseg.execution import Execution, plan_execution
 from flowseg.normalize import PreparedView
+from flowseg.runtime import OnnxModel, onnx_runner
+
+if TYPE_CHECKING:
+    from flowseg.net import FlowUNet
+
+OUT_CHANNELS = 3  # dy, dx, cell-probability logit (as flowseg.net.OUT_CHANNELS)
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +190,7 @@ class _Axis:
 
 
 def run_tiled(
-    net: FlowUNet, image: npt.NDArray[np.floating] | PreparedView, *,
+    net: FlowUNet | OnnxModel, image: npt.NDArray[np.floating] | PreparedView, *,
     config: TileConfig = TileConfig(), execution: Execution | None = None,
     out: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float32]:
@@ -193,13 +198,13 @@ def run_tiled(
 
     Parameters
     ----------
-    net : FlowUNet
+    net : FlowUNet or OnnxModel
     image : (3, H, W) ndarray or PreparedView
         Normalised network input (``flowseg.normalize.prepare_image``), or a view that
         normalises each tile as it is cut.
     config : TileConfig
     execution : Execution, optional
-        Device, precision and layout; :func:`flowseg.net.plan_execution` when omitted.
+        Device, precision and layout; :func:`flowseg.execution.plan_execution` when omitted.
     out : (3, H, W) ndarray of float32, optional
         Where to accumulate (a memory map, say); must be zero-filled.
 
@@ -213,8 +218,8 @@ def run_tiled(
     ValueError
         If the image is not ``(C, H, W)`` with the network's channel count.
     """
-    if image.ndim != 3 or image.shape[0] != net.config.in_channels:
-        raise InputError(f"image must be ({net.config.in_channels}, H, W), got {image.shape}")
+    if image.ndim != 3 or image.shape[0] != net.in_channels:
+        raise InputError(f"image must be ({net.in_channels}, H, W), got {image.shape}")
     execution = execution or plan_execution("auto")
     net = execution.place(net).eval()
     height, width = image.shape[1:]
@@ -239,7 +244,7 @@ def run_tiled(
         origins = [(_origin(rows.starts[i], context), _origin(cols.starts[j], context))
                    for i, j in chunk]
         batch = np.stack([_cut(image, y, x, size_h, size_w) for y, x in origins])
-        result = _forward(net, torch.from_numpy(batch), execution, config.flip_tta)
+        result = _forward(net, batch, execution, config.flip_tta)
         for (i, j), (oy, ox), tile_out in zip(chunk, origins, result, strict=True):
             y, x = rows.starts[i], cols.starts[j]
             h, w = min(rows.core, height - y), min(cols.core, width - x)
@@ -299,72 +304,32 @@ def _cut(image: npt.NDArray[np.floating] | PreparedView, y: int, x: int, tile_h:
     return window if inside else window[:, rows - y0][:, :, cols - x0]
 
 
-@torch.inference_mode()
-def _forward(net: FlowUNet, batch: torch.Tensor, execution: Execution,
+def _forward(net: FlowUNet | OnnxModel, batch: npt.NDArray[np.float32], execution: Execution,
              flip_tta: bool) -> npt.NDArray[np.float32]:
-    x = execution.prepare(batch)
+    fast = onnx_runner(net) if execution.runtime == "onnxruntime" else None
+
+    def run(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        return fast(x) if fast is not None else _torch_forward(net, x, execution)
+    if not flip_tta:
+        return run(batch)
+    total = np.zeros((batch.shape[0], OUT_CHANNELS, *batch.shape[2:]), np.float32)
+    for axes in ((), (2,), (3,), (2, 3)):
+        z = run(np.ascontiguousarray(np.flip(batch, axes)) if axes else batch)
+        z = np.flip(z, axes) if axes else z
+        for axis in axes:  # mirroring rows negates dy, columns negate dx
+            z[:, axis - 2] = -z[:, axis - 2]
+        total += z / 4
+    return total
+
+
+def _torch_forward(net: FlowUNet | OnnxModel, batch: npt.NDArray[np.float32],
+                   execution: Execution) -> npt.NDArray[np.float32]:
+    import torch
+
+    if isinstance(net, OnnxModel):
+        raise InputError("an ONNX export runs in ONNX Runtime only: load the checkpoint for torch")
+    x = execution.prepare(torch.from_numpy(batch))
     dtype = execution.autocast_dtype
-    with torch.autocast(execution.device.type, dtype=dtype, enabled=dtype is not None):
-        if not flip_tta:
-            y = net(x).float()
-        else:
-            y = torch.zeros(x.shape[0], OUT_CHANNELS, *x.shape[2:], device=x.device)
-            for dims in ((), (2,), (3,), (2, 3)):
-                z = net(torch.flip(x, dims) if dims else x).float()
-                z = torch.flip(z, dims) if dims else z
-                for d in dims:  # mirroring rows negates dy, columns negate dx
-                    z[:, d - 2] = -z[:, d - 2]
-                y += z / 4
-    return y.cpu().numpy()
-
-
-def rescale(image: npt.NDArray[np.floating], factor: float) -> npt.NDArray[np.float32]:
-    """Resize a ``(C, H, W)`` image by ``factor`` with bilinear interpolation.
-
-    Parameters
-    ----------
-    image : (C, H, W) ndarray
-    factor : float
-        New size over old size.
-
-    Returns
-    -------
-    resized : (C, round(H * factor), round(W * factor)) ndarray of float32
-    """
-    return resize_to(image, (max(1, round(image.shape[1] * factor)),
-                             max(1, round(image.shape[2] * factor))))
-
-
-def resize_to(image: npt.NDArray[np.floating], shape: tuple[int, int]) -> npt.NDArray[np.float32]:
-    """Resize a ``(C, H, W)`` array to ``(C, *shape)`` with bilinear interpolation.
-
-    Parameters
-    ----------
-    image : (C, H, W) ndarray
-    shape : (int, int)
-
-    Returns
-    -------
-    resized : (C, shape[0], shape[1]) ndarray of float32
-    """
-    x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None]
-    return F.interpolate(x, size=shape, mode="bilinear", align_corners=False)[0].numpy()
-
-
-def resize_volume_to(volume: npt.NDArray[np.floating],
-                     shape: tuple[int, int, int]) -> npt.NDArray[np.float32]:
-    """Resize a ``(C, Z, Y, X)`` array to ``(C, *shape)`` with trilinear interpolation.
-
-    Parameters
-    ----------
-    volume : (C, Z, Y, X) ndarray
-    shape : (int, int, int)
-
-    Returns
-    -------
-    resized : (C, shape[0], shape[1], shape[2]) ndarray of float32
-    """
-    if tuple(volume.shape[1:]) == tuple(shape):
-        return np.asarray(volume, np.float32)
-    x = torch.from_numpy(np.ascontiguousarray(volume, np.float32))[None]
-    return F.interpolate(x, size=shape, mode="trilinear", align_corners=False)[0].numpy()
+    with torch.inference_mode(), torch.autocast(execution.device, dtype=dtype,
+                                                enabled=dtype is not None):
+        return net(x).float().cpu().numpy()

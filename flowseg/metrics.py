@@ -26,7 +26,6 @@ import fastremap
 import numpy as np
 import numpy.typing as npt
 from numba import njit
-from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -247,6 +246,8 @@ def _assign(
     groups = group[ti]
     sizes = np.bincount(groups, minlength=group.max() + 1)
     chosen = [iou[sizes[groups] == 1]]  # a pair alone in its group is matched as it stands
+    from scipy.optimize import linear_sum_assignment  # here: slow to import
+
     for g in np.unique(groups[sizes[groups] > 1]):
         sel = groups == g
         rows, r = np.unique(ti[sel], return_inverse=True)

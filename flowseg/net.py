@@ -116,6 +116,11 @@ class FlowUNet(nn.Module):
         self.metadata: dict[str, Any] = {}
 
     @property
+    def in_channels(self) -> int:
+        """Image channels the network takes."""
+        return self.config.in_channels
+
+    @property
     def stride(self) -> int:
         """Input height and width must be multiples of this."""
         return int(2 ** len(self.config.widths))
@@ -277,183 +282,8 @@ def load_net(path: str | os.PathLike[str]) -> FlowUNet:
     return net.eval()
 
 
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
-
-
-@dataclass(frozen=True)
-class Execution:
-    """How the network runs on one machine: where, in which precision, in which memory layout.
-
-    Attributes
-    ----------
-    device : torch.device
-    precision : {"float32", "bfloat16", "float16"}
-        float16 and bfloat16 run under autocast; weights stay float32.
-    channels_last : bool
-        Activations stored NHWC, which some CPUs' convolution kernels run faster.
-    """
-
-    device: torch.device
-    precision: str = "float32"
-    channels_last: bool = False
-
-    @property
-    def autocast_dtype(self) -> torch.dtype | None:
-        """The autocast dtype, or None for plain float32."""
-        return {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(self.precision)
-
-    def place(self, net: FlowUNet) -> FlowUNet:
-        """Move a network to the device, in this layout."""
-        net = net.to(self.device)
-        if self.channels_last:
-            net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        return net
-
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Move a ``(B, C, H, W)`` batch to the device, in this layout."""
-        x = x.to(self.device, non_blocking=True)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-
-def cpu_has_native_bfloat16() -> bool:
-    """Whether the CPU computes bfloat16 natively (AVX-512 BF16 or AMX), from its own flags.
-
-    Without it, torch emulates bfloat16 and runs it many times slower than float32.
-
-    Returns
-    -------
-    native : bool
-    """
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: trust torch's own report of AMX
-        return "AMX" in torch.backends.cpu.get_cpu_capability()
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
-
-
-def plan_execution(device: str = "auto", precision: str = "auto", *,
-                   channels_last: bool | None = None) -> Execution:
-    """Choose precision and layout for this machine.
-
-    ``auto`` means float16 autocast on CUDA and float32 on the CPU; bfloat16 on the CPU is used
-    only when asked for and refused where the CPU lacks native support (there it runs tens of
-    times slower). The CPU layout, when not given, is the faster of NCHW and NHWC as measured once
-    on this machine and cached (:func:`faster_cpu_layout`).
-
-    Parameters
-    ----------
-    device : {"auto", "cpu", "cuda"}
-    precision : {"auto", "float32", "bfloat16", "float16"}
-    channels_last : bool, optional
-        Force the layout.
-
-    Returns
-    -------
-    execution : Execution
-
-    Raises
-    ------
-    ValueError
-        For an unknown name, CUDA without a GPU, float16 on the CPU, or bfloat16 on a CPU without
-        native support.
-    """
-    where = pick_device(device)
-    if precision not in PRECISIONS:
-        raise InputError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-    if where.type == "cuda":
-        chosen = "float16" if precision == "auto" else precision
-        return Execution(where, chosen, bool(channels_last))
-    if precision == "float16":
-        raise InputError("precision float16 needs a CUDA device; use float32 or bfloat16 on the CPU")
-    if precision == "bfloat16" and not cpu_has_native_bfloat16():
-        raise InputError("precision bfloat16: this CPU has no native bfloat16 (AVX-512 BF16 or "
-                         "AMX), where it runs many times slower than float32")
-    chosen = "float32" if precision == "auto" else precision
-    layout = faster_cpu_layout() if channels_last is None else channels_last
-    return Execution(where, chosen, layout)
-
-
-def faster_cpu_layout(cache: Path | None = None) -> bool:
-    """Return True if NHWC runs a :class:`FlowUNet` forward faster than NCHW on this CPU.
-
-    Measured once (about two seconds: a 512^2 forward, three times each way) and cached per CPU
-    model, flags, torch version and thread count in ``cache`` (by default
-    ``$FLOWSEG_CACHE/../execution.json``, i.e. ``~/.cache/flowseg/execution.json``).
-
-    Parameters
-    ----------
-    cache : Path, optional
-
-    Returns
-    -------
-    channels_last : bool
-    """
-    import json
-
-    cache = cache or _execution_cache()
-    key = _cpu_key()
-    try:
-        known = json.loads(cache.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if isinstance(known, dict) and isinstance(known.get(key), bool):
-        return bool(known[key])
-    choice = _measure_layout()
-    known = known if isinstance(known, dict) else {}
-    known[key] = choice
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known, indent=1))
-        os.replace(tmp, cache)
-    except OSError:  # a read-only home: measure again next time
-        pass
-    return choice
-
-
-def _execution_cache() -> Path:
-    env = os.environ.get("FLOWSEG_CACHE")
-    root = Path(env).parent if env else Path.home() / ".cache" / "flowseg"
-    return root / "execution.json"
-
-
-def _cpu_key() -> str:
-    import hashlib
-    import platform
-
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        model = next((ln for ln in lines if ln.startswith("model name")), "")
-        flags = next((ln for ln in lines if ln.startswith("flags")), "")
-    except OSError:
-        model, flags = platform.processor(), ""
-    text = f"{model}|{flags}|{torch.__version__}|{torch.get_num_threads()}"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-@torch.inference_mode()
-def _measure_layout() -> bool:
-    import time
-
-    net = FlowUNet().eval()
-    x = torch.randn(1, 3, 512, 512)
-    best = {}
-    for nhwc in (False, True):
-        layout = torch.channels_last if nhwc else torch.contiguous_format
-        model = net.to(memory_format=layout)  # type: ignore[call-overload]
-        batch = x.contiguous(memory_format=torch.channels_last) if nhwc else x
-        model(batch)  # warm-up: one-time kernel selection
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            model(batch)
-            times.append(time.perf_counter() - start)
-        best[nhwc] = min(times)
-    return best[True] < 0.9 * best[False]
-
-
 def pick_device(name: str = "auto") -> torch.device:
-    """Resolve ``auto`` to CUDA when available, else the CPU.
+    """Resolve ``auto`` to CUDA when available, else the CPU, as a torch device.
 
     Parameters
     ----------
@@ -468,10 +298,6 @@ def pick_device(name: str = "auto") -> torch.device:
     ValueError
         If CUDA is asked for and not available, or the name is unknown.
     """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("device cuda: no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise InputError(f"unknown device {name!r}; expected auto, cpu or cuda")
-    return torch.device(name)
+    from flowseg.execution import resolve_device
+
+    return torch.device(resolve_device(name))

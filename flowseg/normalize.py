@@ -1,7 +1,8 @@
-"""Per-channel percentile normalisation, and the mapping of any channel count to three.
+"""Per-channel percentile normalisation, the mapping of any channel count to three, and resizing.
 
-Pure numpy. The network sees three channels whose 1st and 99th percentiles sit at 0 and 1, whatever
-the modality, bit depth or channel count of the file.
+The network sees three channels whose 1st and 99th percentiles sit at 0 and 1, whatever the
+modality, bit depth or channel count of the file; images are resized (bilinear, numba) so that
+cells look the size the model was trained at.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit, prange
 
 from flowseg.errors import InputError
 
@@ -206,3 +208,99 @@ def prepare_image(image: npt.ArrayLike) -> npt.NDArray[np.float32]:
         As :func:`normalize_image` and :func:`to_three_channels`.
     """
     return to_three_channels(normalize_image(image))
+
+
+def rescale(image: npt.NDArray[np.floating], factor: float) -> npt.NDArray[np.float32]:
+    """Resize a ``(C, H, W)`` image by ``factor`` with bilinear interpolation.
+
+    Parameters
+    ----------
+    image : (C, H, W) ndarray
+    factor : float
+        New size over old size.
+
+    Returns
+    -------
+    resized : (C, round(H * factor), round(W * factor)) ndarray of float32
+    """
+    return resize_to(image, (max(1, round(image.shape[1] * factor)),
+                             max(1, round(image.shape[2] * factor))))
+
+
+def resize_to(image: npt.NDArray[np.floating], shape: tuple[int, int]) -> npt.NDArray[np.float32]:
+    """Resize a ``(C, H, W)`` array to ``(C, *shape)`` with bilinear interpolation.
+
+    Pixel centres are aligned, without antialiasing: ``torch.nn.functional.interpolate``'s
+    ``bilinear`` with ``align_corners=False``, to float rounding.
+
+    Parameters
+    ----------
+    image : (C, H, W) ndarray
+    shape : (int, int)
+
+    Returns
+    -------
+    resized : (C, shape[0], shape[1]) ndarray of float32
+    """
+    image = np.ascontiguousarray(image, np.float32)
+    if tuple(image.shape[1:]) == tuple(shape):
+        return image.copy()
+    return _bilinear(image, int(shape[0]), int(shape[1]))
+
+
+def resize_volume_to(volume: npt.NDArray[np.floating],
+                     shape: tuple[int, int, int]) -> npt.NDArray[np.float32]:
+    """Resize a ``(C, Z, Y, X)`` array to ``(C, *shape)`` with trilinear interpolation.
+
+    As ``torch.nn.functional.interpolate``'s ``trilinear`` with ``align_corners=False``: z first,
+    then each plane as :func:`resize_to`.
+
+    Parameters
+    ----------
+    volume : (C, Z, Y, X) ndarray
+    shape : (int, int, int)
+
+    Returns
+    -------
+    resized : (C, shape[0], shape[1], shape[2]) ndarray of float32
+    """
+    if tuple(volume.shape[1:]) == tuple(shape):
+        return np.asarray(volume, np.float32)
+    depth = volume.shape[1]
+    out = np.empty((volume.shape[0], *shape), np.float32)
+    for z, (z0, z1, weight) in enumerate(zip(*_linear_sources(depth, shape[0]), strict=True)):
+        plane = np.asarray(volume[:, z0], np.float32) * (1 - weight)
+        plane += np.asarray(volume[:, z1], np.float32) * weight
+        out[:, z] = resize_to(plane, shape[1:])
+    return out
+
+
+def _linear_sources(n: int, size: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp],
+                                                npt.NDArray[np.float32]]:
+    """For each of ``size`` outputs along an axis of ``n``: the two inputs and the second's weight."""
+    src = np.maximum((np.arange(size) + 0.5) * (n / size) - 0.5, 0.0)
+    first = np.minimum(np.floor(src).astype(np.intp), n - 1)
+    return first, np.minimum(first + 1, n - 1), (src - first).astype(np.float32)
+
+
+@njit(parallel=True, cache=True)
+def _bilinear(image: npt.NDArray[np.float32], height: int,
+              width: int) -> npt.NDArray[np.float32]:  # pragma: no cover (numba)
+    channels, h, w = image.shape
+    out = np.empty((channels, height, width), np.float32)
+    sy, sx = h / height, w / width
+    for y in prange(height):
+        fy = max((y + 0.5) * sy - 0.5, 0.0)
+        y0 = min(int(fy), h - 1)
+        y1 = min(y0 + 1, h - 1)
+        ly = np.float32(fy - y0)
+        for x in range(width):
+            fx = max((x + 0.5) * sx - 0.5, 0.0)
+            x0 = min(int(fx), w - 1)
+            x1 = min(x0 + 1, w - 1)
+            lx = np.float32(fx - x0)
+            for c in range(channels):
+                top = image[c, y0, x0] * (1 - lx) + image[c, y0, x1] * lx
+                bottom = image[c, y1, x0] * (1 - lx) + image[c, y1, x1] * lx
+                out[c, y, x] = top * (1 - ly) + bottom * ly
+    return out

@@ -18,10 +18,11 @@ import numpy.typing as npt
 
 from flowseg.blocks import masks_in_blocks
 from flowseg.errors import InputError
-from flowseg.infer import TileConfig, rescale, resize_to, run_tiled
+from flowseg.execution import Execution, plan_execution
+from flowseg.infer import TileConfig, run_tiled
 from flowseg.masks import MaskConfig
-from flowseg.net import Execution, FlowUNet, load_net, plan_execution
-from flowseg.normalize import PreparedView
+from flowseg.normalize import PreparedView, rescale, resize_to
+from flowseg.runtime import Model, OnnxModel, shipped_export
 
 log = logging.getLogger(__name__)
 
@@ -38,22 +39,33 @@ def default_model_path() -> Path:
     return Path(str(resources.files("flowseg") / "models" / DEFAULT_MODEL))
 
 
-def load_model(path: str | os.PathLike[str] | None = None) -> FlowUNet:
+def load_model(path: str | os.PathLike[str] | None = None, *,
+               execution: Execution | None = None) -> Model:
     """Load a checkpoint, or the bundled default model when ``path`` is None.
 
     Parameters
     ----------
     path : str or PathLike, optional
+    execution : Execution, optional
+        Where the model will run. For the bundled model run by ONNX Runtime, its export is
+        loaded (an :class:`~flowseg.runtime.OnnxModel`, without importing torch); otherwise
+        the checkpoint (a :class:`~flowseg.net.FlowUNet`).
 
     Returns
     -------
-    net : FlowUNet
+    net : FlowUNet or OnnxModel
 
     Raises
     ------
     FileNotFoundError, ValueError
         If the file is missing or not a flowseg checkpoint (one line naming it).
     """
+    if path is None and execution is not None and execution.runtime == "onnxruntime":
+        shipped = shipped_export()
+        if shipped is not None:
+            return OnnxModel(shipped)
+    from flowseg.net import load_net
+
     return load_net(default_model_path() if path is None else path)
 
 
@@ -141,7 +153,7 @@ def as_channels_first(image: npt.ArrayLike, *, channel_axis: int | None = None,
 
 
 def segment_with_outputs(
-    image: npt.ArrayLike, model: FlowUNet | None = None, *, tiles: TileConfig = TileConfig(),
+    image: npt.ArrayLike, model: Model | None = None, *, tiles: TileConfig = TileConfig(),
     masks: MaskConfig | None = None, diameter: float | None = None, device: str = "auto",
     precision: str = "auto", channel_axis: int | None = None,
     execution: Execution | None = None,
@@ -153,7 +165,7 @@ def segment_with_outputs(
     image : (H, W), (H, W, C) or (C, H, W) array_like
         Raw pixel values, any channel count; see :func:`as_channels_first` for how the channel
         axis is found.
-    model : FlowUNet, optional
+    model : FlowUNet or OnnxModel, optional
         The bundled default model when omitted.
     tiles : TileConfig
     masks : MaskConfig, optional
@@ -180,10 +192,10 @@ def segment_with_outputs(
         If the image's shape is not understood, it holds NaN or infinite values, or
         ``diameter`` is negative.
     """
-    net = model if model is not None else load_model()
+    plan = execution or plan_execution(device, precision)
+    net = model if model is not None else load_model(execution=plan)
     config = masks or MaskConfig(**net.metadata.get("thresholds", {}))
     raw = as_channels_first(image, channel_axis=channel_axis)
-    plan = execution or plan_execution(device, precision)
     trained = training_diameter(net)
     if diameter is not None and not diameter >= 0:
         raise InputError(f"diameter must be positive (or 0 for automatic), got {diameter}")
@@ -232,12 +244,12 @@ def _auto_scale(shape: tuple[int, ...], scale: float) -> float:
     return float(np.clip(scale, min(1.0, 32 / min(shape)), AUTO_MAX_UPSCALE))
 
 
-def training_diameter(net: FlowUNet) -> float:
+def training_diameter(net: Model) -> float:
     """Return the median cell diameter, in pixels, that the model was trained at (30 if unknown).
 
     Parameters
     ----------
-    net : FlowUNet
+    net : FlowUNet or OnnxModel
 
     Returns
     -------
@@ -269,7 +281,7 @@ class DiameterEstimate:
 
 
 def estimate_diameter(
-    net: FlowUNet, image: PreparedView, *, tiles: TileConfig = TileConfig(),
+    net: Model, image: PreparedView, *, tiles: TileConfig = TileConfig(),
     masks: MaskConfig = MaskConfig(), execution: Execution | None = None,
 ) -> DiameterEstimate:
     """Estimate the typical cell diameter: the median of a first pass's masks.
@@ -282,7 +294,7 @@ def estimate_diameter(
 
     Parameters
     ----------
-    net : FlowUNet
+    net : FlowUNet or OnnxModel
     image : PreparedView
     tiles : TileConfig
     masks : MaskConfig
@@ -371,14 +383,14 @@ def _check_scale(shape: tuple[int, ...], scale: float, diameter: float) -> None:
 MAX_RESCALED_PIXELS = 400_000_000
 
 
-def run_at_scale(net: FlowUNet, image: PreparedView | npt.NDArray[np.float32], scale: float,
+def run_at_scale(net: Model, image: PreparedView | npt.NDArray[np.float32], scale: float,
                  tiles: TileConfig, config: MaskConfig, plan: Execution,
                  diameter: float) -> Segmentation:
     """Run the network at ``scale``, bring its output back to the image's size, make masks.
 
     Parameters
     ----------
-    net : FlowUNet
+    net : FlowUNet or OnnxModel
     image : PreparedView or (3, H, W) ndarray of float32
         The network's input, normalised.
     scale : float
@@ -405,7 +417,7 @@ def run_at_scale(net: FlowUNet, image: PreparedView | npt.NDArray[np.float32], s
 
 
 def segment(
-    image: npt.ArrayLike, model: FlowUNet | None = None, *, tiles: TileConfig = TileConfig(),
+    image: npt.ArrayLike, model: Model | None = None, *, tiles: TileConfig = TileConfig(),
     masks: MaskConfig | None = None, diameter: float | None = None, device: str = "auto",
     precision: str = "auto", channel_axis: int | None = None,
 ) -> npt.NDArray[np.uint32]:
@@ -414,7 +426,7 @@ def segment(
     Parameters
     ----------
     image : (H, W), (H, W, C) or (C, H, W) array_like
-    model : FlowUNet, optional
+    model : FlowUNet or OnnxModel, optional
     tiles : TileConfig
     masks : MaskConfig, optional
     diameter : float, optional

@@ -22,13 +22,14 @@ import tifffile
 from tqdm import tqdm
 
 from flowseg.errors import InputError
+from flowseg.execution import plan_execution
 from flowseg.files import IMAGE_SUFFIXES, label_path, resolve_inputs
 from flowseg.infer import TileConfig
 from flowseg.io import MAX_PIXELS, read_description, read_pixels, read_volume, write_atomic, write_labels
 from flowseg.masks import MaskConfig
-from flowseg.net import FlowUNet, plan_execution
 from flowseg.normalize import prepare_image
 from flowseg.pipeline import Segmentation, load_model, segment_with_outputs
+from flowseg.runtime import Model, model_fingerprint
 from flowseg.volume import VolumeConfig, segment_volume
 
 log = logging.getLogger(__name__)
@@ -89,10 +90,10 @@ class Outputs:
 
 def predict_folder(
     in_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
-    model: FlowUNet | str | os.PathLike[str] | None = None, tiles: TileConfig = TileConfig(),
+    model: Model | str | os.PathLike[str] | None = None, tiles: TileConfig = TileConfig(),
     masks: MaskConfig | None = None, diameter: float | None = None, device: str = "auto",
     precision: str = "auto", overwrite: bool = False, outputs: Outputs = Outputs(),
-    max_pixels: int = MAX_PIXELS, volume: VolumeConfig | None = None,
+    max_pixels: int = MAX_PIXELS, volume: VolumeConfig | None = None, runtime: str = "auto",
 ) -> PredictReport:
     """Segment every image of a folder (or one file, or a glob's matches) into ``out_dir``.
 
@@ -122,6 +123,9 @@ def predict_folder(
         Read every file as a z-stack TIFF (:func:`flowseg.io.read_volume`) and segment it in
         3-D (:func:`flowseg.volume.segment_volume`); the label file is a ``(Z, Y, X)`` stack.
         Only the labels are written.
+    runtime : {"auto", "torch", "onnxruntime"}
+        What runs the network (:func:`flowseg.execution.plan_execution`): auto is ONNX Runtime for
+        float32 on the CPU where it is installed, torch otherwise.
 
     Returns
     -------
@@ -148,10 +152,11 @@ def predict_folder(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: output path is a file, not a folder")
-    plan = plan_execution(device, precision)
-    net = model if isinstance(model, FlowUNet) else load_model(model)
-    log.debug("running on %s in %s, %s layout", plan.device, plan.precision,
-              "channels-last" if plan.channels_last else "channels-first")
+    plan = plan_execution(device, precision, runtime=runtime)
+    net = (load_model(model, execution=plan) if model is None or isinstance(model, (str, os.PathLike))
+           else model)
+    log.debug("running on %s in %s through %s%s", plan.device, plan.precision, plan.runtime,
+              ", channels-last" if plan.channels_last else "")
     settings = _settings(net, tiles, masks, diameter, volume)
     for path in tqdm(images, desc="segmenting", unit="image", disable=None):
         wanted = outputs.paths(path, out)
@@ -164,10 +169,11 @@ def predict_folder(
         try:
             if volume is not None:
                 stack = read_volume(path, max_pixels=max_pixels)
-                labels = segment_volume(stack, net, config=volume, tiles=tiles, masks=masks,
-                                        diameter=diameter, execution=plan)
+                labels, used_px = segment_volume(stack, net, config=volume, tiles=tiles,
+                                                 masks=masks, diameter=diameter, execution=plan,
+                                                 return_diameter=True)
                 write_labels(labels, wanted["labels"], description=settings)
-                used = f"{diameter:.1f} px" if diameter else "auto"
+                used = f"{used_px:.1f} px"
             else:
                 image = read_pixels(path, max_pixels=max_pixels)
                 result = segment_with_outputs(image, net, tiles=tiles, masks=masks,
@@ -185,19 +191,15 @@ def predict_folder(
     return report
 
 
-def _settings(net: FlowUNet, tiles: TileConfig, masks: MaskConfig | None,
+def _settings(net: Model, tiles: TileConfig, masks: MaskConfig | None,
               diameter: float | None, volume: VolumeConfig | None = None) -> str:
     """Describe what makes a label file, to store in it: a rerun with other settings redoes it."""
-    import hashlib
     import json
     from dataclasses import asdict
 
-    digest = hashlib.sha256()
-    for value in net.state_dict().values():
-        digest.update(value.detach().cpu().numpy().tobytes())
     masks_used = masks or MaskConfig(**net.metadata.get("thresholds", {}))
     return json.dumps({"flowseg": net.metadata.get("flowseg_version", ""),
-                       "model": digest.hexdigest()[:16], "diameter": diameter or "auto",
+                       "model": model_fingerprint(net), "diameter": diameter or "auto",
                        "tiles": asdict(tiles), "masks": asdict(masks_used),
                        "volume": asdict(volume) if volume else None}, sort_keys=True)
 

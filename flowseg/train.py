@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from flowseg.dataset import DataConfig, FlowDataset, discover_pairs, epoch_order
 from flowseg.errors import InputError
+from flowseg.execution import plan_execution
 from flowseg.flows import FLOW_SCALE
 from flowseg.masks import MaskConfig, masks_from_flows
 from flowseg.metrics import challenge_scores
@@ -36,7 +37,6 @@ from flowseg.net import (
     NetConfig,
     load_net,
     pick_device,
-    plan_execution,
     read_checkpoint,
     save_net,
 )
@@ -230,7 +230,8 @@ class _Session:
                  steps_per_epoch: int):
         self.out, self.config, self.device = out, config, device
         # The CPU trains in the faster of the two memory layouts (measured once, cached).
-        self.execution = plan_execution(device.type, "float32" if device.type == "cpu" else "auto")
+        self.execution = plan_execution(device.type, "float32" if device.type == "cpu" else "auto",
+                                        runtime="torch")
         self.net = self.execution.place(net)
         self.optimizer, self.scheduler = optimizer_and_schedule(
             net, config, max(1, config.epochs * steps_per_epoch))

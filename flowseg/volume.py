@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import optimize
 
 from flowseg.errors import InputError
+from flowseg.execution import Execution, plan_execution
 from flowseg.flows import FLOW_SCALE
-from flowseg.infer import TileConfig, resize_volume_to, run_tiled
+from flowseg.infer import TileConfig, run_tiled
 from flowseg.masks import MaskConfig, masks_from_flows
 from flowseg.metrics import label_overlap
-from flowseg.net import Execution, FlowUNet, plan_execution
-from flowseg.normalize import NET_CHANNELS, PreparedView, channel_ranges
+from flowseg.normalize import NET_CHANNELS, PreparedView, channel_ranges, resize_volume_to
 from flowseg.pipeline import (
     estimate_diameter,
     load_model,
@@ -38,6 +38,7 @@ from flowseg.pipeline import (
     scale_for,
     training_diameter,
 )
+from flowseg.runtime import Model
 
 log = logging.getLogger(__name__)
 
@@ -81,18 +82,18 @@ class VolumeConfig:
 
 
 def segment_volume(
-    volume: npt.ArrayLike, model: FlowUNet | None = None, *, config: VolumeConfig = VolumeConfig(),
+    volume: npt.ArrayLike, model: Model | None = None, *, config: VolumeConfig = VolumeConfig(),
     diameter: float | None = None, tiles: TileConfig = TileConfig(),
     masks: MaskConfig | None = None, device: str = "auto", precision: str = "auto",
-    execution: Execution | None = None,
-) -> npt.NDArray[np.uint32]:
+    execution: Execution | None = None, return_diameter: bool = False,
+) -> Any:
     """Segment a z-stack into 3-D cells.
 
     Parameters
     ----------
     volume : (Z, Y, X) or (Z, C, Y, X) array_like
         Raw voxel values; channels on the second axis.
-    model : FlowUNet, optional
+    model : FlowUNet or OnnxModel, optional
         The bundled default model when omitted.
     config : VolumeConfig
         Anisotropy, and 3-D flows or plane-by-plane stitching.
@@ -106,11 +107,15 @@ def segment_volume(
     precision : {"auto", "float32", "bfloat16", "float16"}
     execution : Execution, optional
         Overrides ``device`` and ``precision``.
+    return_diameter : bool
+        Also return the diameter the stack was run for (the one given, or the estimate).
 
     Returns
     -------
     labels : (Z, Y, X) ndarray of uint32
         Consecutive ids, 0 = background.
+    diameter : float
+        Only with ``return_diameter``: in xy pixels of the stack as given.
 
     Raises
     ------
@@ -129,9 +134,9 @@ def segment_volume(
     stitch = config.stitch
     if diameter is not None and not diameter >= 0:
         raise InputError(f"diameter must be positive (or 0 for automatic), got {diameter}")
-    net = model if model is not None else load_model()
-    mask_config = masks or MaskConfig(**net.metadata.get("thresholds", {}))
     plan = execution or plan_execution(device, precision)
+    net = model if model is not None else load_model(execution=plan)
+    mask_config = masks or MaskConfig(**net.metadata.get("thresholds", {}))
     if raw.shape[0] == 1 and stitch is None:  # one plane: the 2-D answer
         stitch = 1.0
     ranges = channel_ranges(np.moveaxis(raw, 1, 0).reshape(raw.shape[1], -1, raw.shape[3]))
@@ -150,7 +155,8 @@ def segment_volume(
     if stitch is not None:
         planes = [run_at_scale(net, v, scale, tiles, mask_config, plan, diameter).labels
                   for v in views]
-        return stitch_planes(np.stack(planes), threshold=stitch)
+        labels = stitch_planes(np.stack(planes), threshold=stitch)
+        return (labels, float(diameter)) if return_diameter else labels
     zoom = (config.anisotropy * scale, scale, scale)
     shape = tuple(max(1, round(n * f)) for n, f in zip(raw.shape[::2] + raw.shape[3:], zoom,
                                                        strict=True))
@@ -159,7 +165,8 @@ def segment_volume(
                                       execution=plan)
     labels = masks_from_flows(flows, cellprob, config=masks or replace(
         mask_config, flow_threshold=VOLUME_FLOW_THRESHOLD))
-    return _nearest(labels, (raw.shape[0], *raw.shape[2:]))
+    labels = _nearest(labels, (raw.shape[0], *raw.shape[2:]))
+    return (labels, float(diameter)) if return_diameter else labels
 
 
 def _as_zcyx(volume: npt.ArrayLike) -> npt.NDArray[np.generic]:
@@ -175,7 +182,7 @@ def _as_zcyx(volume: npt.ArrayLike) -> npt.NDArray[np.generic]:
 
 
 def planes_to_flows(
-    net: FlowUNet, volume: npt.NDArray[np.float32], *, tiles: TileConfig = TileConfig(),
+    net: Model, volume: npt.NDArray[np.float32], *, tiles: TileConfig = TileConfig(),
     execution: Execution | None = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Run the 2-D network on every XY, ZY and ZX plane and combine the outputs in 3-D.
@@ -190,7 +197,7 @@ def planes_to_flows(
 
     Parameters
     ----------
-    net : FlowUNet
+    net : FlowUNet or OnnxModel
     volume : (3, Z, Y, X) ndarray of float32
         The network's input, normalised, with cubic voxels.
     tiles : TileConfig
@@ -285,7 +292,9 @@ def _link(previous: npt.NDArray[np.uint32], local: npt.NDArray[np.intp], thresho
     overlap = label_overlap(previous, local).astype(np.float64)
     union = overlap.sum(axis=1, keepdims=True) + overlap.sum(axis=0, keepdims=True) - overlap
     iou = np.where(union > 0, overlap / np.maximum(union, 1), 0.0)[1:, 1:]
-    rows, cols = optimize.linear_sum_assignment(-iou)
+    from scipy.optimize import linear_sum_assignment  # here: slow to import, rarely needed
+
+    rows, cols = linear_sum_assignment(-iou)
     keep = iou[rows, cols] >= threshold
     new[cols[keep] + 1] = rows[keep] + 1
     return new

@@ -39,6 +39,7 @@ from flowseg.files import find_pairs
 from flowseg.io import read_labels, write_labels
 from flowseg.net import load_net, save_net
 from flowseg.pipeline import default_model_path
+from flowseg.runtime import MODELS, export_path, write_export
 from flowseg.synthetic import MODALITIES, TYPICAL_DIAMETER, make_sample
 from flowseg.train import TrainConfig, train
 
@@ -130,9 +131,14 @@ def main() -> int:
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--pretrained", type=Path, default=None,
                         help="warm start from these weights (a previous default.pt, say)")
+    parser.add_argument("--export-only", action="store_true",
+                        help="only write the installed model's ONNX export into flowseg/models")
     parser.add_argument("--install", action=argparse.BooleanOptionalAction, default=True,
                         help="copy the result to flowseg/models/default.pt")
     args = parser.parse_args()
+    if args.export_only:
+        install_export()
+        return 0
     torch.manual_seed(0)
     work = args.work
     if not (work / "train" / "labels").is_dir():
@@ -158,7 +164,16 @@ def main() -> int:
     if args.install:
         shutil.copyfile(lean, default_model_path())
         print(f"installed {default_model_path()} ({lean.stat().st_size / 1e6:.1f} MB)")
+        install_export()
     return 0
+
+
+def install_export() -> None:
+    """Ship the bundled model's ONNX export beside it, so that its first use exports nothing."""
+    for old in MODELS.glob("flowunet-*.onnx"):
+        old.unlink()
+    path = write_export(net := load_net(default_model_path()), export_path(net, folder=MODELS))
+    print(f"installed {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
 if __name__ == "__main__":

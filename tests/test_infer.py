@@ -6,8 +6,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flowseg.infer import TileConfig, mirror_indices, resize_to, run_tiled, tapers, tile_starts
-from flowseg.net import FlowUNet, NetConfig, plan_execution
+from flowseg.execution import plan_execution
+from flowseg.infer import TileConfig, mirror_indices, run_tiled, tapers, tile_starts
+from flowseg.net import FlowUNet, NetConfig
+from flowseg.normalize import resize_to
 
 
 class Echo(FlowUNet):
@@ -20,7 +22,7 @@ class Echo(FlowUNet):
         return x.clone()
 
 
-CPU = plan_execution("cpu", channels_last=False)
+CPU = plan_execution("cpu", channels_last=False, runtime="torch")  # tiling, not the runtime
 
 
 @given(st.integers(1, 3000), st.integers(0, 200), st.integers(1, 64), st.sampled_from([1, 8, 32]))

@@ -7,6 +7,8 @@ from flowseg.normalize import (
     PERCENTILE_SAMPLE,
     normalize_image,
     prepare_image,
+    resize_to,
+    resize_volume_to,
     to_three_channels,
 )
 
@@ -85,3 +87,21 @@ def test_prepared_view_matches_prepare_image(channels: int) -> None:
     assert view.shape == whole.shape
     np.testing.assert_allclose(view[:, 10:30, 5:60], whole[:, 10:30, 5:60], atol=1e-5)
     np.testing.assert_allclose(view[:, :, :], whole, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(7, 9), (40, 13), (1, 1), (64, 64), (23, 100)])
+def test_resize_matches_torch_bilinear(shape: tuple[int, int]) -> None:
+    torch = pytest.importorskip("torch")
+    image = np.random.default_rng(0).normal(size=(3, 23, 31)).astype(np.float32)
+    expected = torch.nn.functional.interpolate(torch.from_numpy(image)[None], size=shape,
+                                               mode="bilinear", align_corners=False)[0].numpy()
+    np.testing.assert_allclose(resize_to(image, shape), expected, atol=1e-5)
+
+
+def test_resize_volume_matches_torch_trilinear() -> None:
+    torch = pytest.importorskip("torch")
+    volume = np.random.default_rng(1).normal(size=(2, 9, 14, 11)).astype(np.float32)
+    for shape in ((4, 20, 7), (17, 14, 11), (9, 5, 30)):
+        expected = torch.nn.functional.interpolate(torch.from_numpy(volume)[None], size=shape,
+                                                   mode="trilinear", align_corners=False)[0]
+        np.testing.assert_allclose(resize_volume_to(volume, shape), expected.numpy(), atol=1e-5)
