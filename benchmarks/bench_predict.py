@@ -3,7 +3,9 @@
 For each size (default 512, 1024, 2048, 4096, 10000 squared), a synthetic fluorescence image of
 touching cells is written to a TIFF; a fresh process then reads it and segments it with the
 bundled model, as ``flowseg predict`` does, timing the network part (normalise + tiled forward)
-and the masks part (flows -> labels) separately, and reporting its peak RSS.
+and the masks part (flows -> labels) separately, and reporting its peak RSS; the network part
+again through torch instead of ONNX Runtime; and ``python -m flowseg predict`` on the same file,
+process start to exit (imports, model, reading, writing: what a user waits for).
 
 When monai is installed, the seed's network (MONAI UNet, channels 16-256, strides 2, 2 residual
 units, 1.63 M parameters; random weights, speed does not depend on them) runs the same image
@@ -52,19 +54,21 @@ def make_image(size: int, folder: Path) -> Path:
     return path
 
 
-def worker_flowseg(path: Path, repeats: int, tile: int, batch: int) -> dict[str, object]:
+def worker_flowseg(path: Path, repeats: int, tile: int, batch: int,
+                   runtime: str = "auto") -> dict[str, object]:
     import torch
 
     from flowseg.blocks import masks_in_blocks
+    from flowseg.execution import plan_execution
     from flowseg.infer import TileConfig, run_tiled
     from flowseg.io import read_pixels
-    from flowseg.net import plan_execution
     from flowseg.normalize import PreparedView
     from flowseg.pipeline import load_model
 
-    net = load_model()
-    config = TileConfig(tile=tile, batch=batch)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    plan = plan_execution(device.type, runtime=runtime)
+    net = load_model(execution=plan)
+    config = TileConfig(tile=tile, batch=batch)
     times: dict[str, list[float]] = {"read": [], "network": [], "masks": []}
     cells = 0
     # What flowseg.pipeline.segment does, timed in parts.
@@ -72,8 +76,7 @@ def worker_flowseg(path: Path, repeats: int, tile: int, batch: int) -> dict[str,
         start = time.perf_counter()
         image = read_pixels(path)
         t_read = time.perf_counter()
-        output = run_tiled(net, PreparedView(image), config=config,
-                           execution=plan_execution(device.type))
+        output = run_tiled(net, PreparedView(image), config=config, execution=plan)
         t_net = time.perf_counter()
         labels = masks_in_blocks(output[:2], output[2])
         t_masks = time.perf_counter()
@@ -166,7 +169,7 @@ def worker_tile_memory(tile: int, batch: int) -> dict[str, object]:
     weights = sum(p.numel() * p.element_size() for p in net.parameters()) / 2**20
     # Which precision is fastest on this CPU: float32 against bfloat16 autocast, the latter only
     # where the CPU computes bfloat16 natively (elsewhere it is tens of times slower).
-    from flowseg.net import cpu_has_native_bfloat16
+    from flowseg.execution import cpu_has_native_bfloat16
 
     speed = {}
     choices = [("float32", False)] + ([("bfloat16", True)] if cpu_has_native_bfloat16() else [])
@@ -179,6 +182,20 @@ def worker_tile_memory(tile: int, batch: int) -> dict[str, object]:
                     net(x)
                 speed[name] = (time.perf_counter() - start) / 3
     return {"forward_mb": after - before, "weights_mb": weights, "batch_s": speed}
+
+
+def time_cli(path: Path, folder: Path, tile: int, batch: int, repeats: int) -> float:
+    """Median seconds of ``python -m flowseg predict`` on one image: process start to exit."""
+    out = folder / f"cli_{path.stem}"
+    seconds = []
+    for run in range(repeats + 1):  # run 0 fills the caches (numba, export, file system)
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "flowseg", "predict", "-i", str(path), "-o",
+                        str(out), "--tile", str(tile), "--batch", str(batch), "--overwrite"],
+                       check=True, capture_output=True)
+        if run:
+            seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
 
 
 def spawn(args: list[str]) -> dict[str, object]:
@@ -201,7 +218,7 @@ def main() -> int:
     if args.worker:
         kind, *rest = args.worker
         if kind == "flowseg":
-            out = worker_flowseg(Path(rest[0]), args.repeats, args.tile, args.batch)
+            out = worker_flowseg(Path(rest[0]), args.repeats, args.tile, args.batch, *rest[1:])
         elif kind == "monai":
             out = worker_monai(Path(rest[0]), args.repeats)
         elif kind == "volume":
@@ -221,20 +238,30 @@ def main() -> int:
     memory = spawn(["--worker", "tile", *common])
     print(f"{os.cpu_count()} CPUs; tile {args.tile}, batch {args.batch}; median of "
           f"{args.repeats} runs after a warm-up, each size in a fresh process")
+    from flowseg.execution import plan_execution
+
+    runtime = plan_execution().runtime
+    print(f"network runtime: {runtime}; the torch column is the same network through torch "
+          "(float32, the cached faster layout), in the same run")
     print("| size | MP | cells | read s | network s | masks s | total s | s/MP | peak RSS MB "
-          "| RSS budget MB (1 GB + 16 B/px) | MONAI UNet network s | flowseg/MONAI network |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| RSS budget MB (1 GB + 16 B/px) | torch network s | MONAI UNet network s "
+          "| predict CLI s (start to exit) | CLI / MONAI network |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         path = make_image(size, args.folder)
-        fs = spawn(["--worker", "flowseg", str(path), *common])
+        fs = spawn(["--worker", "flowseg", str(path), "auto", *common])
+        torch_s = (spawn(["--worker", "flowseg", str(path), "torch", *common])["network"]
+                   if runtime != "torch" else fs["network"])
         mp = size * size / 1e6
         total = float(fs["read"]) + float(fs["network"]) + float(fs["masks"])
         budget = 1024 + 16 * size * size / 2**20
         monai_s = spawn(["--worker", "monai", str(path), *common])["network"] if have_monai else None
-        ratio = f"{float(fs['network']) / float(monai_s):.2f}" if monai_s else "-"
+        cli_s = time_cli(path, args.folder, args.tile, args.batch, args.repeats)
+        ratio = f"{cli_s / float(monai_s):.2f}" if monai_s else "-"
         print(f"| {size}^2 | {mp:.2f} | {fs['cells']} | {fs['read']:.2f} | {fs['network']:.2f} "
               f"| {fs['masks']:.2f} | {total:.2f} | {total / mp:.2f} | {fs['rss_mb']:.0f} "
-              f"| {budget:.0f} | {f'{monai_s:.2f}' if monai_s else '-'} | {ratio} |", flush=True)
+              f"| {budget:.0f} | {float(torch_s):.2f} | {f'{monai_s:.2f}' if monai_s else '-'} "
+              f"| {cli_s:.2f} | {ratio} |", flush=True)
         if "gpu_mb" in fs:
             print(f"  GPU max_memory_reserved: {fs['gpu_mb']:.0f} MB")
     print(f"GPU estimate (no GPU here): one forward batch of {args.batch} x {args.tile}^2 tiles "
