@@ -86,7 +86,8 @@ def _add_predict(commands: Any) -> None:
                          default="auto", help="auto: float16 on CUDA, float32 on the CPU")
     predict.add_argument("--runtime", choices=("auto", "torch", "onnxruntime"), default="auto",
                          help="what runs the network; auto: ONNX Runtime for float32 on the CPU "
-                              "(about 2.5x faster than torch there), torch otherwise")
+                              "(1.3x faster than torch's best layout on an idle AVX2 CPU, more when the "
+                              "CPU is shared), torch otherwise")
     predict.add_argument("--tile", type=int, default=1024,
                          help="largest kept tile side; the network sees 2 x 96 px more "
                               "(default: 1024)")

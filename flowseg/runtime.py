@@ -1,12 +1,15 @@
 """The network's forward pass on the CPU through ONNX Runtime.
 
-On the CPUs this project is measured on, ONNX Runtime runs a :class:`~flowseg.net.FlowUNet`
-forward 2.5-3x faster than torch's eager float32 (benchmarks/RESULTS.md), with the same outputs to
-float rounding. A network is exported once (``torch.onnx``, which needs the ``onnx`` package) and
-cached by a fingerprint of its weights: the bundled model's export ships in the package beside its
-checkpoint, a user's checkpoint is exported at its first use into ``~/.cache/flowseg/onnx``
-(``$FLOWSEG_CACHE/../onnx``). torch stays the training framework and runs the network on CUDA,
-in bfloat16, or where ONNX Runtime is missing (``--runtime torch`` asks for it).
+On the CPU this project is measured on (2 cores, AVX2), ONNX Runtime runs a
+:class:`~flowseg.net.FlowUNet` forward 1.3x faster than torch's float32 in its faster memory layout
+when the machine is idle, and 2.4x faster when other work shares the cores (torch's threads suffer
+more), with the same outputs to float rounding (benchmarks/RESULTS.md). It also spares the CPU path
+torch's import, the slowest of all (about 2.3 s). A network is exported once (``torch.onnx``, which
+needs the ``onnx`` package) and cached by a fingerprint of its weights: the bundled model's export
+ships in the package beside its checkpoint, a user's checkpoint is exported at its first use into
+``~/.cache/flowseg/onnx`` (``$FLOWSEG_CACHE/../onnx``). torch stays the training framework and runs
+the network on CUDA, in bfloat16, or where ONNX Runtime is missing (``--runtime torch`` asks for
+it).
 """
 
 from __future__ import annotations

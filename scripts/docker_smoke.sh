@@ -79,9 +79,9 @@ in_image() {  # python3 code run by the image's own Python, the samples mounted 
         --entrypoint python3 "$image" -c "$1"
 }
 
-echo "the image's start-up: python, import torch, import flowseg.pipeline, in seconds"
-in_image "import time; t = time.perf_counter(); import torch; a = time.perf_counter(); \
-import flowseg.pipeline; print(f'import torch {a - t:.2f} s, then flowseg.pipeline {time.perf_counter() - a:.2f} s')"
+echo "the image's imports: what predict loads, and whether torch is among it (it should not be)"
+in_image "import sys, time; t = time.perf_counter(); import flowseg.cli, flowseg.predict; \
+print(f'import flowseg.predict {time.perf_counter() - t:.2f} s; torch loaded: {\"torch\" in sys.modules}')"
 
 gpus=()
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
