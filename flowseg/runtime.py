@@ -202,14 +202,18 @@ def onnx_runner(net: FlowUNet | OnnxModel, threads: int | None = None) -> Runner
     return run
 
 
-def _session(model: bytes | str, threads: int) -> Runner:
+def _inference_session(model: bytes | str, threads: int) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    options.intra_op_num_threads = threads  # 0: ONNX Runtime's default, the physical cores
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: its notes on unused initializers are noise
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def _session(model: bytes | str, threads: int) -> Runner:
+    session = _inference_session(model, threads)
 
     def run(batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         return np.asarray(session.run(None, {"image": np.ascontiguousarray(batch, np.float32)})[0])
@@ -256,13 +260,8 @@ class OnnxModel:
     """
 
     def __init__(self, path: Path, threads: int | None = None):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or int(os.environ.get("OMP_NUM_THREADS") or 0)
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = _inference_session(
+            str(path), threads or int(os.environ.get("OMP_NUM_THREADS") or 0))
         props = session.get_modelmeta().custom_metadata_map
         if "flowseg" not in props:
             raise InputError(f"{path}: not a flowseg ONNX export")
