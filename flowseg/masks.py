@@ -26,7 +26,6 @@ import fastremap
 import numpy as np
 import numpy.typing as npt
 from numba import njit, prange
-from scipy import ndimage
 
 from flowseg.errors import InputError
 from flowseg.flows import FLOW_SCALE, labels_to_flows
@@ -34,7 +33,6 @@ from flowseg.masks3d import (
     _bin_endpoints_3d,
     _euler_steps_3d,
     _grow_seeds_3d,
-    _hole_owners_3d,
 )
 
 # End points within this chessboard distance of a seed's bin join that seed (cellpose grows its
@@ -454,35 +452,56 @@ def fill_holes(labels: npt.ArrayLike) -> npt.NDArray[np.uint32]:
     1
     """
     labels = np.array(labels, dtype=np.uint32)
-    holes, count = ndimage.label(labels == 0)
-    if count:
-        kernel = _hole_owners if labels.ndim == 2 else _hole_owners_3d
-        owner = kernel(labels, holes.astype(np.int32, copy=False), count)
-        fill = owner[holes]
-        labels[fill > 0] = fill[fill > 0]
+    if labels.size:
+        queue = np.empty(labels.size, np.int32 if labels.size < 2**31 else np.int64)
+        _fill_enclosed(labels.reshape(-1), np.array(labels.shape, np.int64),
+                       np.zeros(labels.size, np.bool_), queue)
     return labels
 
 
 @njit(cache=True, nogil=True)
-def _hole_owners(labels, holes, count):  # type: ignore[no-untyped-def]
-    """Return, per background region, its only neighbouring id, or -1 (0 for region 0)."""
-    height, width = labels.shape
-    owner = np.zeros(count + 1, np.int64)
-    for y in range(height):
-        for x in range(width):
-            h = holes[y, x]
-            if h == 0:
-                continue
-            if y == 0 or x == 0 or y == height - 1 or x == width - 1:
-                owner[h] = -1
-                continue
-            for v, u in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
-                k = labels[v, u]
-                if k == 0 or owner[h] == -1:
-                    continue
-                owner[h] = k if owner[h] == 0 or owner[h] == k else -1
-    owner[0] = 0
-    return owner
+def _fill_enclosed(flat, shape, seen, queue):  # type: ignore[no-untyped-def]
+    """Give each enclosed background region of the flattened ``flat`` the one id around it.
+
+    Regions are flooded through face neighbours, in any number of dimensions; one that touches the
+    border or meets two ids is left alone.
+    """
+    ndim = shape.size
+    strides = np.ones(ndim, np.int64)
+    for axis in range(ndim - 2, -1, -1):
+        strides[axis] = strides[axis + 1] * shape[axis + 1]
+    for start in range(flat.size):
+        if flat[start] != 0 or seen[start]:
+            continue
+        seen[start] = True
+        queue[0] = start
+        head, tail, owner = 0, 1, 0  # owner: 0 none met yet, -1 border or two ids
+        while head < tail:
+            i = queue[head]
+            head += 1
+            rest = i
+            for axis in range(ndim - 1, -1, -1):  # unravel i from its last axis
+                c = rest
+                if axis:
+                    rest, c = divmod(rest, shape[axis])
+                for step in (-1, 1):
+                    if c + step < 0 or c + step >= shape[axis]:
+                        owner = -1
+                        continue
+                    j = i + step * strides[axis]
+                    k = flat[j]
+                    if k == 0:
+                        if not seen[j]:
+                            seen[j] = True
+                            queue[tail] = j
+                            tail += 1
+                    elif owner == 0:
+                        owner = k
+                    elif owner != k:
+                        owner = -1
+        if owner > 0:
+            for n in range(tail):
+                flat[queue[n]] = owner
 
 
 def _remove_masks_by_size(

@@ -1,9 +1,9 @@
-"""The 3-D kernels of :mod:`flowseg.masks`: flow following, end-point seeds and holes in volumes.
+"""The 3-D kernels of :mod:`flowseg.masks`: flow following and end-point seeds in volumes.
 
 Private to the masks stage: :func:`flowseg.masks.masks_from_flows` and its steps validate their
 inputs and call these when the flows are ``(3, Z, Y, X)``. They mirror the 2-D kernels beside their
 wrappers in :mod:`flowseg.masks` (trilinear instead of bilinear interpolation, a 5 x 5 x 5 seed
-window, 6-connected holes); they live here so that each module stays one screenful of kernels.
+window); they live here so that each module stays one screenful of kernels.
 """
 
 from __future__ import annotations
@@ -126,27 +126,3 @@ def _window_max(array, z, y, x, radius):  # type: ignore[no-untyped-def]
             for u in range(max(0, x - radius), min(width, x + radius + 1)):
                 best = max(best, array[w, v, u])
     return best
-
-
-@njit(cache=True, nogil=True)
-def _hole_owners_3d(labels, holes, count):  # type: ignore[no-untyped-def]
-    """Return, per 6-connected background region, its only neighbouring id, or -1."""
-    depth, height, width = labels.shape
-    owner = np.zeros(count + 1, np.int64)
-    for z in range(depth):
-        for y in range(height):
-            for x in range(width):
-                h = holes[z, y, x]
-                if h == 0 or owner[h] == -1:
-                    continue
-                if min(z, y, x) == 0 or z == depth - 1 or y == height - 1 or x == width - 1:
-                    owner[h] = -1
-                    continue
-                for w, v, u in ((z - 1, y, x), (z + 1, y, x), (z, y - 1, x), (z, y + 1, x),
-                                (z, y, x - 1), (z, y, x + 1)):
-                    k = labels[w, v, u]
-                    if k == 0 or owner[h] == -1:
-                        continue
-                    owner[h] = k if owner[h] == 0 or owner[h] == k else -1
-    owner[0] = 0
-    return owner

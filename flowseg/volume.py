@@ -29,7 +29,6 @@ from flowseg.execution import Execution, plan_execution
 from flowseg.flows import FLOW_SCALE
 from flowseg.infer import TileConfig, run_tiled
 from flowseg.masks import MaskConfig, masks_from_flows
-from flowseg.metrics import label_overlap
 from flowseg.normalize import NET_CHANNELS, PreparedView, channel_ranges, resize_volume_to
 from flowseg.pipeline import (
     estimate_diameter,
@@ -289,11 +288,14 @@ def stitch_planes(labels: npt.ArrayLike, *, threshold: float = 0.25) -> npt.NDAr
 def _link(previous: npt.NDArray[np.uint32], local: npt.NDArray[np.intp], threshold: float,
           new: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
     """Give the masks of ``local`` the ids of ``previous`` they match one to one at ``threshold``."""
+    # here: metrics and scipy.optimize bring scipy.sparse and scipy.optimize (0.2 s at start-up)
+    from scipy.optimize import linear_sum_assignment
+
+    from flowseg.metrics import label_overlap
+
     overlap = label_overlap(previous, local).astype(np.float64)
     union = overlap.sum(axis=1, keepdims=True) + overlap.sum(axis=0, keepdims=True) - overlap
     iou = np.where(union > 0, overlap / np.maximum(union, 1), 0.0)[1:, 1:]
-    from scipy.optimize import linear_sum_assignment  # here: slow to import, rarely needed
-
     rows, cols = linear_sum_assignment(-iou)
     keep = iou[rows, cols] >= threshold
     new[cols[keep] + 1] = rows[keep] + 1

@@ -69,3 +69,11 @@ def hole_owner_reference(labels: np.ndarray) -> np.ndarray:
         edge = any(np.take(region, i, axis=a).any() for a in range(region.ndim) for i in (0, -1))
         owner[h] = -1 if edge or ids.size != 1 else ids[0]
     return owner
+
+
+def fill_holes_reference(labels: np.ndarray) -> np.ndarray:
+    """Each enclosed background region takes the one id around it (see hole_owner_reference)."""
+    holes, _ = ndimage.label(labels == 0)
+    owner = hole_owner_reference(labels)
+    fill = np.where(owner > 0, owner, 0)[holes]
+    return np.where(fill > 0, fill, labels).astype(np.uint32)
