@@ -89,7 +89,7 @@ def _add_predict(commands: Any) -> None:
                               "(1.3x faster than torch's best layout on an idle AVX2 CPU, more when the "
                               "CPU is shared), torch otherwise")
     predict.add_argument("--tile", type=int, default=1024,
-                         help="largest kept tile side; the network sees 2 x 96 px more "
+                         help="largest kept inner tile side; the network sees 2 x 128 px more "
                               "(default: 1024)")
     predict.add_argument("--batch", type=int, default=1, help="tiles per forward pass (default: 1)")
     predict.add_argument("--diameter", type=_diameter, default=None, metavar="D|auto",

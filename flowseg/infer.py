@@ -26,8 +26,8 @@ Runtime where it is installed). torch is imported only where torch runs the netw
 
 from __future__ import annotations
 
+import itertools
 import logging
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -55,10 +55,12 @@ class TileConfig:
     Attributes
     ----------
     tile : int
-        Largest side of the part of a tile that is kept (its core), in pixels; the network sees
-        ``tile + 2 * context`` (rounded up to its stride), and memory follows that. Cores are
-        made as small as covering the image allows; an image that fits in ``batch`` tiles runs
-        whole, as one tile of its own shape.
+        Largest side of the part of an inner tile that is kept (its core), in pixels; the
+        network sees ``tile + 2 * context`` (rounded up to its stride), and memory follows that.
+        Edge tiles keep ``context`` pixels more, having no context to keep beyond the image.
+        Tiles are as few as this allows, then as small as that count allows
+        (:func:`plan_axis`); an image that fits in ``batch`` tiles runs whole, as one tile of
+        its own shape.
     context : int
         Pixels at each tile edge that are computed but not kept (rounded up to a multiple of
         the network's stride).
@@ -71,7 +73,7 @@ class TileConfig:
     """
 
     tile: int = 1024
-    context: int = 96
+    context: int = 128
     ramp: int = 32
     batch: int = 1
     flip_tta: bool = False
@@ -83,110 +85,96 @@ class TileConfig:
                 f"context={self.context} (>= 0), ramp={self.ramp} (>= 1), batch={self.batch} (>= 1)")
 
 
-def tile_starts(length: int, core: int, ramp: int, stride: int = 1) -> list[int]:
-    """Return core start positions on the ``stride`` grid that cover ``[0, length)``.
+@dataclass(frozen=True)
+class AxisTiles:
+    """How one image axis is cut: where each tile starts, its size, the part kept and its weights.
+
+    Attributes
+    ----------
+    origins : list of int
+        Tile starts, multiples of the network's stride; the first is 0.
+    size : int
+        Tile extent (the same for every tile), a multiple of the stride.
+    cores : list of (int, int)
+        The kept part of each tile, ``[start, stop)`` in image coordinates; together they cover
+        the axis, and neighbours overlap by ``ramp`` pixels.
+    weights : list of ndarray of float32
+        Blending weight of each core's pixels; they add up to 1 at every position of the axis.
+    """
+
+    origins: list[int]
+    size: int
+    cores: list[tuple[int, int]]
+    weights: list[npt.NDArray[np.float32]]
+
+
+def plan_axis(length: int, tile: int, context: int, ramp: int, stride: int = 1) -> AxisTiles:
+    """Cut one axis into the fewest tiles of ``tile + 2 * context`` pixels that keep every rule.
+
+    Every kept pixel has ``context`` pixels of the tile on each side, except towards the image's
+    start, and the last tile reaches ``context`` past the end (mirrored there), as a whole run
+    does; tiles start on the ``stride`` grid. The edge tiles keep ``context`` pixels more than
+    the others, since nothing beyond the image's start needs context.
 
     Parameters
     ----------
     length : int
         Image side.
-    core : int
-        Kept part of a tile, a multiple of ``stride``.
+    tile : int
+        Largest kept part of an inner tile; at least ``2 * ramp + stride``.
+    context : int
+        A multiple of ``stride``.
     ramp : int
-        Least overlap between neighbouring cores.
+        Overlap of neighbouring cores, over which their weights ramp linearly.
     stride : int
-        Starts are multiples of this.
 
     Returns
     -------
-    starts : list of int
-        The first is 0; the last core reaches ``length`` or beyond (by less than ``stride``);
-        neighbours overlap by at least ``ramp``.
+    tiles : AxisTiles
 
     Examples
     --------
-    >>> tile_starts(1000, 512, 64)
-    [0, 244, 488]
-    >>> tile_starts(1000, 512, 64, stride=32)
-    [0, 256, 512]
-    >>> tile_starts(300, 512, 64)
-    [0]
+    >>> plan = plan_axis(2048, 1024, 96, 32, stride=32)
+    >>> plan.origins, plan.size, plan.cores
+    ([0, 960], 1184, [(0, 1088), (1056, 2048)])
     """
-    if length <= core:
-        return [0]
-    if stride == 1:
-        count = math.ceil((length - ramp) / (core - ramp))
-        return [round(i * (length - core) / (count - 1)) for i in range(count)]
-    # Evenly spread, then moved to the grid: a gap grows by less than ``stride`` in rounding.
-    last = -(-(length - core) // stride) * stride
-    count = math.ceil(last / (core - ramp - stride)) + 1
-    return [round(i * last / (count - 1) / stride) * stride for i in range(count)]
+    whole = -(-(length + context) // stride) * stride
+    size = -(-(tile + 2 * context) // stride) * stride
+    if whole <= size:
+        return AxisTiles([0], whole, [(0, length)], [np.ones(length, np.float32)])
 
+    def steps(size: int) -> tuple[int, int, int]:
+        """Largest step between tile starts, the last start, and the count, for tiles of size."""
+        most = (size - 2 * context - ramp) // stride * stride
+        last = -(-(whole - size) // stride) * stride
+        return most, last, -(-last // most) + 1
 
-def tapers(length: int, starts: list[int], core: int, ramp: int) -> list[npt.NDArray[np.float32]]:
-    """Return the 1-D blending weights of every core along one axis; they sum to 1 everywhere.
-
-    Each core's raw weight ramps linearly over ``ramp`` pixels at its edges that face another
-    core, and is 1 elsewhere; dividing by the sum of all raw weights makes any number of
-    overlapping cores add up to exactly 1, and the 2-D weights (products of the row and column
-    weights) then do too.
-
-    Parameters
-    ----------
-    length : int
-        Extent covered: at least ``starts[-1] + min(core, length)``.
-    starts : list of int
-        From :func:`tile_starts`.
-    core : int
-    ramp : int
-
-    Returns
-    -------
-    weights : list of (min(core, length),) ndarray of float32
-
-    Examples
-    --------
-    >>> w = tapers(100, [0, 36], 64, 16)
-    >>> float(w[0][0]), float(w[0][-1] + w[1][64 - 36 - 1])
-    (1.0, 1.0)
-    """
-    size = min(core, length)
-    slope = np.minimum(1.0, (np.arange(size) + 0.5) / ramp)
-    raw = []
-    for i in range(len(starts)):
-        w = np.ones(size)
-        if i > 0:  # a neighbour before: ramp up
-            w = np.minimum(w, slope)
-        if i < len(starts) - 1:  # a neighbour after: ramp down
-            w = np.minimum(w, slope[::-1])
-        raw.append(w)
-    total = np.zeros(max(length, starts[-1] + size))
-    for start, w in zip(starts, raw, strict=True):
-        total[start: start + size] += w
-    return [(w / total[start: start + size]).astype(np.float32)
-            for start, w in zip(starts, raw, strict=True)]
-
-
-@dataclass(frozen=True)
-class _Axis:
-    """The tiling of one image axis: core starts, core size, weights."""
-
-    starts: list[int]
-    core: int
-    weights: list[npt.NDArray[np.float32]]
-
-    @classmethod
-    def plan(cls, length: int, tile: int, ramp: int, stride: int) -> _Axis:
-        """Cover ``length`` with cores of at most ``tile``, as small as covering allows."""
-        most = max(tile, ramp + 2 * stride)
-        count = len(tile_starts(length, most, ramp, stride))
-        # The fewest tiles of the largest size, then the smallest cores that still cover.
-        core = most
-        while core - stride >= ramp + 2 * stride and \
-                len(tile_starts(length, core - stride, ramp, stride)) == count:
-            core -= stride
-        starts = tile_starts(length, core, ramp, stride)
-        return cls(starts, core, tapers(length, starts, core, ramp))
+    count = steps(size)[2]
+    # As few tiles as the largest size allows, then as small as that count allows.
+    while size - stride - 2 * context - ramp >= ramp + stride and steps(size - stride)[2] == count:
+        size -= stride
+    most, last, _ = steps(size)
+    origins = [min(i * most, last) for i in range(count)]
+    # Neighbours blend over ``ramp`` pixels in the middle of the part both may keep, each blend
+    # at least ``ramp`` past the one before (steps of ``most`` >= ``ramp`` + ``stride`` allow it).
+    blends: list[int] = []
+    for before, after in itertools.pairwise(origins):
+        low, high = after + context, min(before + size - context, length)
+        middle = low + (high - low - ramp) // 2
+        blends.append(min(max(middle, blends[-1] + ramp if blends else 0), high - ramp))
+    up = ((np.arange(ramp) + 0.5) / ramp).astype(np.float32)
+    cores, weights = [], []
+    for i in range(count):
+        start = blends[i - 1] if i > 0 else 0
+        stop = blends[i] + ramp if i < count - 1 else length
+        w = np.ones(stop - start, np.float32)
+        if i > 0:
+            w[:ramp] = up
+        if i < count - 1:
+            w[-ramp:] = 1 - up
+        cores.append((start, stop))
+        weights.append(w)
+    return AxisTiles(origins, size, cores, weights)
 
 
 def run_tiled(
@@ -230,36 +218,23 @@ def run_tiled(
     whole_h, whole_w = (-(-(n + context) // stride) * stride for n in (height, width))
     if whole_h * whole_w <= config.batch * tile * tile:
         # The mirrored image fits in one batch of tiles: one tile of its own shape, no seams.
-        rows = _Axis([0], height, [np.ones(height, np.float32)])
-        cols = _Axis([0], width, [np.ones(width, np.float32)])
+        rows = plan_axis(height, height, context, config.ramp, stride)
+        cols = plan_axis(width, width, context, config.ramp, stride)
     else:
-        rows = _Axis.plan(height, config.tile, config.ramp, stride)
-        cols = _Axis.plan(width, config.tile, config.ramp, stride)
+        rows = plan_axis(height, config.tile, context, config.ramp, stride)
+        cols = plan_axis(width, config.tile, context, config.ramp, stride)
     if out is None:
         out = np.zeros((OUT_CHANNELS, height, width), np.float32)
-    size_h = -(-(rows.core + (2 if len(rows.starts) > 1 else 1) * context) // stride) * stride
-    size_w = -(-(cols.core + (2 if len(cols.starts) > 1 else 1) * context) // stride) * stride
-    grid = [(i, j) for i in range(len(rows.starts)) for j in range(len(cols.starts))]
+    grid = [(i, j) for i in range(len(rows.origins)) for j in range(len(cols.origins))]
     for chunk in _chunks(grid, config.batch):
-        origins = [(_origin(rows.starts[i], context), _origin(cols.starts[j], context))
-                   for i, j in chunk]
-        batch = np.stack([_cut(image, y, x, size_h, size_w) for y, x in origins])
+        origins = [(rows.origins[i], cols.origins[j]) for i, j in chunk]
+        batch = np.stack([_cut(image, y, x, rows.size, cols.size) for y, x in origins])
         result = _forward(net, batch, execution, config.flip_tta)
         for (i, j), (oy, ox), tile_out in zip(chunk, origins, result, strict=True):
-            y, x = rows.starts[i], cols.starts[j]
-            h, w = min(rows.core, height - y), min(cols.core, width - x)
-            weight = rows.weights[i][:h, None] * cols.weights[j][None, :w]
-            out[:, y: y + h, x: x + w] += tile_out[:, y - oy: y - oy + h, x - ox: x - ox + w] * weight
+            (y0, y1), (x0, x1) = rows.cores[i], cols.cores[j]
+            weight = rows.weights[i][:, None] * cols.weights[j][None, :]
+            out[:, y0:y1, x0:x1] += tile_out[:, y0 - oy: y1 - oy, x0 - ox: x1 - ox] * weight
     return out
-
-
-def _origin(start: int, context: int) -> int:
-    """Where a tile whose core starts at ``start`` begins: ``context`` before, or at the edge.
-
-    A tile never reaches above or left of the image: there, like a whole-image run, it meets the
-    image's own edge. Below and right it reaches ``context`` past the image, mirrored.
-    """
-    return start - context if start > 0 else 0
 
 
 def _chunks(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flowseg.execution import plan_execution
-from flowseg.infer import TileConfig, mirror_indices, run_tiled, tapers, tile_starts
+from flowseg.infer import TileConfig, mirror_indices, plan_axis, run_tiled
 from flowseg.net import FlowUNet, NetConfig
 from flowseg.normalize import resize_to
 
@@ -25,19 +25,27 @@ class Echo(FlowUNet):
 CPU = plan_execution("cpu", channels_last=False, runtime="torch")  # tiling, not the runtime
 
 
-@given(st.integers(1, 3000), st.integers(0, 200), st.integers(1, 64), st.sampled_from([1, 8, 32]))
-def test_cores_sit_on_the_grid_cover_and_blend_to_one(length: int, extra: int, ramp: int,
-                                                      stride: int) -> None:
-    core = ramp + 2 * stride + extra
-    starts = tile_starts(length, core, ramp, stride)
-    assert starts[0] == 0 and all(s % stride == 0 for s in starts)
-    assert starts[-1] + core >= length and (len(starts) == 1 or starts[-1] + core - length < stride)
-    assert np.all(core - np.diff(starts) >= ramp) and np.all(np.diff(starts) > 0)
-    total = np.zeros(starts[-1] + min(core, length))
-    for s, w in zip(starts, tapers(length, starts, core, ramp), strict=True):
-        assert np.all(w > 0)
-        total[s : s + len(w)] += w
-    np.testing.assert_allclose(total[:length], 1.0, atol=1e-6)
+@given(st.integers(1, 3000), st.integers(0, 200), st.integers(1, 64), st.sampled_from([1, 8, 32]),
+       st.integers(0, 4))
+def test_tiles_sit_on_the_grid_keep_context_cover_and_blend_to_one(
+        length: int, extra: int, ramp: int, stride: int, context_strides: int) -> None:
+    tile, context = 2 * ramp + stride + extra, context_strides * stride
+    plan = plan_axis(length, tile, context, ramp, stride)
+    origins, n = plan.origins, len(plan.origins)
+    assert origins[0] == 0 and all(o % stride == 0 for o in origins) and plan.size % stride == 0
+    assert origins[-1] + plan.size >= length + context  # the end's mirrored context, as whole
+    largest = -(-(tile + 2 * context) // stride) * stride
+    assert plan.size <= largest
+    if n > 1:  # the fewest tiles: n - 1 of the largest size could not reach the end
+        most = (largest - 2 * context - ramp) // stride * stride
+        assert (n - 2) * most + largest < length + context
+    total = np.zeros(length)
+    for i, ((start, stop), w) in enumerate(zip(plan.cores, plan.weights, strict=True)):
+        assert 0 <= start < stop <= length and len(w) == stop - start and np.all(w > 0)
+        assert start >= origins[i] + (context if i > 0 else 0)
+        assert stop <= origins[i] + plan.size - (context if i < n - 1 else 0)
+        total[start:stop] += w
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (7, 300), (300, 7), (517, 1030), (1024, 1024),
@@ -107,8 +115,9 @@ class Recorder(Echo):
     # below and right, padded to the stride (4)
     ((1024, 1024), [(1, 3, 1056, 1056)]),
     ((300, 7), [(1, 3, 332, 40)]),
-    # too big: 3 x 3 tiles, the cores as small as covering allows (524 = 460 + 2 x 32)
-    ((1300, 1300), [(4, 3, 524, 524)] * 2 + [(1, 3, 524, 524)]),
+    # too big: 3 x 3 tiles, as small as covering with 3 allows (508 px; the edge tiles keep
+    # 476 px and need no context beyond the image's start)
+    ((1300, 1300), [(4, 3, 508, 508)] * 2 + [(1, 3, 508, 508)]),
 ])
 def test_an_image_that_fits_in_one_batch_runs_whole(shape: tuple[int, int],
                                                      expected: list[tuple[int, ...]]) -> None:
