@@ -6,6 +6,9 @@ Flow following is local (a pixel's path stays inside its cell), so a cell smalle
 comes out whole and the same in every block that sees it, and exactly one block (the one whose core
 holds its centre) writes it: no cell is cut at a block border, none is counted twice. Memory grows
 with the block size, not the image: only the output labels cover the whole image.
+
+Volumes are cut the same way in y and x, every block holding all the planes; their blocks are sized
+by voxel count (``BLOCK_VOXELS``), since a 3-D masks pass needs about 60 bytes a voxel.
 """
 
 from __future__ import annotations
@@ -25,32 +28,38 @@ log = logging.getLogger(__name__)
 # 27% more flow following than one pass; cells up to about 100 px come out whole.
 BLOCK = 2048
 MARGIN = 128
+# A volume's block, margin included, holds at most this many voxels (about 1 GB in its masks pass);
+# its margin is in voxels at the network's scale, where cells are about 30 across.
+BLOCK_VOXELS = 1 << 24
+VOLUME_MARGIN = 64
 
 
 def masks_in_blocks(
     flows: npt.NDArray[np.floating], cellprob: npt.NDArray[np.floating], *,
-    config: MaskConfig = MaskConfig(), block: int = BLOCK, margin: int = MARGIN,
+    config: MaskConfig = MaskConfig(), block: int | None = None, margin: int | None = None,
 ) -> npt.NDArray[np.uint32]:
     """Turn flows and cell probability into labels, a block at a time.
 
     Parameters
     ----------
-    flows : (2, H, W) ndarray of float
+    flows : (2, H, W) or (3, Z, Y, X) ndarray of float
         In ``FLOW_SCALE`` units.
-    cellprob : (H, W) ndarray of float
+    cellprob : (H, W) or (Z, Y, X) ndarray of float
         Logits.
     config : MaskConfig
         As for :func:`flowseg.masks.masks_from_flows`; ``max_size_fraction`` stays relative to
         the whole image.
-    block : int
-        Core side in pixels.
-    margin : int
-        Context around each core. A cell reaching further than this past its core is seen cut:
-        the flow check then usually drops it; if kept, a warning says how many were cut.
+    block : int, optional
+        Core side in pixels (y and x). ``BLOCK`` for an image; for a volume, the largest whose
+        block with its margins holds at most ``BLOCK_VOXELS``.
+    margin : int, optional
+        Context around each core (``MARGIN``; ``VOLUME_MARGIN`` for a volume). A cell reaching
+        further than this past its core is seen cut: the flow check then usually drops it; if
+        kept, a warning says how many were cut.
 
     Returns
     -------
-    labels : (H, W) ndarray of uint32
+    labels : (H, W) or (Z, Y, X) ndarray of uint32
         Consecutive ids, 0 = background.
 
     Raises
@@ -58,15 +67,21 @@ def masks_in_blocks(
     ValueError
         If the shapes disagree or ``block`` or ``margin`` is not positive.
     """
-    if flows.shape != (2, *cellprob.shape):
-        raise InputError(f"flows must be (2, H, W) and cellprob (H, W), got {flows.shape} and "
-                         f"{cellprob.shape}")
+    if cellprob.ndim not in (2, 3) or flows.shape != (cellprob.ndim, *cellprob.shape):
+        raise InputError(f"flows must be (2, H, W) with cellprob (H, W), or (3, Z, Y, X) with "
+                         f"(Z, Y, X), got {flows.shape} and {cellprob.shape}")
+    volume = cellprob.ndim == 3
+    if margin is None:
+        margin = VOLUME_MARGIN if volume else MARGIN
+    if block is None:
+        side = int(np.sqrt(BLOCK_VOXELS / cellprob.shape[0])) - 2 * margin
+        block = max(side, 2 * margin) if volume else BLOCK
     if block < 1 or margin < 1:
         raise InputError(f"block and margin must be positive, got {block} and {margin}")
-    height, width = cellprob.shape
+    height, width = cellprob.shape[-2:]
     if height <= block and width <= block:
         return masks_from_flows(flows, cellprob, config=config)
-    labels = np.zeros((height, width), np.uint32)
+    labels = np.zeros(cellprob.shape, np.uint32)
     count = cut = 0
     for core in core_grid((height, width), block):
         kept, truncated = _write_block(labels, flows, cellprob, core, margin, config, count)
@@ -126,20 +141,22 @@ def keep_centred(local: npt.NDArray[np.uint32], core: tuple[int, int, int, int],
 
     Parameters
     ----------
-    local : (h, w) ndarray of uint32
-        Labels of ``region``.
+    local : (h, w) or (z, h, w) ndarray of uint32
+        Labels of ``region`` (of all its planes for a volume: the core is in y and x).
     core, region : (int, int, int, int)
         ``y0, y1, x0, x1`` in image coordinates.
 
     Returns
     -------
-    kept : (h, w) ndarray of uint32
+    kept : ndarray of uint32
+        Shaped as ``local``.
     """
     n = int(local.max())
     if n == 0:
         return local
-    ys, xs = np.nonzero(local)
-    ids = local[ys, xs]
+    where = np.nonzero(local)
+    ys, xs = where[-2], where[-1]
+    ids = local[where]
     size = np.maximum(np.bincount(ids, minlength=n + 1)[1:], 1)
     cy = np.bincount(ids, ys, minlength=n + 1)[1:] / size + region[0]
     cx = np.bincount(ids, xs, minlength=n + 1)[1:] / size + region[2]
@@ -155,19 +172,22 @@ def _write_block(
     config: MaskConfig, offset: int,
 ) -> tuple[int, int]:
     """Segment one core with its margin; write the masks centred in the core; return counts."""
-    height, width = labels.shape
+    height, width = labels.shape[-2:]
     ey0, ey1, ex0, ex1 = extend(core, (height, width), margin)
     area = (ey1 - ey0) * (ex1 - ex0)
-    local_config = replace(config, max_size_fraction=config.max_size_fraction * labels.size / area)
-    kept = keep_centred(masks_from_flows(flows[:, ey0:ey1, ex0:ex1], cellprob[ey0:ey1, ex0:ex1],
-                                         config=local_config), core, (ey0, ey1, ex0, ex1))
+    local_config = replace(config, max_size_fraction=config.max_size_fraction
+                           * height * width / area)
+    kept = keep_centred(masks_from_flows(flows[..., ey0:ey1, ex0:ex1],
+                                         cellprob[..., ey0:ey1, ex0:ex1], config=local_config),
+                        core, (ey0, ey1, ex0, ex1))
     count = int(kept.max())
     if count == 0:
         return 0, 0
-    region = labels[ey0:ey1, ex0:ex1]
+    region = labels[..., ey0:ey1, ex0:ex1]
     region[kept > 0] = kept[kept > 0] + np.uint32(offset)
     # Kept cells touching an edge of the context window that is not the image's edge are cut.
-    edges = [kept[0] if ey0 > 0 else None, kept[-1] if ey1 < height else None,
-             kept[:, 0] if ex0 > 0 else None, kept[:, -1] if ex1 < width else None]
-    touching = np.unique(np.concatenate([e for e in edges if e is not None] or [np.zeros(0)]))
+    edges = [kept[..., 0, :] if ey0 > 0 else None, kept[..., -1, :] if ey1 < height else None,
+             kept[..., :, 0] if ex0 > 0 else None, kept[..., :, -1] if ex1 < width else None]
+    touching = np.unique(np.concatenate([e.reshape(-1) for e in edges if e is not None]
+                                        or [np.zeros(0, np.uint32)]))
     return count, int((touching > 0).sum())

@@ -3,14 +3,16 @@
 :func:`segment_volume` runs the 2-D network on every XY, ZY and ZX plane of the stack (resampled so
 that voxels are cubes and cells have the size the model was trained at), averages the two
 estimates of each flow component and the three of the cell probability, and follows the combined
-``(dz, dy, dx)`` flows in 3-D (:func:`flowseg.masks.masks_from_flows`), as cellpose's ``do_3D``. With
+``(dz, dy, dx)`` flows in 3-D (:func:`flowseg.masks.masks_from_flows`, in blocks of all planes
+by :func:`flowseg.blocks.masks_in_blocks`), as cellpose's ``do_3D``. With
 ``stitch``, each plane is instead segmented in 2-D and masks that overlap by at least that IoU in
 neighbouring planes share an id (:func:`stitch_planes`): a third of the network's work, for
 cells that are large across the planes.
 
 The network sees one plane at a time, tiled as in 2-D, so its memory is that of one plane; the
-rest is not bounded like 2-D: peak RSS was about 460 MB + 120 bytes a voxel (at the network's
-scale; benchmarks/RESULTS.md): the network input, the combined outputs and the 3-D masks pass.
+masks pass holds one block of at most ``BLOCK_VOXELS`` voxels (about 1 GB) whatever the stack's
+size; the rest grows with the voxels at the network's scale: the network input, the combined
+outputs and the labels (measured in benchmarks/RESULTS.md).
 The normalisation's percentiles are computed once over the whole stack, so that a plane without
 cells is not stretched into noise.
 """
@@ -24,11 +26,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from flowseg.blocks import masks_in_blocks
 from flowseg.errors import InputError
 from flowseg.execution import Execution, plan_execution
 from flowseg.flows import FLOW_SCALE
 from flowseg.infer import TileConfig, run_tiled
-from flowseg.masks import MaskConfig, masks_from_flows
+from flowseg.masks import MaskConfig
 from flowseg.normalize import NET_CHANNELS, PreparedView, channel_ranges, resize_volume_to
 from flowseg.pipeline import (
     estimate_diameter,
@@ -162,7 +165,8 @@ def segment_volume(
     prepared = np.stack([v[:, :, :] for v in views], axis=1)  # (3, Z, Y, X) network input
     flows, cellprob = planes_to_flows(net, resize_volume_to(prepared, shape), tiles=tiles,
                                       execution=plan)
-    labels = masks_from_flows(flows, cellprob, config=masks or replace(
+    del prepared  # the masks pass is blockwise: the whole volume's flows and labels, and one block
+    labels = masks_in_blocks(flows, cellprob, config=masks or replace(
         mask_config, flow_threshold=VOLUME_FLOW_THRESHOLD))
     labels = _nearest(labels, (raw.shape[0], *raw.shape[2:]))
     return (labels, float(diameter)) if return_diameter else labels
