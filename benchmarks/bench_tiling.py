@@ -1,6 +1,6 @@
 """Same image, same labels, however it is cut: whole vs tiles, TTA on and off, several contexts.
 
-    python benchmarks/bench_tiling.py [--model PATH] [--size 1024] [--contexts 96]
+    python benchmarks/bench_tiling.py [--model PATH] [--size 1024] [--contexts 128]
 
 For 1024^2 synthetic images of three modalities (seed 4), the masks of a whole-image run are
 compared with runs in tiles whose kept cores are 256 and 512 px, with the same context, flip TTA
@@ -27,7 +27,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
     parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--contexts", type=int, nargs="+", default=[96])
+    parser.add_argument("--contexts", type=int, nargs="+", default=[128])
     parser.add_argument("--modalities", nargs="+", default=["nuclei", "he", "phase"])
     args = parser.parse_args()
     net = load_model(args.model)
