@@ -106,20 +106,21 @@ def main() -> int:
     print(f"{args.size}^2 synthetic fluorescence ({mp:.0f} MP), block {args.block}, "
           f"{os.cpu_count()} CPUs, CPU only")
     print("| run | wall s | s/MP | cells | peak RSS MB per process | torch threads per process "
-          "| F1 vs single process |")
-    print("|---|---|---|---|---|---|---|")
+          "| F1 vs single process | mean matched IoU |")
+    print("|---|---|---|---|---|---|---|---|")
     print(f"| single process | {single['seconds']:.1f} | {single['seconds'] / mp:.2f} "
-          f"| {single['cells']} | {single['rss_mb']:.0f} | {single['threads']} | - |", flush=True)
+          f"| {single['cells']} | {single['rss_mb']:.0f} | {single['threads']} | - | - |", flush=True)
     for workers in (1, 2):
         out = args.folder / f"dask_{workers}.zarr"
         result = on_cluster(path, workers, args.block, out)
         labels = np.asarray(zarr.open_array(str(out), mode="r")[:])
-        f1 = match_labels(reference, labels).f1
+        match = match_labels(reference, labels)
         rss = ", ".join(f"{r:.0f}" for r in result["worker_rss_mb"])  # type: ignore[attr-defined]
         threads = ", ".join(map(str, sorted(result["threads"])))  # type: ignore[call-overload]
         print(f"| LocalCluster, {workers} worker{'s' if workers > 1 else ''} "
               f"| {result['seconds']:.1f} | {float(result['seconds']) / mp:.2f} "  # type: ignore[arg-type]
-              f"| {int(labels.max())} | {rss} | {threads} | {f1:.4f} |", flush=True)
+              f"| {int(labels.max())} | {rss} | {threads} | {match.f1:.4f} "
+              f"| {match.mean_iou:.4f} |", flush=True)
     return 0
 
 

@@ -56,8 +56,6 @@ def make_image(size: int, folder: Path) -> Path:
 
 def worker_flowseg(path: Path, repeats: int, tile: int, batch: int,
                    runtime: str = "auto") -> dict[str, object]:
-    import torch
-
     from flowseg.blocks import masks_in_blocks
     from flowseg.execution import plan_execution
     from flowseg.infer import TileConfig, run_tiled
@@ -65,8 +63,9 @@ def worker_flowseg(path: Path, repeats: int, tile: int, batch: int,
     from flowseg.normalize import PreparedView
     from flowseg.pipeline import load_model
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    plan = plan_execution(device.type, runtime=runtime)
+    # torch only where it runs the network: its import alone holds memory that predict's ONNX
+    # Runtime path never pays, and the peak RSS column is predict's.
+    plan = plan_execution("auto", runtime=runtime)
     net = load_model(execution=plan)
     config = TileConfig(tile=tile, batch=batch)
     times: dict[str, list[float]] = {"read": [], "network": [], "masks": []}
@@ -89,7 +88,9 @@ def worker_flowseg(path: Path, repeats: int, tile: int, batch: int,
     result: dict[str, object] = {k: statistics.median(v) for k, v in times.items()}
     result["cells"] = cells
     result["rss_mb"] = peak_rss_mb()
-    if device.type == "cuda":
+    if plan.device == "cuda":
+        import torch
+
         result["gpu_mb"] = torch.cuda.max_memory_reserved() / 2**20
     return result
 
