@@ -7,8 +7,10 @@ once; samples are then read from memory-mapped caches.
 A sample is a random crop seen through one affine map: scale, rotation by any angle and an optional
 mirror. Images are resampled bilinearly; labels-derived targets by nearest neighbour, so that no
 flow is ever averaged across two cells, and each flow vector is turned by the same map (a mirror
-negates one component) and renormalised. Intensities then get a gain, an offset and a gamma per
-channel, and channels are shuffled or merged to gray, so that one network sees every modality.
+negates one component) and renormalised. Some crops are then blurred as a picture taken at a
+lower resolution and enlarged looks (what predict does to small cells); intensities get a gain, an
+offset and a gamma per channel, and channels are shuffled or merged to gray, so that one network
+sees every modality.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from flowseg.errors import InputError
 from flowseg.files import find_pairs
 from flowseg.flows import labels_to_targets
 from flowseg.io import read_image, read_labels
-from flowseg.normalize import prepare_image
+from flowseg.normalize import prepare_image, resize_to
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,11 @@ class DataConfig:
     diameter : float or None
         If set, images are first rescaled so that their median cell diameter becomes this many
         pixels (cellpose uses 30); None keeps the native scale.
+    lowres : float
+        Probability of showing a crop as if taken at a lower resolution and enlarged back (see
+        :func:`degrade_resolution`), as predict enlarges images of small cells.
+    lowres_factor : tuple of float
+        Range of that resolution loss, drawn log-uniformly.
     """
 
     crop: int = 256
@@ -78,6 +85,8 @@ class DataConfig:
     shuffle_channels: float = 0.5
     gray: float = 0.2
     diameter: float | None = None
+    lowres: float = 0.0
+    lowres_factor: tuple[float, float] = (1.5, 4.0)
 
     def __post_init__(self) -> None:
         if self.crop < 32 or not 0 < self.scale[0] <= self.scale[1] or \
@@ -235,6 +244,8 @@ class FlowDataset(torch.utils.data.Dataset):
             zoom *= self.config.diameter / diameter
         x, y = augment(image, targets, crop=self.config.crop, zoom=zoom, rng=rng,
                        rotate=self.config.rotate, mirror=self.config.mirror, flows=self.flows)
+        if self.config.lowres and rng.random() < self.config.lowres:
+            x = degrade_resolution(x, float(np.exp(rng.uniform(*np.log(self.config.lowres_factor)))))
         x = jitter_intensity(x, self.config, rng)
         return torch.from_numpy(x), torch.from_numpy(y)
 
@@ -296,6 +307,36 @@ def augment(
     norm = np.sqrt((turned**2).sum(axis=0))
     y[:2] = np.where(norm > 0, turned / np.maximum(norm, 1e-12), 0.0) * (y[2] > 0)
     return x.astype(np.float32), y.astype(np.float32)
+
+
+def degrade_resolution(image: npt.NDArray[np.float32], factor: float) -> npt.NDArray[np.float32]:
+    """Blur a ``(C, H, W)`` crop as a picture ``factor`` times coarser, enlarged back, looks.
+
+    The pixels are averaged down (a Gaussian of 0.4 coarse pixels, then bilinear sampling) and
+    enlarged again bilinearly, as :func:`flowseg.normalize.rescale` enlarges an image of small
+    cells; the geometry, hence every target, is unchanged.
+
+    Parameters
+    ----------
+    image : (C, H, W) ndarray of float32
+    factor : float
+        Coarse pixel size in crop pixels (>= 1).
+
+    Returns
+    -------
+    image : (C, H, W) ndarray of float32
+
+    Examples
+    --------
+    >>> crop = np.zeros((1, 64, 64), np.float32); crop[0, 32, 32] = 1
+    >>> soft = degrade_resolution(crop, 4.0)
+    >>> soft.shape, bool(soft.max() < 0.2), bool(abs(soft.sum() - 1) < 0.2)
+    ((1, 64, 64), True, True)
+    """
+    height, width = image.shape[1:]
+    small = (max(1, round(height / factor)), max(1, round(width / factor)))
+    blurred = ndimage.gaussian_filter(image, (0, 0.4 * factor, 0.4 * factor))
+    return resize_to(resize_to(blurred, small), (height, width))
 
 
 def jitter_intensity(

@@ -6,15 +6,23 @@ Training data (written under --work on the first run, then reused):
 - synthetic: ``--per-modality`` images of 320^2 for every generator in flowseg.synthetic except
   DIC (held out, to measure fine-tuning on a modality the model never saw), seeds 1000 + i, cell
   diameters log-uniform from half to twice the modality's typical size (at least 8 px);
+- z-stack planes: ``--volumes`` synthetic nuclei stacks (flowseg.synthetic.make_nuclei_volume),
+  three ZY and three ZX planes of each, half of them after the z-sampling that predict --3d's
+  ``--anisotropy`` undoes (every 2nd or 3rd plane, interpolated back), so that the network has
+  seen the planes it runs on in 3-D;
 - real: the top half of each image in ../shared/data, and planes 22-28 of
-  ../shared/data3d/cells3d_nuclei_z22-34, repeated so that real pixels weigh in. Held out for
+  ../shared/data3d/cells3d_nuclei_z22-34, repeated so that real pixels weigh in; every copy but
+  the first with each nucleus's contrast times its own random gain (0.15-1.5), some saturated, as
+  dim and saturated nuclei sit among the others in the held-out halves. Held out for
   benchmarks/bench_accuracy.py: the bottom halves, and planes 32-34 (29-31 are left out of both,
   as neighbours of the held-out planes and of plane 30, which ../shared/data holds).
 
 Every image is rescaled so that its median cell diameter is ``TRAIN_DIAMETER`` (30 px), then zoomed
 by a log-uniform factor from 0.5 to 2: the network sees cells of 15 to 60 px, and predict's
-automatic diameter brings other sizes into that range. The run resumes where it stopped (run it
-again after a kill); the lean float16 copy is installed into the package when it ends.
+automatic diameter brings other sizes into that range. A quarter of the crops are blurred as if
+taken at 1.5-4x coarser resolution (``LOWRES``), as an image of small cells looks once enlarged.
+The run resumes where it stopped (run it again after a kill); the lean float16 copy is installed
+into the package when it ends.
 """
 
 from __future__ import annotations
@@ -23,13 +31,15 @@ import argparse
 import shutil
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import fastremap
 import numpy as np
 import tifffile
 import torch
-from skimage import measure
+from scipy import ndimage
+from skimage import measure, segmentation
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_synthetic_data import write_image
@@ -38,9 +48,10 @@ from flowseg.dataset import DataConfig
 from flowseg.files import find_pairs
 from flowseg.io import read_labels, write_labels
 from flowseg.net import load_net, save_net
+from flowseg.normalize import resize_volume_to
 from flowseg.pipeline import default_model_path
 from flowseg.runtime import MODELS, export_path, write_export
-from flowseg.synthetic import MODALITIES, TYPICAL_DIAMETER, make_sample
+from flowseg.synthetic import MODALITIES, TYPICAL_DIAMETER, make_nuclei_volume, make_sample
 from flowseg.train import TrainConfig, train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -50,6 +61,8 @@ TRAIN_PLANES = range(0, 7)  # planes 22-28 of the 13-plane sub-volume (z = 22 + 
 # Copies of each real image: real pixels are about a fifth of the training set (the second
 # generalist, warm-started from the first, which had them at a twelfth and underfit real nuclei).
 REAL_COPIES = {"dsb2018_nuclei_left": 30, "cells3d_nuclei_z30": 12, "plane": 8}
+LOWRES = 0.25  # share of crops shown at a lower resolution, enlarged back
+VOLUME_SHAPE = (96, 160, 160)
 
 
 def write_synthetic(out: Path, per_modality: int, size: int, seed: int) -> int:
@@ -67,6 +80,27 @@ def write_synthetic(out: Path, per_modality: int, size: int, seed: int) -> int:
             write_image(out / "images", name, image, i)
             write_labels(labels, out / "labels" / f"{name}_label.tiff")
             count += 1
+    return count
+
+
+def write_volume_planes(out: Path, volumes: int, seed: int) -> int:
+    """ZY and ZX planes of synthetic nuclei stacks, some sampled coarsely in z and interpolated."""
+    count = 0
+    for i in range(volumes):
+        rng = np.random.default_rng(seed + i)
+        image, labels = make_nuclei_volume(VOLUME_SHAPE, float(rng.uniform(16, 34)), rng)
+        step = int(rng.choice([1, 1, 2, 3]))
+        if step > 1:  # as predict --3d --anisotropy STEP resamples a stack taken every STEP planes
+            coarse = image[::step].astype(np.float32)[None]
+            image = resize_volume_to(coarse, image.shape)[0].astype(np.uint16)
+        for axis in (1, 2):
+            for position in rng.integers(VOLUME_SHAPE[axis] // 6, VOLUME_SHAPE[axis] * 5 // 6, 3):
+                plane = np.take(image, position, axis=axis)
+                name = f"synth_stack_{i:03d}_{'yx'[axis - 1]}{position:03d}"
+                tifffile.imwrite(out / "images" / f"{name}.tif", plane)
+                write_labels(plane_labels(np.take(labels, position, axis=axis)),
+                             out / "labels" / f"{name}_label.tiff")
+                count += 1
     return count
 
 
@@ -99,9 +133,29 @@ def plane_labels(labels: np.ndarray) -> np.ndarray:
     return fastremap.renumber(pieces)[0].astype(np.uint32)
 
 
+def vary_contrast(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each nucleus's contrast over the background times its own gain; sometimes saturate.
+
+    The gain (log-uniform 0.15-1.5) spreads 3 px beyond each label and is smoothed by 1 px, so that
+    blurred rims follow their nucleus; a third of the copies are clipped at a high percentile of
+    the nuclei, as an exposure that saturates the brightest ones.
+    """
+    pixels = image.astype(np.float64)
+    background = float(np.median(pixels[labels == 0])) if (labels == 0).any() else 0.0
+    gains = np.r_[1.0, np.exp(rng.uniform(np.log(0.15), np.log(1.5), int(labels.max())))]
+    field = ndimage.gaussian_filter(gains[segmentation.expand_labels(labels, 3)], 1.0)
+    pixels = background + (pixels - background) * field
+    if rng.random() < 1 / 3 and labels.any():
+        pixels = np.minimum(pixels, np.percentile(pixels[labels > 0], rng.uniform(85, 99)))
+    top = np.iinfo(image.dtype).max if image.dtype.kind in "ui" else None
+    return np.clip(np.rint(pixels), 0, top).astype(image.dtype)
+
+
 def _repeat(out: Path, name: str, image: np.ndarray, labels: np.ndarray, copies: int) -> int:
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
     for k in range(copies):
-        tifffile.imwrite(out / "images" / f"{name}_{k:02d}.tif", image)
+        varied = image if k == 0 or image.ndim != 2 else vary_contrast(image, labels, rng)
+        tifffile.imwrite(out / "images" / f"{name}_{k:02d}.tif", varied)
         write_labels(labels, out / "labels" / f"{name}_{k:02d}_label.tiff")
     return copies
 
@@ -127,6 +181,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--per-modality", type=int, default=60)
     parser.add_argument("--size", type=int, default=320)
+    parser.add_argument("--volumes", type=int, default=12,
+                        help="synthetic z-stacks to take ZY/ZX training planes from (6 each)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--pretrained", type=Path, default=None,
@@ -143,12 +199,14 @@ def main() -> int:
     work = args.work
     if not (work / "train" / "labels").is_dir():
         synthetic = write_synthetic(work / "train", args.per_modality, args.size, seed=1)
+        planes = write_volume_planes(work / "train", args.volumes, seed=500_000)
         real = write_real(work / "train")
-        print(f"training set: {synthetic} synthetic and {real} real images (with repeats)")
+        print(f"training set: {synthetic} synthetic, {planes} z-stack planes and {real} real "
+              "images (with repeats)")
     start = time.perf_counter()
     config = TrainConfig(epochs=args.epochs, batch_size=8, learning_rate=args.learning_rate,
                          val_fraction=0.0, seed=0, device=args.device, num_workers=1)
-    data = DataConfig(crop=256, diameter=TRAIN_DIAMETER, scale=(0.5, 2.0))
+    data = DataConfig(crop=256, diameter=TRAIN_DIAMETER, scale=(0.5, 2.0), lowres=LOWRES)
     last = train(work / "train", work / "run", config=config, data=data, resume=True,
                  pretrained=args.pretrained, cache_dir=work / "cache")
     seconds = time.perf_counter() - start
@@ -158,7 +216,8 @@ def main() -> int:
     net.metadata["training"].update(
         command=" ".join(["python", *sys.argv]), held_out_modality=HELD_OUT_MODALITY,
         warm_start=str(args.pretrained) if args.pretrained else None,
-        steps=steps, wall_seconds=round(wall), training_diameter_px=TRAIN_DIAMETER)
+        steps=steps, wall_seconds=round(wall), training_diameter_px=TRAIN_DIAMETER,
+        lowres=LOWRES, volume_planes=6 * args.volumes)
     # Ship a lean copy: weights in float16 (load_net restores float32), no optimizer state.
     lean = save_net(net, work / "default.pt", half=True)
     if args.install:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,19 @@ def test_small_images_are_padded(tmp_path: Path) -> None:
     ds = FlowDataset(discover_pairs(root), DataConfig(crop=64), tmp_path / "cache")
     x, y = ds[(0, 5)]
     assert x.shape == (3, 64, 64) and y[2].sum() > 0 and (y[2] == 0).sum() > 0
+
+
+def test_lower_resolution_blurs_pixels_and_keeps_targets(tmp_path: Path) -> None:
+    root = write_pairs(tmp_path / "data", count=1, size=96)
+    pairs, cache = discover_pairs(root), tmp_path / "cache"
+    plain = DataConfig(crop=64, gain=0, gamma=(1, 1), shuffle_channels=0, gray=0)
+    sharp = FlowDataset(pairs, plain, cache)
+    soft = FlowDataset(pairs, replace(plain, lowres=1.0, lowres_factor=(4.0, 4.0)), cache)
+    (x0, y0), (x1, y1) = sharp[(0, 4)], soft[(0, 4)]
+    assert np.array_equal(y0.numpy(), y1.numpy())  # same crop, same flows and cells
+    detail = [float(np.abs(np.diff(x.numpy(), 2, axis=-1)).mean()) for x in (x0, x1)]
+    assert detail[1] < 0.5 * detail[0]  # fine detail (second differences) is lost
+    assert abs(float(x1.mean()) - float(x0.mean())) < 0.05 * float(x0.abs().mean()) + 1e-3
 
 
 def test_jitter_gray_and_shuffle() -> None:

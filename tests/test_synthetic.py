@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from skimage.measure import label as connected_regions
 
-from flowseg.synthetic import MODALITIES, make_sample, random_touching_labels, render
+from flowseg.synthetic import (
+    MODALITIES,
+    make_nuclei_volume,
+    make_sample,
+    random_touching_labels,
+    render,
+)
 from flowseg.synthetic.labels import add_small_cells
 
 
@@ -83,3 +89,16 @@ def test_small_bright_nuclei_and_old_names() -> None:
     assert make_sample((32, 32), "fluorescence", seed=1)[0].shape[:2] == (32, 32)
     with pytest.raises(ValueError, match="diameter"):
         make_sample((32, 32), "nuclei", diameter=-1)
+
+
+def test_nuclei_volume_is_a_stack_of_clean_3d_nuclei() -> None:
+    image, labels = make_nuclei_volume((32, 64, 64), 14, np.random.default_rng(3))
+    again, _ = make_nuclei_volume((32, 64, 64), 14, np.random.default_rng(3))
+    assert np.array_equal(image, again) and image.dtype == np.uint16
+    ids = int(labels.max())
+    assert ids > 10 and np.array_equal(np.unique(labels), np.arange(ids + 1))
+    assert connected_regions(labels > 0, connectivity=1).max() <= ids  # no stray pieces
+    for k in range(1, ids + 1):  # one 6-connected piece per nucleus
+        assert connected_regions(labels == k, connectivity=1).max() == 1
+    # nuclei are brighter than the background around them, on average
+    assert image[labels > 0].mean() > 2 * image[labels == 0].mean()

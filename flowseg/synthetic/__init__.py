@@ -17,10 +17,11 @@ import numpy.typing as npt
 
 from flowseg.errors import InputError
 from flowseg.synthetic import fluorescence, stained, transmitted
+from flowseg.synthetic.fluorescence import make_nuclei_volume
 from flowseg.synthetic.labels import random_touching_labels, random_touching_volume
 
-__all__ = ["MODALITIES", "TYPICAL_DIAMETER", "make_sample", "random_touching_labels",
-           "random_touching_volume", "render"]
+__all__ = ["MODALITIES", "TYPICAL_DIAMETER", "make_nuclei_volume", "make_sample",
+           "random_touching_labels", "random_touching_volume", "render"]
 
 Sample = tuple[npt.NDArray[np.integer], npt.NDArray[np.uint32]]
 Maker = Callable[[tuple[int, int], float, np.random.Generator], Sample]

@@ -235,15 +235,15 @@ def nuclei_in_cells(
 
 
 def label_edges(labels: npt.NDArray[np.uint32]) -> npt.NDArray[np.bool_]:
-    """Mark pixels with a 4-neighbour of another id (background included).
+    """Mark pixels (voxels) with a face neighbour of another id (background included).
 
     Parameters
     ----------
-    labels : (H, W) ndarray
+    labels : (H, W) or (Z, Y, X) ndarray
 
     Returns
     -------
-    edges : (H, W) ndarray of bool
+    edges : ndarray of bool, same shape
 
     Examples
     --------
@@ -251,12 +251,12 @@ def label_edges(labels: npt.NDArray[np.uint32]) -> npt.NDArray[np.bool_]:
     [[False, True, True]]
     """
     edges = np.zeros(labels.shape, bool)
-    step_y = labels[:-1] != labels[1:]
-    step_x = labels[:, :-1] != labels[:, 1:]
-    edges[:-1] |= step_y
-    edges[1:] |= step_y
-    edges[:, :-1] |= step_x
-    edges[:, 1:] |= step_x
+    for axis in range(labels.ndim):
+        before = (slice(None),) * axis + (slice(None, -1),)
+        after = (slice(None),) * axis + (slice(1, None),)
+        step = labels[before] != labels[after]
+        edges[before] |= step
+        edges[after] |= step
     return edges
 
 
