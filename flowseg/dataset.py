@@ -33,7 +33,7 @@ from flowseg.errors import InputError
 from flowseg.files import find_pairs
 from flowseg.flows import labels_to_targets
 from flowseg.io import read_image, read_labels
-from flowseg.normalize import prepare_image, resize_to
+from flowseg.normalize import prepare_image
 
 log = logging.getLogger(__name__)
 
@@ -312,9 +312,11 @@ def augment(
 def degrade_resolution(image: npt.NDArray[np.float32], factor: float) -> npt.NDArray[np.float32]:
     """Blur a ``(C, H, W)`` crop as a picture ``factor`` times coarser, enlarged back, looks.
 
-    The pixels are averaged down (a Gaussian of 0.4 coarse pixels, then bilinear sampling) and
-    enlarged again bilinearly, as :func:`flowseg.normalize.rescale` enlarges an image of small
-    cells; the geometry, hence every target, is unchanged.
+    The pixels are averaged down (a Gaussian of 0.4 coarse pixels, then bilinear sampling at the
+    coarse pixel centres) and enlarged again bilinearly with aligned pixel centres, as
+    :func:`flowseg.normalize.rescale` enlarges an image of small cells; the geometry, hence every
+    target, is unchanged. scipy only: it runs in data-loader workers, where numba's OpenMP threads
+    must not start after a fork.
 
     Parameters
     ----------
@@ -336,7 +338,16 @@ def degrade_resolution(image: npt.NDArray[np.float32], factor: float) -> npt.NDA
     height, width = image.shape[1:]
     small = (max(1, round(height / factor)), max(1, round(width / factor)))
     blurred = ndimage.gaussian_filter(image, (0, 0.4 * factor, 0.4 * factor))
-    return resize_to(resize_to(blurred, small), (height, width))
+    coarse = np.stack([_resample(c, small) for c in blurred])
+    return np.stack([_resample(c, (height, width)) for c in coarse]).astype(np.float32)
+
+
+def _resample(plane: npt.NDArray[np.float32], shape: tuple[int, int]) -> npt.NDArray[np.float32]:
+    """Bilinear resize of one plane with aligned pixel centres and clamped edges."""
+    axes = [np.clip((np.arange(n) + 0.5) * (old / n) - 0.5, 0, old - 1)
+            for n, old in zip(shape, plane.shape, strict=True)]
+    grid = np.meshgrid(*axes, indexing="ij")
+    return ndimage.map_coordinates(plane, grid, order=1, mode="nearest").astype(np.float32)
 
 
 def jitter_intensity(

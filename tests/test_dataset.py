@@ -11,6 +11,7 @@ from scipy import ndimage
 from flowseg.dataset import (
     DataConfig,
     FlowDataset,
+    _resample,
     augment,
     discover_pairs,
     epoch_order,
@@ -19,6 +20,7 @@ from flowseg.dataset import (
 )
 from flowseg.flows import labels_to_targets
 from flowseg.io import write_labels
+from flowseg.normalize import resize_to
 from flowseg.synthetic import make_sample, random_touching_labels
 
 
@@ -156,3 +158,9 @@ def test_bad_data_folders(tmp_path: Path) -> None:
     write_labels(np.zeros((10, 10), np.uint8), root / "labels" / "s0_label.tiff")
     with pytest.raises(ValueError, match=r"s0_label.tiff: labels of shape \(10, 10\)"):
         FlowDataset(discover_pairs(root), cache_dir=tmp_path / "c3")
+
+
+def test_worker_safe_resampling_matches_predicts_resize() -> None:
+    plane = np.random.default_rng(0).random((50, 37)).astype(np.float32)
+    for shape in [(20, 13), (50, 37), (131, 90)]:
+        assert np.abs(_resample(plane, shape) - resize_to(plane[None], shape)[0]).max() < 1e-5
