@@ -248,30 +248,36 @@ def resize_to(image: npt.NDArray[np.floating], shape: tuple[int, int]) -> npt.ND
     return _bilinear(image, int(shape[0]), int(shape[1]))
 
 
-def resize_volume_to(volume: npt.NDArray[np.floating],
-                     shape: tuple[int, int, int]) -> npt.NDArray[np.float32]:
+def resize_volume_to(volume: Any, shape: tuple[int, int, int], *,
+                     dtype: npt.DTypeLike = np.float32) -> npt.NDArray[np.floating]:
     """Resize a ``(C, Z, Y, X)`` array to ``(C, *shape)`` with trilinear interpolation.
 
     As ``torch.nn.functional.interpolate``'s ``trilinear`` with ``align_corners=False``: z first,
-    then each plane as :func:`resize_to`.
+    then each plane as :func:`resize_to`. The input is read one plane ``volume[:, z]`` at a time,
+    so it may be anything that slices so (planes normalised on demand, a memory map).
 
     Parameters
     ----------
-    volume : (C, Z, Y, X) ndarray
+    volume : (C, Z, Y, X) ndarray, or an object with ``shape`` and ``volume[:, z]``
     shape : (int, int, int)
+    dtype : numpy dtype
+        Of the result (float16 halves a stack that is only read plane by plane afterwards).
 
     Returns
     -------
-    resized : (C, shape[0], shape[1], shape[2]) ndarray of float32
+    resized : (C, shape[0], shape[1], shape[2]) ndarray of ``dtype``
     """
-    if tuple(volume.shape[1:]) == tuple(shape):
-        return np.asarray(volume, np.float32)
+    if isinstance(volume, np.ndarray) and volume.dtype == dtype and \
+            tuple(volume.shape[1:]) == tuple(shape):
+        return volume
     depth = volume.shape[1]
-    out = np.empty((volume.shape[0], *shape), np.float32)
+    out = np.empty((volume.shape[0], *shape), dtype)
+    same = tuple(volume.shape[2:]) == tuple(shape[1:])
     for z, (z0, z1, weight) in enumerate(zip(*_linear_sources(depth, shape[0]), strict=True)):
-        plane = np.asarray(volume[:, z0], np.float32) * (1 - weight)
-        plane += np.asarray(volume[:, z1], np.float32) * weight
-        out[:, z] = resize_to(plane, shape[1:])
+        plane = np.asarray(volume[:, z0], np.float32)
+        if weight:
+            plane = plane * (1 - weight) + np.asarray(volume[:, z1], np.float32) * weight
+        out[:, z] = plane if same else resize_to(plane, shape[1:])
     return out
 
 

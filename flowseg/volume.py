@@ -162,14 +162,26 @@ def segment_volume(
     zoom = (config.anisotropy * scale, scale, scale)
     shape = tuple(max(1, round(n * f)) for n, f in zip(raw.shape[::2] + raw.shape[3:], zoom,
                                                        strict=True))
-    prepared = np.stack([v[:, :, :] for v in views], axis=1)  # (3, Z, Y, X) network input
-    flows, cellprob = planes_to_flows(net, resize_volume_to(prepared, shape), tiles=tiles,
-                                      execution=plan)
-    del prepared  # the masks pass is blockwise: the whole volume's flows and labels, and one block
+    # The network input, normalised plane by plane into float16 (6 bytes a voxel); the masks pass
+    # then holds the combined outputs (16 bytes), the labels (4) and one block.
+    network_input = resize_volume_to(_Planes(views), shape, dtype=np.float16)
+    flows, cellprob = planes_to_flows(net, network_input, tiles=tiles, execution=plan)
+    del network_input
     labels = masks_in_blocks(flows, cellprob, config=masks or replace(
         mask_config, flow_threshold=VOLUME_FLOW_THRESHOLD))
     labels = _nearest(labels, (raw.shape[0], *raw.shape[2:]))
     return (labels, float(diameter)) if return_diameter else labels
+
+
+class _Planes:
+    """A stack of normalised planes read as a ``(3, Z, Y, X)`` array, one ``[:, z]`` at a time."""
+
+    def __init__(self, views: list[PreparedView]):
+        self.views = views
+        self.shape = (NET_CHANNELS, len(views), *views[0].shape[1:])
+
+    def __getitem__(self, key: tuple[slice, int]) -> npt.NDArray[np.float32]:
+        return self.views[key[1]][:, :, :][key[0]]
 
 
 def _as_zcyx(volume: npt.ArrayLike) -> npt.NDArray[np.generic]:
@@ -201,7 +213,7 @@ def planes_to_flows(
     Parameters
     ----------
     net : FlowUNet or OnnxModel
-    volume : (3, Z, Y, X) ndarray of float32
+    volume : (3, Z, Y, X) ndarray of float32 or float16
         The network's input, normalised, with cubic voxels.
     tiles : TileConfig
     execution : Execution, optional
@@ -222,13 +234,17 @@ def planes_to_flows(
         config = replace(tiles, context=0) if max(plane_shape) <= tiles.tile else tiles
         for i in range(volume.shape[axis]):
             where = (slice(None),) * (axis - 1) + (i,)
-            result = run_tiled(net, np.take(volume, i, axis=axis), config=config, execution=plan)
+            plane = np.take(volume, i, axis=axis).astype(np.float32)
+            result = run_tiled(net, plane, config=config, execution=plan)
             out[(first, *where)] += result[0]
             out[(second, *where)] += result[1]
             out[(3, *where)] += result[2]
-    flows = out[:3]
-    flows *= np.float32(FLOW_SCALE) / np.maximum(np.sqrt((flows**2).sum(axis=0)), 1e-6)
-    return flows, out[3] / np.float32(3)
+    flows, cellprob = out[:3], out[3]  # views: no copies of the whole volume
+    for z in range(flows.shape[1]):
+        plane = flows[:, z]
+        plane *= np.float32(FLOW_SCALE) / np.maximum(np.sqrt((plane**2).sum(axis=0)), 1e-6)
+    cellprob /= np.float32(3)
+    return flows, cellprob
 
 
 def _nearest(labels: npt.NDArray[np.uint32], shape: tuple[int, ...]) -> npt.NDArray[np.uint32]:
