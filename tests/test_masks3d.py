@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from scipy import ndimage
 from skimage.draw import ellipsoid
 
+from flowseg.cleanup import fill_holes, flow_errors
 from flowseg.flows import FLOW_SCALE, labels_to_flows
 from flowseg.io import read_labels
 from flowseg.masks import (
@@ -19,8 +20,6 @@ from flowseg.masks import (
     SEED_RADIUS,
     MaskConfig,
     cluster_endpoints,
-    fill_holes,
-    flow_errors,
     follow_flows,
     masks_from_flows,
 )
