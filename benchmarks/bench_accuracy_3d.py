@@ -58,6 +58,20 @@ def volumes() -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
     return out
 
 
+def print_volume_rows(net, name: str, image: np.ndarray, labels: np.ndarray,
+                      anisotropy: float = 1.0) -> None:
+    """Segment a stack by 3-D flows and by stitching; print one table row each."""
+    for stitch in (None, 0.5):
+        config = VolumeConfig(anisotropy=anisotropy, stitch=stitch)
+        start = time.perf_counter()
+        pred = segment_volume(image, net, config=config)
+        seconds = time.perf_counter() - start
+        s50, s75 = match_labels(labels, pred), match_labels(labels, pred, threshold=0.75)
+        mode = "3-D flows" if stitch is None else f"stitch {stitch}"
+        print(f"| {name} | {int(labels.max())} | {mode} | {int(pred.max())} | {s50.f1:.3f} "
+              f"| {s75.f1:.3f} | {s50.mean_iou:.3f} | {seconds:.1f} |", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None)
@@ -70,15 +84,7 @@ def main() -> int:
     print("| volume | cells | mode | found | F1@0.5 | F1@0.75 | mean IoU | s |")
     print("|---|---|---|---|---|---|---|---|")
     for name, (image, labels, anisotropy) in volumes().items():
-        for stitch in (None, 0.5):
-            config = VolumeConfig(anisotropy=anisotropy, stitch=stitch)
-            start = time.perf_counter()
-            pred = segment_volume(image, net, config=config)
-            seconds = time.perf_counter() - start
-            s50, s75 = match_labels(labels, pred), match_labels(labels, pred, threshold=0.75)
-            mode = "3-D flows" if stitch is None else f"stitch {stitch}"
-            print(f"| {name} | {int(labels.max())} | {mode} | {int(pred.max())} | {s50.f1:.3f} "
-                  f"| {s75.f1:.3f} | {s50.mean_iou:.3f} | {seconds:.1f} |", flush=True)
+        print_volume_rows(net, name, image, labels, anisotropy)
     return 0
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import io
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -33,10 +32,9 @@ from skimage.measure import label
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_accuracy import print_row, score_set
+from bench_accuracy_3d import print_volume_rows
 
-from flowseg.metrics import match_labels
 from flowseg.pipeline import load_model
-from flowseg.volume import VolumeConfig, segment_volume
 
 PLANES_2D = (36, 39, 42, 45, 48)
 PLANES_3D = range(36, 49)
@@ -104,14 +102,7 @@ def main() -> int:
     print("| volume | cells | mode | found | F1@0.5 | F1@0.75 | mean IoU | s |")
     print("|---|---|---|---|---|---|---|---|")
     for name, (image, labels) in stacks.items():
-        for stitch in (None, 0.5):
-            start = time.perf_counter()
-            pred = segment_volume(image, net, config=VolumeConfig(stitch=stitch))
-            seconds = time.perf_counter() - start
-            s50, s75 = match_labels(labels, pred), match_labels(labels, pred, threshold=0.75)
-            mode = "3-D flows" if stitch is None else f"stitch {stitch}"
-            print(f"| {name} | {int(labels.max())} | {mode} | {int(pred.max())} | {s50.f1:.3f} "
-                  f"| {s75.f1:.3f} | {s50.mean_iou:.3f} | {seconds:.1f} |", flush=True)
+        print_volume_rows(net, name, image, labels)
     return 0
 
 
