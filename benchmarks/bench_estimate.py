@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from flowseg import pipeline
+from flowseg import pipeline, scaling
 from flowseg.normalize import PreparedView
 from flowseg.synthetic import make_sample
 
@@ -29,7 +29,7 @@ def main() -> int:
     parser.add_argument("--model", default=None)
     args = parser.parse_args()
     net = pipeline.load_model(args.model)
-    trained = pipeline.training_diameter(net)
+    trained = scaling.training_diameter(net)
     heads = " | ".join(f"{p / 2**20:g} MP: estimate, scale, s" for p in args.pixels)
     print(f"| modality | cells px | true median px | {heads} |")
     print("|---" * (3 + len(args.pixels)) + "|")
@@ -38,12 +38,12 @@ def main() -> int:
             image, truth = make_sample((args.size, args.size), modality, seed=900_000 + k,
                                        diameter=diameter)
             view = PreparedView(pipeline.as_channels_first(image))
-            cells = [f"{pipeline.median_diameter(truth)[0]:.1f}"]
+            cells = [f"{scaling.median_diameter(truth)[0]:.1f}"]
             for pixels in args.pixels:
-                pipeline.ESTIMATE_PIXELS = pixels
+                scaling.ESTIMATE_PIXELS = pixels
                 start = time.perf_counter()
-                guess = pipeline.estimate_diameter(net, view)
-                scale, chosen = pipeline.scale_for(guess, trained, (args.size, args.size))
+                guess = scaling.estimate_diameter(net, view)
+                scale, chosen = scaling.scale_for(guess, trained, (args.size, args.size))
                 cells.append(f"{chosen:.1f}, {scale:.2f}, {time.perf_counter() - start:.1f}")
             print(f"| {modality} | {diameter} | {' | '.join(cells)} |", flush=True)
     return 0

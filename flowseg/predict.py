@@ -28,8 +28,9 @@ from flowseg.infer import TileConfig
 from flowseg.io import MAX_PIXELS, read_description, read_pixels, read_volume, write_atomic, write_labels
 from flowseg.masks import MaskConfig
 from flowseg.normalize import prepare_image
-from flowseg.pipeline import Segmentation, load_model, segment_with_outputs
+from flowseg.pipeline import load_model, segment_with_outputs
 from flowseg.runtime import Model, model_fingerprint
+from flowseg.scaling import Segmentation
 from flowseg.volume import VolumeConfig, segment_volume
 
 log = logging.getLogger(__name__)

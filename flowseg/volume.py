@@ -33,14 +33,9 @@ from flowseg.flows import FLOW_SCALE
 from flowseg.infer import TileConfig, run_tiled
 from flowseg.masks import MaskConfig
 from flowseg.normalize import NET_CHANNELS, PreparedView, channel_ranges, resize_volume_to
-from flowseg.pipeline import (
-    estimate_diameter,
-    load_model,
-    run_at_scale,
-    scale_for,
-    training_diameter,
-)
+from flowseg.pipeline import load_model
 from flowseg.runtime import Model
+from flowseg.scaling import estimate_diameter, run_at_scale, scale_for, training_diameter
 
 log = logging.getLogger(__name__)
 
