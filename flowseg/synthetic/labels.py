@@ -260,13 +260,19 @@ def label_edges(labels: npt.NDArray[np.uint32]) -> npt.NDArray[np.bool_]:
     return edges
 
 
-def tidy_labels(labels: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
-    """Give every 4-connected piece its own id, drop pieces under ``MIN_PIECE``, renumber 1..N.
+def tidy_labels(labels: npt.NDArray[np.integer], *,
+                min_size: int = MIN_PIECE) -> npt.NDArray[np.uint32]:
+    """Give every 4-connected piece its own id, drop pieces under ``min_size``, renumber 1..N.
+
+    Also how a plane through 3-D cells becomes 2-D labels (``../shared/data`` drops pieces under
+    15 px).
 
     Parameters
     ----------
     labels : (H, W) or (Z, Y, X) ndarray of integers
         In a volume, pieces are 6-connected.
+    min_size : int
+        Pixels (voxels) a piece needs to be kept.
 
     Returns
     -------
@@ -279,7 +285,7 @@ def tidy_labels(labels: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
     """
     pieces = connected_regions(labels, background=0, connectivity=1)
     sizes = np.bincount(pieces.reshape(-1))
-    pieces[sizes[pieces] < MIN_PIECE] = 0
+    pieces[sizes[pieces] < min_size] = 0
     _, inverse = np.unique(pieces, return_inverse=True)
     return inverse.reshape(labels.shape).astype(np.uint32)
 
