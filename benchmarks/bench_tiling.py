@@ -1,6 +1,7 @@
 """Same image, same labels, however it is cut: whole vs tiles, TTA on and off, several contexts.
 
     python benchmarks/bench_tiling.py [--model PATH] [--size 1024] [--contexts 128]
+                                      [--device cpu] [--precision auto]
 
 For 1024^2 synthetic images of three modalities (seed 4), the masks of a whole-image run are
 compared with runs in tiles whose kept cores are 256 and 512 px, with the same context, flip TTA
@@ -29,9 +30,12 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--contexts", type=int, nargs="+", default=[128])
     parser.add_argument("--modalities", nargs="+", default=["nuclei", "he", "phase"])
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--precision", default="auto")
     args = parser.parse_args()
-    net = load_model(args.model)
-    plan = plan_execution("cpu")
+    plan = plan_execution(args.device, args.precision)
+    net = load_model(args.model, execution=plan)
+    print(f"device {plan.device}, precision {plan.precision}, runtime {plan.runtime}")
     print("| modality | context | core | TTA | F1 | mean matched IoU | mean abs output diff |")
     print("|---|---|---|---|---|---|---|")
     for modality in args.modalities:
