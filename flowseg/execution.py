@@ -93,10 +93,10 @@ def plan_execution(device: str = "auto", precision: str = "auto", *,
     only when asked for and refused where the CPU lacks native support (there it runs tens of
     times slower). Even with AMX it is not the default: measured on a 16-core AMX Xeon, its
     masks differed from float32's on some images (F1 0.963 on the worst), and at two threads it
-    ran 1.8x slower than ONNX Runtime float32 (benchmarks/RESULTS.md). float32 on the CPU runs through ONNX Runtime where it is installed (1.3x
-    faster than torch on an idle 2-core AVX2 CPU, and no torch import), else through torch in
-    the faster of NCHW and NHWC as measured once on this machine and cached
-    (:func:`faster_cpu_layout`).
+    ran 1.8x slower than ONNX Runtime float32 (benchmarks/RESULTS.md). float32 on the CPU
+    runs through ONNX Runtime where it is installed (1.3x faster than torch on an idle 2-core
+    AVX2 CPU, and no torch import), else through torch in the faster of NCHW and NHWC as
+    measured once on this machine and cached (:func:`faster_cpu_layout`).
 
     Parameters
     ----------

@@ -5,11 +5,13 @@ output is added into a preallocated result after weighting by a separable window
 make the result independent of the tiling (the tile size, the batch, whole image or not, a Dask
 block or one process):
 
-1. Context is thrown away. Every tile reaches ``TileConfig.context`` pixels beyond the part of it
-   that is kept (its core), except at the image's top and left edges, which every run meets
-   the same way; past the bottom and right edges the image is extended by mirroring by as much
-   (for a whole-image run too), so that every kept pixel saw the same neighbourhood whether the
-   image ran whole or in pieces.
+1. Context is thrown away. The image lies on a background of zeros (``TileConfig.border``
+   pixels of it shown on each side, as training crops that reach past their image are padded),
+   and every tile reaches ``TileConfig.context`` pixels beyond the part of it that is kept (its
+   core), except at the background's top and left edges, which every run meets the same way;
+   past the bottom and right edges there is background by as much (for a whole-image run too),
+   so that every kept pixel saw the same neighbourhood whether the image ran whole or in
+   pieces. (With ``border=0`` the image is extended by mirroring instead.)
 2. Tiles sit on the network's grid. Every tile starts at a multiple of the network's stride, so
    the pooling windows of every tile line up with those of a whole-image run.
 3. Cores blend. Neighbouring cores overlap by ``TileConfig.ramp`` pixels, where the windows ramp
@@ -70,6 +72,13 @@ class TileConfig:
         Tiles per forward pass.
     flip_tta : bool
         Also run the tiles mirrored vertically, horizontally and both, and average (4x work).
+    border : int
+        Pixels of background (zeros of the normalised input) shown beyond every image edge
+        (rounded up to the network's stride); everything past them is background too. Training
+        crops that reach past their image are padded so, and a cell cut by the image's edge then
+        looks to the network like one it was trained on: its flows point to the part inside.
+        0 instead extends the image by mirroring, as flowseg did before; there cells cut by the
+        edge get flows pointing out of the image and fail the flow check.
     """
 
     tile: int = 1024
@@ -77,12 +86,15 @@ class TileConfig:
     ramp: int = 32
     batch: int = 1
     flip_tta: bool = False
+    border: int = 32
 
     def __post_init__(self) -> None:
-        if self.batch < 1 or self.context < 0 or self.ramp < 1 or self.tile < 2 * self.ramp + 64:
+        if self.batch < 1 or self.context < 0 or self.ramp < 1 or self.tile < 2 * self.ramp + 64 \
+                or self.border < 0:
             raise InputError(
                 f"invalid tiling: tile={self.tile} (at least 2 x ramp + 64), "
-                f"context={self.context} (>= 0), ramp={self.ramp} (>= 1), batch={self.batch} (>= 1)")
+                f"context={self.context} (>= 0), ramp={self.ramp} (>= 1), batch={self.batch} "
+                f"(>= 1), border={self.border} (>= 0)")
 
 
 @dataclass(frozen=True)
@@ -210,9 +222,26 @@ def run_tiled(
         raise InputError(f"image must be ({net.in_channels}, H, W), got {image.shape}")
     execution = execution or plan_execution("auto")
     net = execution.place(net).eval()
+    stride = net.stride
+    border = -(-config.border // stride) * stride
+    if out is None:
+        out = np.zeros((OUT_CHANNELS, *image.shape[1:]), np.float32)
+    if border:
+        # Tiles are planned over the image on a background canvas ``border`` wider on each side;
+        # what they keep is written back at the image's own coordinates.
+        canvas = _Canvas(image, border)
+        _run_plan(net, canvas, config, execution, stride, out, border)
+    else:
+        _run_plan(net, image, config, execution, stride, out, 0)
+    return out
+
+
+def _run_plan(net: FlowUNet | OnnxModel, image: npt.NDArray[np.floating] | PreparedView | _Canvas,
+              config: TileConfig, execution: Execution, stride: int,
+              out: npt.NDArray[np.float32], shift: int) -> None:
+    """Tile ``image``, run the network, add the kept cores into ``out`` moved by ``-shift``."""
     height, width = image.shape[1:]
     # Context rounded up to the stride: every tile then starts on the grid of a whole-image run.
-    stride = net.stride
     context = -(-config.context // stride) * stride
     tile = -(-(config.tile + 2 * context) // stride) * stride
     whole_h, whole_w = (-(-(n + context) // stride) * stride for n in (height, width))
@@ -223,18 +252,48 @@ def run_tiled(
     else:
         rows = plan_axis(height, config.tile, context, config.ramp, stride)
         cols = plan_axis(width, config.tile, context, config.ramp, stride)
-    if out is None:
-        out = np.zeros((OUT_CHANNELS, height, width), np.float32)
     grid = [(i, j) for i in range(len(rows.origins)) for j in range(len(cols.origins))]
     for chunk in _chunks(grid, config.batch):
         origins = [(rows.origins[i], cols.origins[j]) for i, j in chunk]
         batch = np.stack([_cut(image, y, x, rows.size, cols.size) for y, x in origins])
         result = _forward(net, batch, execution, config.flip_tta)
         for (i, j), (oy, ox), tile_out in zip(chunk, origins, result, strict=True):
-            (y0, y1), (x0, x1) = rows.cores[i], cols.cores[j]
-            weight = rows.weights[i][:, None] * cols.weights[j][None, :]
-            out[:, y0:y1, x0:x1] += tile_out[:, y0 - oy: y1 - oy, x0 - ox: x1 - ox] * weight
-    return out
+            # The core, cut to the part that lies on the image (all of it when shift is 0).
+            y0, y1 = (min(max(v, shift), height - shift) for v in rows.cores[i])
+            x0, x1 = (min(max(v, shift), width - shift) for v in cols.cores[j])
+            if y1 <= y0 or x1 <= x0:
+                continue
+            wy = rows.weights[i][y0 - rows.cores[i][0]: y1 - rows.cores[i][0]]
+            wx = cols.weights[j][x0 - cols.cores[j][0]: x1 - cols.cores[j][0]]
+            out[:, y0 - shift: y1 - shift, x0 - shift: x1 - shift] += (
+                tile_out[:, y0 - oy: y1 - oy, x0 - ox: x1 - ox] * (wy[:, None] * wx[None, :]))
+
+
+class _Canvas:
+    """An image on a background of zeros: ``border`` pixels on each side, and beyond.
+
+    Sliced as ``canvas[:, y0:y1, x0:x1]`` with any bounds (those past the canvas read zeros too),
+    which :func:`_cut` then needs no mirroring for.
+    """
+
+    def __init__(self, image: npt.NDArray[np.floating] | PreparedView, border: int) -> None:
+        self.image, self.border = image, border
+        channels, height, width = image.shape
+        self.shape = (channels, height + 2 * border, width + 2 * border)
+        self.ndim = 3
+
+    def __getitem__(self, key: tuple[slice, slice, slice]) -> npt.NDArray[np.float32]:
+        _, rows, cols = key
+        (y0, y1), (x0, x1) = (rows.start, rows.stop), (cols.start, cols.stop)
+        height, width = self.image.shape[1:]
+        window = np.zeros((self.shape[0], y1 - y0, x1 - x0), np.float32)
+        b = self.border
+        iy0, iy1 = max(y0 - b, 0), min(y1 - b, height)
+        ix0, ix1 = max(x0 - b, 0), min(x1 - b, width)
+        if iy0 < iy1 and ix0 < ix1:
+            window[:, iy0 + b - y0: iy1 + b - y0, ix0 + b - x0: ix1 + b - x0] = np.asarray(
+                self.image[:, iy0:iy1, ix0:ix1], np.float32)
+        return window
 
 
 def _chunks(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
@@ -268,9 +327,11 @@ def mirror_indices(start: int, size: int, length: int) -> npt.NDArray[np.intp]:
     return np.where(folded < length, folded, period - folded).astype(np.intp)
 
 
-def _cut(image: npt.NDArray[np.floating] | PreparedView, y: int, x: int, tile_h: int,
+def _cut(image: npt.NDArray[np.floating] | PreparedView | _Canvas, y: int, x: int, tile_h: int,
          tile_w: int) -> npt.NDArray[np.float32]:
     """Cut a tile at ``(y, x)``; whatever lies outside the image is its mirror image."""
+    if isinstance(image, _Canvas):  # background all round
+        return image[:, y: y + tile_h, x: x + tile_w]
     height, width = image.shape[1:]
     rows, cols = mirror_indices(y, tile_h, height), mirror_indices(x, tile_w, width)
     y0, y1, x0, x1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1

@@ -205,6 +205,9 @@ def estimate_diameter(
 def median_diameter(*labels: npt.NDArray[np.integer]) -> tuple[float, int]:
     """Median equivalent diameter (that of a disk of the same area) of the cells, and their count.
 
+    Cells touching their image's edge are cut, so smaller than they are: they are left out
+    unless fewer than ``ESTIMATE_CELLS`` cells would be left.
+
     Parameters
     ----------
     *labels : (H, W) ndarray of int
@@ -222,8 +225,18 @@ def median_diameter(*labels: npt.NDArray[np.integer]) -> tuple[float, int]:
     >>> round(median_diameter(labels)[0], 2)
     11.28
     """
-    sizes = np.concatenate([np.bincount(np.asarray(part).reshape(-1))[1:] for part in labels])
-    sizes = sizes[sizes > 0]
+    every, whole = [], []
+    for part in labels:
+        part = np.asarray(part)
+        counts = np.bincount(part.reshape(-1))
+        counts[0] = 0
+        every.append(counts[counts > 0])
+        cut = np.unique(np.concatenate([part[0], part[-1], part[:, 0], part[:, -1]]))
+        counts[cut] = 0
+        whole.append(counts[counts > 0])
+    sizes = np.concatenate(whole)
+    if sizes.size < ESTIMATE_CELLS:
+        sizes = np.concatenate(every)
     if not sizes.size:
         return 0.0, 0
     return float(np.median(2 * np.sqrt(sizes / np.pi))), int(sizes.size)

@@ -110,23 +110,56 @@ class Recorder(Echo):
         return x.clone()
 
 
-@pytest.mark.parametrize(("shape", "expected"), [
+@pytest.mark.parametrize(("shape", "border", "expected"), [
     # fits in one batch of 4 tiles of 512 + 2 x 32 context: runs whole, with 32 mirrored px
     # below and right, padded to the stride (4)
-    ((1024, 1024), [(1, 3, 1056, 1056)]),
-    ((300, 7), [(1, 3, 332, 40)]),
+    ((1024, 1024), 0, [(1, 3, 1056, 1056)]),
+    ((300, 7), 0, [(1, 3, 332, 40)]),
     # too big: 3 x 3 tiles, as small as covering with 3 allows (508 px; the edge tiles keep
     # 476 px and need no context beyond the image's start)
-    ((1300, 1300), [(4, 3, 508, 508)] * 2 + [(1, 3, 508, 508)]),
+    ((1300, 1300), 0, [(4, 3, 508, 508)] * 2 + [(1, 3, 508, 508)]),
+    # 16 px of background on each side (a canvas of 332 x 39), then 32 px of context below
+    # and right, padded to the stride
+    ((300, 7), 16, [(1, 3, 364, 72)]),
 ])
-def test_an_image_that_fits_in_one_batch_runs_whole(shape: tuple[int, int],
+def test_an_image_that_fits_in_one_batch_runs_whole(shape: tuple[int, int], border: int,
                                                      expected: list[tuple[int, ...]]) -> None:
     net = Recorder()
     image = np.random.default_rng(4).random((3, *shape)).astype(np.float32)
-    config = TileConfig(tile=512, batch=4, context=32)
+    config = TileConfig(tile=512, batch=4, context=32, border=border)
     out = run_tiled(net, image, config=config, execution=CPU)
     assert net.shapes == expected
     np.testing.assert_allclose(out, image, atol=1e-5)
+
+
+class Seer(Echo):
+    """An Echo that keeps every batch it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[np.ndarray] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.numpy().copy())
+        return x.clone()
+
+
+@pytest.mark.parametrize("tile", [128, 1024])
+def test_the_network_sees_background_past_the_image_edges(tile: int) -> None:
+    # Training crops reaching past their image are padded with zeros; the network must see the
+    # same past every edge (left and top too), or cells cut by the edge lose their flows.
+    image = 1 + np.random.default_rng(5).random((3, 200, 150)).astype(np.float32)  # never 0
+    net = Seer()
+    out = run_tiled(net, image, config=TileConfig(tile=tile, border=8), execution=CPU)
+    np.testing.assert_allclose(out, image, atol=1e-5)
+    seen = net.seen[0][0]
+    assert np.all(seen[:, :8, :] == 0) and np.all(seen[:, :, :8] == 0)  # stride 4: 8 px
+    np.testing.assert_array_equal(seen[:, 8:16, 8:16], image[:, :8, :8])
+    last = net.seen[-1][-1]
+    assert np.all(last[:, -8:, :] == 0) and np.all(last[:, :, -8:] == 0)
+    mirrored = Seer()
+    run_tiled(mirrored, image, config=TileConfig(tile=tile, border=0), execution=CPU)
+    np.testing.assert_array_equal(mirrored.seen[0][0][:, :8, :8], image[:, :8, :8])
 
 
 def test_bad_inputs() -> None:
@@ -134,6 +167,8 @@ def test_bad_inputs() -> None:
         TileConfig(tile=32)
     with pytest.raises(ValueError, match="tiling"):
         TileConfig(batch=0)
+    with pytest.raises(ValueError, match="border"):
+        TileConfig(border=-1)
     with pytest.raises(ValueError, match=r"\(3, H, W\)"):
         run_tiled(Echo(), np.zeros((1, 8, 8), np.float32))
     assert resize_to(np.ones((2, 10, 20), np.float32), (5, 10)).shape == (2, 5, 10)
