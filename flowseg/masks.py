@@ -64,7 +64,9 @@ class MaskConfig:
         Masks whose flows differ from their recomputed flows by a larger mean squared error are
         dropped; 0 turns the check off.
     min_size : int
-        Masks with fewer pixels (after filling holes) are dropped.
+        Masks with fewer pixels (after filling holes) are dropped. Pipelines that resize an
+        image for the network count it at the network's scale
+        (:func:`flowseg.scaling.min_size_at`).
     niter : int
         Most Euler steps a pixel takes.
     max_size_fraction : float

@@ -10,7 +10,7 @@ was trained on, its training diameter over the estimate outside it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -269,6 +269,29 @@ def check_scale(shape: tuple[int, ...], scale: float, diameter: float) -> None:
 MAX_RESCALED_PIXELS = 400_000_000
 
 
+# ``MaskConfig.min_size`` counts pixels at the network's scale, where cells are about the training
+# diameter; masks made at the image's own scale drop pieces under min_size / scale^2 pixels, but
+# never under this many. Chosen on synthetic tuning images (seeds 800,100+, true diameter given):
+# a fixed 15 px lost small cells when enlarged 4x (0.5x H&E 0.942, IHC 0.955, skin 0.808); the
+# scaled size with a floor of 3 / 5 / 8 gave 0.976 / 0.976 / 0.968, 0.981 / 0.979 / 0.974 and
+# 0.975 / 0.971 / 0.954, against 0.961 -> 0.959 on 8-px nuclei and 0.977 -> 0.969 / 0.970 / 0.973
+# on 0.5x nuclei; shrunk images (100-150 px cells, 2x cytoplasm) equal or better (0.935 -> 0.943).
+MIN_SIZE_FLOOR = 5
+
+
+def min_size_at(min_size: int, scale: float) -> int:
+    """Smallest mask, in pixels of the image, for an image the network saw ``scale`` times enlarged.
+
+    Examples
+    --------
+    >>> min_size_at(15, 1.0), min_size_at(15, 4.0), min_size_at(15, 0.5)
+    (15, 5, 60)
+    """
+    if abs(scale - 1.0) <= 1e-3 or min_size <= 0:
+        return min_size
+    return max(min(MIN_SIZE_FLOOR, min_size), round(min_size / scale**2))
+
+
 def run_at_scale(net: Model, image: PreparedView | npt.NDArray[np.float32], scale: float,
                  tiles: TileConfig, config: MaskConfig, plan: Execution,
                  diameter: float) -> Segmentation:
@@ -283,6 +306,7 @@ def run_at_scale(net: Model, image: PreparedView | npt.NDArray[np.float32], scal
         Resize factor (training diameter over cell diameter).
     tiles : TileConfig
     config : MaskConfig
+        ``min_size`` counts pixels at the network's scale (:func:`min_size_at`).
     plan : Execution
     diameter : float
         Recorded in the result.
@@ -298,5 +322,6 @@ def run_at_scale(net: Model, image: PreparedView | npt.NDArray[np.float32], scal
     output = run_tiled(net, image, config=tiles, execution=plan)
     if output.shape[1:] != shape:
         output = resize_to(output, shape)
+    config = replace(config, min_size=min_size_at(config.min_size, scale))
     labels = masks_in_blocks(output[:2], output[2], config=config)
     return Segmentation(labels, output[:2], output[2], diameter)

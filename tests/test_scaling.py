@@ -39,3 +39,32 @@ def test_estimate_looks_at_half_size_for_pieces_of_large_cells(
         assert guess.result is not None and len(calls) == 2
     else:  # then a pass at the scale those suggest
         assert len(calls) == 3 and calls[2] == pytest.approx(30 / expected, rel=0.05)
+
+
+def test_median_diameter_leaves_out_cells_cut_by_the_edge() -> None:
+    # 20-px squares on a 110-px image: the last row and column are cut to 10 px. Counting them
+    # would pull the median down; with too few whole cells left, every cell counts.
+    labels = squares((110, 110), 20)
+    whole = 2 * np.sqrt(400 / np.pi)
+    assert scaling.median_diameter(labels) == (pytest.approx(whole), 16)
+    few = squares((50, 50), 20)  # every square touches the edge: none whole, all 9 count
+    assert scaling.median_diameter(few)[1] == 9
+
+
+@pytest.mark.parametrize(("scale", "expected"), [(1.0, 15), (2.0, 5), (4.0, 5), (1.5, 7),
+                                                 (0.5, 60)])
+def test_run_at_scale_counts_min_size_at_the_network_scale(
+        monkeypatch: pytest.MonkeyPatch, scale: float, expected: int) -> None:
+    seen: list[int] = []
+
+    def fake_masks(flows, cellprob, config):  # type: ignore[no-untyped-def]
+        seen.append(config.min_size)
+        return np.zeros(cellprob.shape, np.uint32)
+
+    monkeypatch.setattr(scaling, "masks_in_blocks", fake_masks)
+    monkeypatch.setattr(scaling, "run_tiled", lambda net, image, config, execution: np.zeros(
+        (3, *image.shape[1:]), np.float32))
+    image = np.zeros((3, 40, 40), np.float32)
+    scaling.run_at_scale(None, image, scale, scaling.TileConfig(), scaling.MaskConfig(),
+                         None, 30.0)
+    assert seen == [expected]
