@@ -28,7 +28,7 @@ def test_estimate_looks_at_half_size_for_pieces_of_large_cells(
         shape = image.shape[1:]
         side = 33 if scale == 1.0 else half_side if scale == 0.5 else 106
         return scaling.Segmentation(squares(shape, side), np.zeros((2, *shape), np.float32),
-                                     np.zeros(shape, np.float32))
+                                     np.ones(shape, np.float32))  # all foreground
 
     monkeypatch.setattr(scaling, "run_at_scale", fake_run)
     net = SimpleNamespace(metadata={"diameter": 30.0})
@@ -68,3 +68,29 @@ def test_run_at_scale_counts_min_size_at_the_network_scale(
     scaling.run_at_scale(None, image, scale, scaling.TileConfig(), scaling.MaskConfig(),
                          None, 30.0)
     assert seen == [expected]
+
+
+def test_estimate_distrusts_a_pass_whose_masks_miss_most_of_the_foreground(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # At its own scale the network marks 8-px cells as foreground but makes only a few 20-px
+    # clumps of them (8 masks over a tenth of the foreground): the estimate must look at twice
+    # the size, where it resolves them, rather than trust the clumps.
+    calls: list[float] = []
+
+    def fake_run(net, image, scale, tiles, config, plan, diameter):  # type: ignore[no-untyped-def]
+        calls.append(scale)
+        shape = image.shape[1:]
+        if scale == 1.0:
+            labels = np.zeros(shape, np.uint32)
+            for i in range(8):
+                labels[20 * i: 20 * i + 18, :18] = i + 1
+        else:
+            labels = squares(shape, 8)  # at the image's scale, as run_at_scale returns them
+        return scaling.Segmentation(labels, np.zeros((2, *shape), np.float32),
+                                     np.ones(shape, np.float32))
+
+    monkeypatch.setattr(scaling, "run_at_scale", fake_run)
+    net = SimpleNamespace(metadata={"diameter": 30.0})
+    guess = scaling.estimate_diameter(net, PreparedView(np.zeros((3, 300, 300), np.float32)))
+    assert calls == [1.0, 2.0]
+    assert guess.diameter == pytest.approx(2 * np.sqrt(64 / np.pi), rel=0.01)
