@@ -66,12 +66,16 @@ ESTIMATE_CELLS = 5
 ESTIMATE_COVERAGE = 0.5
 # Automatic rescaling enlarges an image at most this much (cells of 7.5 px to 30).
 AUTO_MAX_UPSCALE = 4.0
-# A first pass that finds cells at or above the training diameter (but inside AUTO_RANGE) may have
+# A first pass that finds cells near or above the training diameter (inside AUTO_RANGE) may have
 # cut far larger cells into pieces of a size the network knows; a pass at half size then finds
 # cells at least this many times larger. Measured on synthetic 1024^2 tuning images (seeds
 # 910,000+, five modalities): half-size over first-pass diameter 0.95-1.22 for cells of 24-40 px
 # (1.51 on 24-px brightfield, whose 12-px half-size cells are barely found), 2.0-4.0 for 120 px.
 SPLIT_RATIO = 1.8
+# ... from this share of the training diameter up. Pieces of 150-px phase-contrast cells came out
+# at a median of 30.0-40.7 px, so the check must start below 30 px: at 24 px (the smallest cells
+# the ratios above were measured on) a 0.5x pass costs a quarter of the pixels more.
+SPLIT_CHECK_FROM = 0.8
 
 
 def scale_for(guess: DiameterEstimate, trained: float,
@@ -156,7 +160,7 @@ def estimate_diameter(
     The image runs at its own scale (a small image whole; a large one as four crops of
     ``ESTIMATE_PIXELS`` pixels in all). When that finds cells larger than the model was trained
     on (where it tends to split them), a pass at the scale those suggest refines the estimate;
-    when it finds cells a little larger than its training diameter, a pass at half size checks
+    when it finds cells near or a little above its training diameter, a pass at half size checks
     that they are not pieces of cells several times larger (``SPLIT_RATIO``); when it finds too
     few cells, passes at twice and at half the size look for cells too small or too large to be
     seen at the image's own scale.
@@ -192,7 +196,7 @@ def estimate_diameter(
     if whole:
         guess.result = first[0]
     high = AUTO_RANGE[1] * trained
-    if guess.found and trained <= guess.diameter <= high:
+    if guess.found and SPLIT_CHECK_FROM * trained <= guess.diameter <= high:
         # Pieces of much larger cells? At half size (a quarter of the pixels) the network sees
         # them whole.
         half, _ = look(_auto_scale((height, width), 0.5))
