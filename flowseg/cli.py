@@ -92,6 +92,10 @@ def _add_predict(commands: Any) -> None:
                          help="largest kept inner tile side; the network sees 2 x 128 px more "
                               "(default: 1024)")
     predict.add_argument("--batch", type=int, default=1, help="tiles per forward pass (default: 1)")
+    predict.add_argument("--border", type=int, default=32, metavar="PX",
+                         help="empty background shown to the network past every image edge, as "
+                              "in training, so that cells cut by the edge are segmented (default: "
+                              "32); 0 mirrors the image there instead, which drops most of them")
     predict.add_argument("--diameter", type=_diameter, default=None, metavar="D|auto",
                          help="typical cell diameter in pixels; the image is resized so that "
                               "cells look the size the model was trained at (the bundled model: "
@@ -223,7 +227,7 @@ def _volume(args: argparse.Namespace) -> Any:
 def _tiles(args: argparse.Namespace) -> Any:
     from flowseg.infer import TileConfig
 
-    return TileConfig(tile=args.tile, batch=args.batch, flip_tta=args.tta)
+    return TileConfig(tile=args.tile, batch=args.batch, flip_tta=args.tta, border=args.border)
 
 
 def _predict_dask(args: argparse.Namespace) -> int:

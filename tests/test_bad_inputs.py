@@ -106,6 +106,7 @@ def test_a_broken_link_and_a_label_named_image_are_named(
 @pytest.mark.parametrize(("argv", "message"), [
     (["predict", "--tile", "8"], "invalid tiling"),
     (["predict", "--batch", "0"], "invalid tiling"),
+    (["predict", "--border", "-1"], "border=-1"),
     (["predict", "--diameter", "-2"], "must be positive"),
     (["predict", "--diameter", "0.001"], "under 2 px"),
     (["predict", "--device", "cuda"], "no CUDA device"),
