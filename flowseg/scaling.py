@@ -54,8 +54,13 @@ class Segmentation:
 # 800,000+): (0.5, 1.9) gave F1 0.675 on brightfield at half size, (0.7, 1.4) 0.955, and equal
 # or better scores elsewhere but 0.980 -> 0.975 on nuclei at their own size (RESULTS.md).
 AUTO_RANGE = (0.7, 1.4)
-# Images above this many pixels have their cell size estimated on a few crops of this many pixels.
-ESTIMATE_PIXELS = 1 << 21
+# Images up to this many pixels have their cell size estimated on the whole image (and that pass
+# is the answer when it needs no rescaling); larger ones on four crops of ESTIMATE_PIXELS in all.
+# 1 MP of crops chose the same scale as 2 MP (within 4%) on all 20 images of bench_estimate
+# (2048^2, tuning seeds 900,000+) in 55% of the time, once the half-size check caught 120-px
+# nuclei that 512^2 crops cut into 42-px pieces (RESULTS.md, eighth session).
+ESTIMATE_WHOLE = 1 << 21
+ESTIMATE_PIXELS = 1 << 20
 # An estimate needs at least this many cells, and masks over at least this share of what the
 # network calls foreground: where cells are too small to be told apart at the image's own scale,
 # the network still marks them as foreground but the few masks it makes are clumps of them.
@@ -157,9 +162,10 @@ def estimate_diameter(
 ) -> DiameterEstimate:
     """Estimate the typical cell diameter: the median of a first pass's masks.
 
-    The image runs at its own scale (a small image whole; a large one as four crops of
-    ``ESTIMATE_PIXELS`` pixels in all). When that finds cells larger than the model was trained
-    on (where it tends to split them), a pass at the scale those suggest refines the estimate;
+    The image runs at its own scale (up to ``ESTIMATE_WHOLE`` pixels whole; a larger one as four
+    crops of ``ESTIMATE_PIXELS`` pixels in all). When that finds cells larger than the model was
+    trained on (where it tends to split them), a pass at the scale those suggest refines the
+    estimate;
     when it finds cells near or a little above its training diameter, a pass at half size checks
     that they are not pieces of cells several times larger (``SPLIT_RATIO``); when it finds too
     few cells, passes at twice and at half the size look for cells too small or too large to be
@@ -180,7 +186,7 @@ def estimate_diameter(
     plan = execution or plan_execution("auto")
     trained = training_diameter(net)
     height, width = image.shape[1:]
-    whole = height * width <= ESTIMATE_PIXELS
+    whole = height * width <= ESTIMATE_WHOLE
     regions = [image] if whole else _crops(image)
 
     def look(scale: float) -> tuple[DiameterEstimate, list[Segmentation]]:
