@@ -165,11 +165,11 @@ def estimate_diameter(
     The image runs at its own scale (up to ``ESTIMATE_WHOLE`` pixels whole; a larger one as four
     crops of ``ESTIMATE_PIXELS`` pixels in all). When that finds cells larger than the model was
     trained on (where it tends to split them), a pass at the scale those suggest refines the
-    estimate;
-    when it finds cells near or a little above its training diameter, a pass at half size checks
-    that they are not pieces of cells several times larger (``SPLIT_RATIO``); when it finds too
-    few cells, passes at twice and at half the size look for cells too small or too large to be
-    seen at the image's own scale.
+    estimate; when it finds cells near or a little above its training diameter, a pass at half
+    size checks that they are not pieces of cells several times larger (``SPLIT_RATIO``); when
+    it finds too few cells, or masks over too little of the foreground (``ESTIMATE_COVERAGE``),
+    passes at twice and at half the size look for cells too small or too large to be seen at the
+    image's own scale.
 
     Parameters
     ----------
