@@ -8,7 +8,6 @@ first pass (:func:`flowseg.scaling.estimate_diameter`). Folders of files are
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from flowseg.scaling import (
     check_scale,
     estimate_diameter,
     run_at_scale,
-    scale_for,
+    run_estimated,
     training_diameter,
 )
 
@@ -177,10 +176,7 @@ def segment_with_outputs(
         check_scale(raw.shape[1:], trained / diameter, diameter)
         return run_at_scale(net, prepared, trained / diameter, tiles, config, plan, diameter)
     guess = estimate_diameter(net, prepared, tiles=tiles, masks=config, execution=plan)
-    scale, chosen = scale_for(guess, trained, raw.shape[1:])
-    if scale == 1.0 and guess.result is not None:  # the first pass was the whole image as is
-        return replace(guess.result, diameter=chosen)
-    return run_at_scale(net, prepared, scale, tiles, config, plan, chosen)
+    return run_estimated(net, prepared, guess, tiles, config, plan)
 
 
 def segment(

@@ -94,3 +94,29 @@ def test_estimate_distrusts_a_pass_whose_masks_miss_most_of_the_foreground(
     guess = scaling.estimate_diameter(net, PreparedView(np.zeros((3, 300, 300), np.float32)))
     assert calls == [1.0, 2.0]
     assert guess.diameter == pytest.approx(2 * np.sqrt(64 / np.pi), rel=0.01)
+
+
+@pytest.mark.parametrize(("found_side", "expected_scales"), [
+    (8, [30 / 14, 30 / (2 * np.sqrt(64 / np.pi))]),  # 8-px squares, 9 px across: runs again
+    (12, [30 / 14]),  # 13.5 px at 30 / 14: 29 px at the network's scale, inside the band
+])
+def test_a_resized_run_that_finds_other_cells_runs_again(
+        monkeypatch: pytest.MonkeyPatch, found_side: int, expected_scales: list[float]) -> None:
+    # The first pass took clumps of tiny cells for 14-px cells; the run at 30 / 14 sees the cells
+    # themselves, and where they are far smaller the image runs once more at their scale.
+    calls: list[float] = []
+
+    def fake_run(net, image, scale, tiles, config, plan, diameter):  # type: ignore[no-untyped-def]
+        calls.append(scale)
+        shape = image.shape[1:]
+        return scaling.Segmentation(squares(shape, found_side), np.zeros((2, *shape), np.float32),
+                                     np.ones(shape, np.float32), diameter)
+
+    monkeypatch.setattr(scaling, "run_at_scale", fake_run)
+    net = SimpleNamespace(metadata={"diameter": 30.0})
+    guess = scaling.DiameterEstimate(14.0, 50)
+    image = PreparedView(np.zeros((3, 200, 200), np.float32))
+    result = scaling.run_estimated(net, image, guess, scaling.TileConfig(), scaling.MaskConfig(),
+                                   None)
+    assert calls == pytest.approx(expected_scales)
+    assert result.diameter == pytest.approx(14.0 if len(calls) == 1 else 2 * np.sqrt(64 / np.pi))
