@@ -124,7 +124,7 @@ def plan_axis(length: int, tile: int, context: int, ramp: int, stride: int = 1) 
     """Cut one axis into the fewest tiles of ``tile + 2 * context`` pixels that keep every rule.
 
     Every kept pixel has ``context`` pixels of the tile on each side, except towards the image's
-    start, and the last tile reaches ``context`` past the end (mirrored there), as a whole run
+    start, and the last tile reaches ``context`` past the end (mirrored, or background), as a whole run
     does; tiles start on the ``stride`` grid. The edge tiles keep ``context`` pixels more than
     the others, since nothing beyond the image's start needs context.
 
@@ -246,7 +246,7 @@ def _run_plan(net: FlowUNet | OnnxModel, image: npt.NDArray[np.floating] | Prepa
     tile = -(-(config.tile + 2 * context) // stride) * stride
     whole_h, whole_w = (-(-(n + context) // stride) * stride for n in (height, width))
     if whole_h * whole_w <= config.batch * tile * tile:
-        # The mirrored image fits in one batch of tiles: one tile of its own shape, no seams.
+        # The extended image fits in one batch of tiles: one tile of its own shape, no seams.
         rows = plan_axis(height, height, context, config.ramp, stride)
         cols = plan_axis(width, width, context, config.ramp, stride)
     else:
