@@ -66,7 +66,7 @@ class MaskConfig:
     min_size : int
         Masks with fewer pixels (after filling holes) are dropped. Pipelines that resize an
         image for the network count it at the network's scale
-        (:func:`flowseg.scaling.min_size_at`).
+        (:func:`flowseg.scaling.scale_min_size`).
     niter : int
         Most Euler steps a pixel takes.
     max_size_fraction : float

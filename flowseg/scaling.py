@@ -350,12 +350,12 @@ MAX_RESCALED_PIXELS = 400_000_000
 MIN_SIZE_FLOOR = 5
 
 
-def min_size_at(min_size: int, scale: float) -> int:
+def scale_min_size(min_size: int, scale: float) -> int:
     """Smallest mask, in pixels of the image, for an image the network saw ``scale`` times enlarged.
 
     Examples
     --------
-    >>> min_size_at(15, 1.0), min_size_at(15, 4.0), min_size_at(15, 0.5)
+    >>> scale_min_size(15, 1.0), scale_min_size(15, 4.0), scale_min_size(15, 0.5)
     (15, 5, 60)
     """
     if abs(scale - 1.0) <= 1e-3 or min_size <= 0:
@@ -377,7 +377,7 @@ def run_at_scale(net: Model, image: PreparedView | npt.NDArray[np.float32], scal
         Resize factor (training diameter over cell diameter).
     tiles : TileConfig
     config : MaskConfig
-        ``min_size`` counts pixels at the network's scale (:func:`min_size_at`).
+        ``min_size`` counts pixels at the network's scale (:func:`scale_min_size`).
     plan : Execution
     diameter : float
         Recorded in the result.
@@ -393,6 +393,6 @@ def run_at_scale(net: Model, image: PreparedView | npt.NDArray[np.float32], scal
     output = run_tiled(net, image, config=tiles, execution=plan)
     if output.shape[1:] != shape:
         output = resize_to(output, shape)
-    config = replace(config, min_size=min_size_at(config.min_size, scale))
+    config = replace(config, min_size=scale_min_size(config.min_size, scale))
     labels = masks_in_blocks(output[:2], output[2], config=config)
     return Segmentation(labels, output[:2], output[2], diameter)
