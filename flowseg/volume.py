@@ -35,7 +35,14 @@ from flowseg.masks import MaskConfig
 from flowseg.normalize import NET_CHANNELS, PreparedView, channel_ranges, resize_volume_to
 from flowseg.pipeline import load_model
 from flowseg.runtime import Model
-from flowseg.scaling import estimate_diameter, run_at_scale, scale_for, training_diameter
+from flowseg.scaling import (
+    DiameterEstimate,
+    estimate_diameter,
+    run_at_scale,
+    run_estimated,
+    scale_for,
+    training_diameter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +152,11 @@ def segment_volume(
         guess = estimate_diameter(net, views[len(views) // 2], tiles=tiles, masks=mask_config,
                                   execution=plan)
         scale, diameter = scale_for(guess, trained, raw.shape[2:])
+        if scale != 1.0:  # the resized middle plane may see the cells otherwise (run_estimated)
+            middle = views[len(views) // 2]
+            diameter = run_estimated(net, middle, guess, tiles, mask_config, plan).diameter
+            scale, diameter = scale_for(DiameterEstimate(diameter, guess.cells), trained,
+                                        raw.shape[2:])
         low, high = (f * trained for f in VOLUME_NATIVE_RANGE)
         if stitch is None and low <= diameter <= high:  # stitching resizes planes as 2-D does
             scale = 1.0

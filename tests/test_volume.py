@@ -99,3 +99,26 @@ def test_predict_3d_writes_a_stack(tmp_path: Path, tiny_model: Path,
     assert "add --3d" in capsys.readouterr().err
     assert main([*common, "-o", str(tmp_path / "o3"), "--3d", "--save-overlays"]) == 1
     assert "2-D images only" in capsys.readouterr().err
+
+
+def test_a_rescaled_stack_takes_its_diameter_from_the_second_look(
+        tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The middle plane's first pass reads clumps as 14-px cells; run at 30 / 14 it sees 9-px
+    # cells, and the stack is then run for those (as run_estimated does in 2-D).
+    from flowseg import scaling
+
+    seen: list[float] = []
+
+    def second_look(net, image, guess, tiles, config, plan):  # type: ignore[no-untyped-def]
+        seen.append(guess.diameter)
+        shape = image.shape[1:]
+        return scaling.Segmentation(np.zeros(shape, np.uint32), np.zeros((2, *shape), np.float32),
+                                    np.zeros(shape, np.float32), 9.0)
+
+    monkeypatch.setattr(volume_module, "estimate_diameter",
+                        lambda *a, **k: scaling.DiameterEstimate(14.0, 50))
+    monkeypatch.setattr(volume_module, "run_estimated", second_look)
+    stack = np.random.default_rng(0).random((3, 24, 24)).astype(np.float32)
+    _, diameter = segment_volume(stack, load_model(tiny_model), device="cpu",
+                                 return_diameter=True)
+    assert seen == [14.0] and diameter == 9.0
