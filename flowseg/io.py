@@ -325,8 +325,10 @@ def write_labels(labels: npt.ArrayLike, path: str | os.PathLike[str], *,
     data = as_labels(labels, name=str(path), ndim=3 if np.ndim(labels) >= 3 else 2)
     if data.size == 0 or data.max() <= np.iinfo(np.uint16).max:
         data = data.astype(np.uint16)
+    # minisblack: a stack of 3 or 4 planes would otherwise be stored as one RGB(A) image.
     return write_atomic(path, lambda tmp: tifffile.imwrite(
-        tmp, data, compression="zlib", description=description, metadata=None))
+        tmp, data, compression="zlib", description=description, metadata=None,
+        photometric="minisblack"))
 
 
 def read_description(path: str | os.PathLike[str]) -> str:

@@ -266,15 +266,18 @@ def _assign(
 def remove_border_cells(labels: npt.ArrayLike, *, width: int = BORDER) -> npt.NDArray[np.uint32]:
     """Remove the cells that touch a band of ``width`` pixels along the image edge.
 
+    In a ``(Z, H, W)`` stack the band runs along the y and x faces only: a stack of a few planes
+    cuts nearly every nucleus at its top and bottom, and those are the cells it is taken for.
+
     Parameters
     ----------
-    labels : (H, W) array_like of non-negative integers
+    labels : (H, W) or (Z, H, W) array_like of non-negative integers
     width : int
         Band width in pixels; the challenge uses 2.
 
     Returns
     -------
-    labels : (H, W) ndarray of uint32
+    labels : (H, W) or (Z, H, W) ndarray of uint32
         Remaining cells renumbered ``1..N``.
 
     Examples
@@ -285,7 +288,7 @@ def remove_border_cells(labels: npt.ArrayLike, *, width: int = BORDER) -> npt.ND
     """
     labels = np.array(labels, dtype=np.uint32)
     band = np.ones(labels.shape, bool)
-    band[width:-width or None, width:-width or None] = False
+    band[..., width:-width or None, width:-width or None] = False
     touching = np.unique(labels[band])
     touching = touching[touching > 0]
     if touching.size:
@@ -399,6 +402,17 @@ class Evaluation:
 _CSV_FIELDS = ("name", "f1", "precision", "recall", "tp", "fp", "fn", "mean_iou", "status")
 
 
+def _read_image_or_stack(path: Path) -> npt.NDArray[np.uint32]:
+    """Read a label image, or a ``(Z, H, W)`` label stack where the file holds one."""
+    try:
+        return read_labels(path)
+    except InputError:
+        stack = read_labels(path, ndim=3)  # raises its own one-line error if not a stack either
+        if stack.shape[0] < 2:
+            raise
+        return stack
+
+
 def evaluate_folder(
     pred_dir: str | os.PathLike[str],
     gt_dir: str | os.PathLike[str],
@@ -406,6 +420,10 @@ def evaluate_folder(
     threshold: float = IOU_THRESHOLD,
 ) -> Evaluation:
     """Score every ``<name>_label.tiff`` of ``gt_dir`` against the same name in ``pred_dir``.
+
+    Images as the challenge does (:func:`challenge_scores`); label stacks ``(Z, H, W)`` (from
+    ``predict --3d``) by matching 3-D cells at the same IoU, those touching the y and x faces
+    removed (:func:`remove_border_cells`).
 
     A missing prediction counts as an empty one and is listed; an unreadable or misshapen
     prediction counts as empty too, its row says why and it is listed in ``failed`` (so that the
@@ -440,7 +458,7 @@ def evaluate_folder(
     for truth_path in truths:
         name = truth_path.name[: -len(LABEL_SUFFIX)]
         try:
-            truth = read_labels(truth_path)
+            truth = _read_image_or_stack(truth_path)
         except (OSError, ValueError) as err:
             result.failed.append(f"{name}: {err}")
             continue
@@ -451,13 +469,17 @@ def evaluate_folder(
             status = "missing"
         else:
             try:
-                pred = read_labels(pred_path)
+                pred = read_labels(pred_path, ndim=truth.ndim)
                 if pred.shape != truth.shape:
                     raise InputError(f"{pred_path}: shape {pred.shape}, truth has {truth.shape}")
             except (OSError, ValueError) as err:
                 pred, status = np.zeros_like(truth), f"unreadable: {err}"
                 result.failed.append(f"{name}: prediction unreadable ({err})")
-        scores = challenge_scores(truth, pred, threshold=threshold)
+        if truth.ndim == 3:  # a stack: border cells (y and x faces) out, matched in 3-D
+            scores = match_labels(remove_border_cells(truth), remove_border_cells(pred),
+                                  threshold=threshold)
+        else:
+            scores = challenge_scores(truth, pred, threshold=threshold)
         result.rows.append({"name": name, "f1": scores.f1, "precision": scores.precision,
                             "recall": scores.recall, "tp": scores.tp, "fp": scores.fp,
                             "fn": scores.fn, "mean_iou": scores.mean_iou, "status": status})

@@ -168,3 +168,13 @@ def test_read_volume_refuses_what_is_not_a_stack(tmp_path: Path) -> None:
     assert read_labels(tmp_path / "labels.tif", ndim=3).shape == (3, 8, 8)
     with pytest.raises(ValueError, match="labels must be 2-D"):
         read_labels(tmp_path / "labels.tif")
+
+
+def test_a_stack_of_three_label_planes_is_not_written_as_rgb(tmp_path: Path) -> None:
+    # tifffile takes a (3, H, W) array for one RGB image unless told otherwise: Fiji would then
+    # open a 3-plane label stack as colour.
+    stack = np.random.default_rng(0).integers(0, 5, (3, 20, 20)).astype(np.uint32)
+    write_labels(stack, tmp_path / "s_label.tiff")
+    with tifffile.TiffFile(tmp_path / "s_label.tiff") as tif:
+        assert len(tif.pages) == 3 and tif.pages[0].photometric == tifffile.PHOTOMETRIC.MINISBLACK
+    np.testing.assert_array_equal(read_labels(tmp_path / "s_label.tiff", ndim=3), stack)

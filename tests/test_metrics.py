@@ -177,3 +177,27 @@ def test_merges_and_splits() -> None:
     assert merges_and_splits(true, pred2) == (0, 0)
     with pytest.raises(ValueError, match="differ in shape"):
         merges_and_splits(true, true[1:])
+
+
+def test_evaluate_folder_scores_label_stacks_in_3d(tmp_path: Path) -> None:
+    # Three nuclei through a 6-plane stack: one touches the x face (left out of both sides), two
+    # touch the top and bottom planes (kept: a stack cuts every nucleus there). The prediction
+    # finds one of the two and, in its place, a cell that overlaps the other by a third.
+    truth = np.zeros((6, 40, 40), np.uint32)
+    truth[:, 10:20, 10:20] = 1
+    truth[1:5, 25:35, 25:35] = 2
+    truth[:, 15:25, 0:5] = 3
+    pred = truth.copy()
+    pred[pred == 2] = 0
+    pred[1:5, 25:35, 28:38] = 4  # IoU 70 / 130 with cell 2: a match at 0.5
+    pred[1:5, 25:35, 32:40] = 5  # touches the x face: removed, cell 4 keeps 25:35 x 28:32
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "pred").mkdir()
+    write_labels(truth, tmp_path / "gt" / "stack_label.tiff")
+    write_labels(pred, tmp_path / "pred" / "stack_label.tiff")
+    row = evaluate_folder(tmp_path / "pred", tmp_path / "gt").rows[0]
+    # truth keeps cells 1 and 2; prediction keeps 1 and what is left of 4 (x 28:32: IoU 0.4)
+    assert (row["tp"], row["fp"], row["fn"], row["status"]) == (1, 1, 1, "ok")
+    write_labels(pred[:3], tmp_path / "pred" / "stack_label.tiff")
+    result = evaluate_folder(tmp_path / "pred", tmp_path / "gt")
+    assert result.failed and "shape" in result.rows[0]["status"]
