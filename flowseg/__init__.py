@@ -22,7 +22,7 @@ _HOMES = {
     "MaskConfig": "flowseg.masks",
     "masks_from_flows": "flowseg.masks",
     "challenge_scores": "flowseg.metrics",
-    "evaluate_folder": "flowseg.metrics",
+    "evaluate_folder": "flowseg.evaluate",
     "match_labels": "flowseg.metrics",
     "normalize_image": "flowseg.normalize",
     "to_three_channels": "flowseg.normalize",

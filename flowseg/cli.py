@@ -255,7 +255,7 @@ def _predict_dask(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from flowseg.metrics import evaluate_folder
+    from flowseg.evaluate import evaluate_folder
 
     result = evaluate_folder(args.pred, args.gt, threshold=args.threshold)
     print(result.to_table())

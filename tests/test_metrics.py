@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,12 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linear_sum_assignment
 
-from flowseg.io import write_labels
 from flowseg.metrics import (
     PATCH,
     Scores,
     challenge_scores,
-    evaluate_folder,
     label_overlap,
     match_labels,
     merges_and_splits,
@@ -124,40 +121,6 @@ def test_large_images_are_scored_in_patches() -> None:
     assert (s.tp, s.fp, s.fn) == (1, 0, 0)
 
 
-def test_evaluate_folder(tmp_path: Path) -> None:
-    gt, pred = tmp_path / "gt", tmp_path / "pred"
-    labels = random_touching_labels((80, 80), seed=4)
-    write_labels(labels, gt / "a_label.tiff")
-    write_labels(labels, pred / "a_label.tiff")
-    write_labels(labels, gt / "b_label.tiff")  # no prediction
-    write_labels(labels, gt / "c_label.tiff")
-    (pred / "c_label.tiff").write_bytes(b"junk")
-    write_labels(labels[:40], gt / "d_label.tiff")
-    write_labels(labels, pred / "d_label.tiff")  # wrong shape
-    (gt / "e_label.tiff").write_bytes(b"")  # unreadable truth
-    result = evaluate_folder(pred, gt)
-    rows = {r["name"]: r for r in result.rows}
-    assert rows["a"]["f1"] == 1.0 and rows["b"]["f1"] == 0.0 and rows["b"]["status"] == "missing"
-    assert rows["c"]["status"].startswith("unreadable") and rows["c"]["fn"] > 0
-    assert "shape" in str(rows["d"]["status"])
-    # the unreadable truth and both bad predictions are listed (the command then exits 1)
-    assert result.missing == ["b"] and len(result.failed) == 3
-    assert {f.split(":")[0] for f in result.failed} == {"c", "d", "e"}
-    assert result.summary()["mean_f1"] == pytest.approx(0.25)
-    table = result.to_table()
-    assert "mean F1 0.2500" in table and "missing predictions" in table and "failed: e:" in table
-    result.write_csv(tmp_path / "scores.csv")
-    lines = (tmp_path / "scores.csv").read_text().splitlines()
-    assert lines[0].startswith("name,f1") and len(lines) == 5
-
-
-def test_evaluate_folder_errors(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
-        evaluate_folder(tmp_path / "nope", tmp_path)
-    with pytest.raises(ValueError, match=r"no \*_label\.tiff"):
-        evaluate_folder(tmp_path, tmp_path)
-
-
 def test_scores_add_up() -> None:
     assert Scores(1, 2, 3, 0.5) + Scores(1, 0, 0, 0.75) == Scores(2, 2, 3, 1.25)
 
@@ -177,27 +140,3 @@ def test_merges_and_splits() -> None:
     assert merges_and_splits(true, pred2) == (0, 0)
     with pytest.raises(ValueError, match="differ in shape"):
         merges_and_splits(true, true[1:])
-
-
-def test_evaluate_folder_scores_label_stacks_in_3d(tmp_path: Path) -> None:
-    # Three nuclei through a 6-plane stack: one touches the x face (left out of both sides), two
-    # touch the top and bottom planes (kept: a stack cuts every nucleus there). The prediction
-    # finds one of the two and, in its place, a cell that overlaps the other by a third.
-    truth = np.zeros((6, 40, 40), np.uint32)
-    truth[:, 10:20, 10:20] = 1
-    truth[1:5, 25:35, 25:35] = 2
-    truth[:, 15:25, 0:5] = 3
-    pred = truth.copy()
-    pred[pred == 2] = 0
-    pred[1:5, 25:35, 28:38] = 4  # IoU 70 / 130 with cell 2: a match at 0.5
-    pred[1:5, 25:35, 32:40] = 5  # touches the x face: removed, cell 4 keeps 25:35 x 28:32
-    (tmp_path / "gt").mkdir()
-    (tmp_path / "pred").mkdir()
-    write_labels(truth, tmp_path / "gt" / "stack_label.tiff")
-    write_labels(pred, tmp_path / "pred" / "stack_label.tiff")
-    row = evaluate_folder(tmp_path / "pred", tmp_path / "gt").rows[0]
-    # truth keeps cells 1 and 2; prediction keeps 1 and what is left of 4 (x 28:32: IoU 0.4)
-    assert (row["tp"], row["fp"], row["fn"], row["status"]) == (1, 1, 1, "ok")
-    write_labels(pred[:3], tmp_path / "pred" / "stack_label.tiff")
-    result = evaluate_folder(tmp_path / "pred", tmp_path / "gt")
-    assert result.failed and "shape" in result.rows[0]["status"]
