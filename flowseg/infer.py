@@ -226,13 +226,10 @@ def run_tiled(
     border = -(-config.border // stride) * stride
     if out is None:
         out = np.zeros((OUT_CHANNELS, *image.shape[1:]), np.float32)
-    if border:
-        # Tiles are planned over the image on a background canvas ``border`` wider on each side;
-        # what they keep is written back at the image's own coordinates.
-        canvas = _Canvas(image, border)
-        _run_plan(net, canvas, config, execution, stride, out, border)
-    else:
-        _run_plan(net, image, config, execution, stride, out, 0)
+    # Tiles are planned over the image on a background canvas ``border`` wider on each side;
+    # what they keep is written back at the image's own coordinates.
+    source = _Canvas(image, border) if border else image
+    _run_plan(net, source, config, execution, stride, out, border)
     return out
 
 
@@ -286,10 +283,12 @@ class _Canvas:
         _, rows, cols = key
         (y0, y1), (x0, x1) = (rows.start, rows.stop), (cols.start, cols.stop)
         height, width = self.image.shape[1:]
-        window = np.zeros((self.shape[0], y1 - y0, x1 - x0), np.float32)
         b = self.border
         iy0, iy1 = max(y0 - b, 0), min(y1 - b, height)
         ix0, ix1 = max(x0 - b, 0), min(x1 - b, width)
+        if (iy0, iy1, ix0, ix1) == (y0 - b, y1 - b, x0 - b, x1 - b):  # all on the image
+            return np.asarray(self.image[:, iy0:iy1, ix0:ix1], np.float32)
+        window = np.zeros((self.shape[0], y1 - y0, x1 - x0), np.float32)
         if iy0 < iy1 and ix0 < ix1:
             window[:, iy0 + b - y0: iy1 + b - y0, ix0 + b - x0: ix1 + b - x0] = np.asarray(
                 self.image[:, iy0:iy1, ix0:ix1], np.float32)
