@@ -88,60 +88,76 @@ def _add_predict(commands: Any) -> None:
                          help="what runs the network; auto: ONNX Runtime for float32 on the CPU "
                               "(1.3x faster than torch's best layout on an idle AVX2 CPU, more when the "
                               "CPU is shared), torch otherwise")
-    predict.add_argument("--tile", type=int, default=1024,
-                         help="largest kept inner tile side; the network sees 2 x 128 px more "
-                              "(default: 1024)")
-    predict.add_argument("--batch", type=int, default=1, help="tiles per forward pass (default: 1)")
-    predict.add_argument("--border", type=int, default=32, metavar="PX",
-                         help="empty background shown to the network past every image edge, as "
-                              "in training, so that cells cut by the edge are segmented (default: "
-                              "32); 0 mirrors the image there instead, which drops most of them")
-    predict.add_argument("--diameter", type=_diameter, default=None, metavar="D|auto",
-                         help="typical cell diameter in pixels; the image is resized so that "
-                              "cells look the size the model was trained at (the bundled model: "
-                              "30 px). auto or 0 (default): estimated per image, and the image "
-                              "resized only if the estimate is outside 21-42 px")
-    predict.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
-                         help="average over mirrored copies (4x slower)")
-    predict.add_argument("--save-flows", action=argparse.BooleanOptionalAction, default=False,
-                         help="also write <name>_flows.tiff (dy, dx, cellprob)")
-    predict.add_argument("--save-overlays", action=argparse.BooleanOptionalAction, default=False,
-                         help="also write <name>_overlay.png with the outlines drawn")
-    predict.add_argument("--save-csv", action=argparse.BooleanOptionalAction, default=False,
-                         help="also write <name>_cells.csv: area, centroid, box, diameter, shape "
-                              "and intensities per cell")
-    predict.add_argument("--save-rois", action=argparse.BooleanOptionalAction, default=False,
-                         help="also write <name>_rois.zip: one ImageJ polygon ROI per cell")
-    predict.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=False,
-                         help="redo images whose label file exists")
-    predict.add_argument("--max-pixels", type=int, default=250_000_000,
-                         help="refuse larger images, by their header, before decoding "
-                              "(default: 250,000,000)")
-    predict.add_argument("--3d", dest="volume", action="store_true",
-                         help="read each TIFF as a z-stack, (Z, Y, X) or (Z, C, Y, X), and find "
-                              "3-D cells: the network on the XY, ZY and ZX planes, flows followed "
-                              "in 3-D; writes a (Z, Y, X) <name>_label.tiff")
-    predict.add_argument("--stitch", type=float, default=None, metavar="IOU",
-                         help="with --3d: segment plane by plane instead and link masks that "
-                              "overlap at this IoU in neighbouring planes (3x less work)")
-    predict.add_argument("--anisotropy", type=float, default=1.0,
-                         help="with --3d: z step over xy pixel size (default: 1)")
-    predict.add_argument("--dask", nargs="?", const="", default=None, metavar="ADDRESS",
-                         help="run on a Dask cluster: a scheduler's address, or none to start a "
-                              "local one (needs the dask extra)")
-    predict.add_argument("--block", type=int, default=2048,
-                         help="with --dask: block side for whole-slide TIFFs (default: 2048)")
-    predict.add_argument("--workers", type=int, default=2,
-                         help="with --dask and no address: local worker processes (default: 2)")
+    _add_predict_network(predict)
+    _add_predict_outputs(predict)
+    _add_predict_stacks_and_clusters(predict)
     _add_verbosity(predict, default=argparse.SUPPRESS)
     predict.set_defaults(handler=_predict)
+
+
+def _add_predict_network(predict: argparse.ArgumentParser) -> None:
+    group = predict.add_argument_group("how the network runs")
+    group.add_argument("--tile", type=int, default=1024,
+                       help="largest kept inner tile side; the network sees 2 x 128 px more "
+                            "(default: 1024)")
+    group.add_argument("--batch", type=int, default=1, help="tiles per forward pass (default: 1)")
+    group.add_argument("--border", type=int, default=32, metavar="PX",
+                       help="empty background shown to the network past every image edge, as "
+                            "in training, so that cells cut by the edge are segmented (default: "
+                            "32); 0 mirrors the image there instead, which drops most of them")
+    group.add_argument("--diameter", type=_diameter, default=None, metavar="D|auto",
+                       help="typical cell diameter in pixels; the image is resized so that "
+                            "cells look the size the model was trained at (the bundled model: "
+                            "30 px). auto or 0 (default): estimated per image, and the image "
+                            "resized only if the estimate is outside 21-42 px")
+    group.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
+                       help="average over mirrored copies (4x slower)")
+
+
+def _add_predict_outputs(predict: argparse.ArgumentParser) -> None:
+    group = predict.add_argument_group("outputs")
+    group.add_argument("--save-flows", action=argparse.BooleanOptionalAction, default=False,
+                       help="also write <name>_flows.tiff (dy, dx, cellprob)")
+    group.add_argument("--save-overlays", action=argparse.BooleanOptionalAction, default=False,
+                       help="also write <name>_overlay.png with the outlines drawn")
+    group.add_argument("--save-csv", action=argparse.BooleanOptionalAction, default=False,
+                       help="also write <name>_cells.csv: area, centroid, box, diameter, shape "
+                            "and intensities per cell")
+    group.add_argument("--save-rois", action=argparse.BooleanOptionalAction, default=False,
+                       help="also write <name>_rois.zip: one ImageJ polygon ROI per cell")
+    group.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=False,
+                       help="redo images whose label file exists")
+    group.add_argument("--max-pixels", type=int, default=250_000_000,
+                       help="refuse larger images, by their header, before decoding "
+                            "(default: 250,000,000)")
+
+
+def _add_predict_stacks_and_clusters(predict: argparse.ArgumentParser) -> None:
+    group = predict.add_argument_group("z-stacks and Dask")
+    group.add_argument("--3d", dest="volume", action="store_true",
+                       help="read each TIFF as a z-stack, (Z, Y, X) or (Z, C, Y, X), and find "
+                            "3-D cells: the network on the XY, ZY and ZX planes, flows followed "
+                            "in 3-D; writes a (Z, Y, X) <name>_label.tiff")
+    group.add_argument("--stitch", type=float, default=None, metavar="IOU",
+                       help="with --3d: segment plane by plane instead and link masks that "
+                            "overlap at this IoU in neighbouring planes (3x less work)")
+    group.add_argument("--anisotropy", type=float, default=1.0,
+                       help="with --3d: z step over xy pixel size (default: 1)")
+    group.add_argument("--dask", nargs="?", const="", default=None, metavar="ADDRESS",
+                       help="run on a Dask cluster: a scheduler's address, or none to start a "
+                            "local one (needs the dask extra)")
+    group.add_argument("--block", type=int, default=2048,
+                       help="with --dask: block side for whole-slide TIFFs (default: 2048)")
+    group.add_argument("--workers", type=int, default=2,
+                       help="with --dask and no address: local worker processes (default: 2)")
 
 
 def _add_evaluate(commands: Any) -> None:
     evaluate = commands.add_parser(
         "evaluate", help="score predicted labels against ground truth (challenge F1)",
         description="Score <name>_label.tiff predictions against ground truth as the NeurIPS 2022 "
-                    "cell segmentation challenge does: F1 at IoU >= 0.5, border cells removed.")
+                    "cell segmentation challenge does: F1 at IoU >= 0.5, border cells removed. "
+                    "Label stacks (from predict --3d) are matched in 3-D.")
     evaluate.add_argument("--pred", required=True, help="folder of predicted <name>_label.tiff")
     evaluate.add_argument("--gt", required=True, help="folder of true <name>_label.tiff")
     evaluate.add_argument("--csv", help="also write the per-image table to this CSV file")
