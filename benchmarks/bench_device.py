@@ -32,7 +32,12 @@ import numpy as np
 import tifffile
 from bench_accuracy import real_set, synthetic_set
 
-from flowseg.execution import Execution, cpu_has_native_bfloat16, plan_execution
+from flowseg.execution import (
+    Execution,
+    cpu_has_native_bfloat16,
+    plan_execution,
+    read_cpu_model_and_flags,
+)
 from flowseg.infer import TileConfig, run_tiled
 from flowseg.metrics import challenge_scores, match_labels
 from flowseg.normalize import PreparedView
@@ -43,11 +48,7 @@ from flowseg.synthetic import MODALITIES, make_sample
 def machine() -> str:
     import torch
 
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines()
-                  if ln.startswith("model name")), "unknown CPU")
-    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines()
-                  if ln.startswith("flags")), [])
+    model, flags = read_cpu_model_and_flags() or ("unknown CPU", [])
     wanted = [f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "fma")]
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return (f"CPU {model}, {os.cpu_count()} logical cores, torch threads "

@@ -67,6 +67,23 @@ class Execution:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
+def read_cpu_model_and_flags() -> tuple[str, list[str]] | None:
+    """Read the CPU's model name and feature flags, as Linux reports them in ``/proc/cpuinfo``.
+
+    Returns
+    -------
+    model_and_flags : (str, list of str) or None
+        None where there is no ``/proc/cpuinfo`` (not Linux).
+    """
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
+    flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
+    return model, flags
+
+
 def cpu_has_native_bfloat16() -> bool:
     """Whether the CPU computes bfloat16 natively (AVX-512 BF16 or AMX), from its own flags.
 
@@ -76,13 +93,12 @@ def cpu_has_native_bfloat16() -> bool:
     -------
     native : bool
     """
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: trust torch's own report of AMX
+    found = read_cpu_model_and_flags()
+    if found is None:  # not Linux: trust torch's own report of AMX
         import torch
 
         return "AMX" in torch.backends.cpu.get_cpu_capability()
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+    return any(f in found[1] for f in ("avx512_bf16", "amx_bf16"))
 
 
 def plan_execution(device: str = "auto", precision: str = "auto", *,
@@ -190,15 +206,10 @@ def _cpu_key() -> str:
     import hashlib
     import platform
 
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        model = next((ln for ln in lines if ln.startswith("model name")), "")
-        flags = next((ln for ln in lines if ln.startswith("flags")), "")
-    except OSError:
-        model, flags = platform.processor(), ""
+    model, flags = read_cpu_model_and_flags() or (platform.processor(), [])
     import torch
 
-    text = f"{model}|{flags}|{torch.__version__}|{torch.get_num_threads()}"
+    text = f"{model}|{' '.join(flags)}|{torch.__version__}|{torch.get_num_threads()}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -164,3 +164,20 @@ def test_cpu_predict_never_imports_torch(tmp_path):
                           check=True)
     assert done.stdout.split()[-2:] == ["0", "False"], done.stdout + done.stderr
     assert (tmp_path / "out" / "a_label.tiff").is_file()
+
+
+def test_cpu_model_and_flags_come_from_cpuinfo(monkeypatch, tmp_path):
+    # One reader of /proc/cpuinfo, used by the bfloat16 check, the layout cache key and the benchmarks.
+    from flowseg import execution
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\n"
+                       "flags\t\t: fpu sse avx2 amx_bf16\n")
+    real_path = execution.Path
+    monkeypatch.setattr(execution, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    assert execution.read_cpu_model_and_flags() == ("Test CPU 9000", ["fpu", "sse", "avx2", "amx_bf16"])
+    assert execution.cpu_has_native_bfloat16()
+    cpuinfo.write_text("model name\t: Test CPU 9000\nflags\t\t: fpu sse avx2\n")
+    assert not execution.cpu_has_native_bfloat16()
+    cpuinfo.unlink()
+    assert execution.read_cpu_model_and_flags() is None
