@@ -3,9 +3,10 @@
     python scripts/train_default_model.py [--work DIR] [--epochs 60] [--device auto|cpu|cuda]
 
 Training data (written under --work on the first run, then reused):
-- synthetic: ``--per-modality`` images of 320^2 for every generator in flowseg.synthetic except
-  DIC (held out, to measure fine-tuning on a modality the model never saw), seeds 1000 + i, cell
-  diameters log-uniform from half to twice the modality's typical size (at least 8 px);
+- synthetic: ``--per-modality`` images of 320^2 for every generator in flowseg.synthetic but the
+  one ``--hold-out`` names (none by default; the third model held DIC out, and
+  benchmarks/bench_finetune.py measured fine-tuning on it), seeds 1000 m + i for the m-th
+  generator, cell diameters log-uniform from half to twice the modality's typical size (>= 8 px);
 - z-stack planes: ``--volumes`` synthetic nuclei stacks (flowseg.synthetic.make_nuclei_volume),
   three ZY and three ZX planes of each, half of them after the z-sampling that predict --3d's
   ``--anisotropy`` undoes (every 2nd or 3rd plane, interpolated back), so that the network has
@@ -55,7 +56,6 @@ from flowseg.synthetic.labels import tidy_labels
 from flowseg.train import TrainConfig, train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-HELD_OUT_MODALITY = "dic"
 TRAIN_DIAMETER = 30.0
 TRAIN_PLANES = range(0, 7)  # planes 22-28 of the 13-plane sub-volume (z = 22 + index)
 # Copies of each real image: real pixels are about a fifth of the training set (the second
@@ -65,11 +65,11 @@ LOWRES = 0.25  # share of crops shown at a lower resolution, enlarged back
 VOLUME_SHAPE = (96, 160, 160)
 
 
-def write_synthetic(out: Path, per_modality: int, size: int, seed: int) -> int:
+def write_synthetic(out: Path, per_modality: int, size: int, seed: int, held_out: str) -> int:
     (out / "images").mkdir(parents=True, exist_ok=True)
     count = 0
     for m, modality in enumerate(MODALITIES):
-        if modality == HELD_OUT_MODALITY:
+        if modality == held_out:
             continue
         for i in range(per_modality):
             sample_seed = seed + 1000 * m + i
@@ -175,6 +175,8 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=320)
     parser.add_argument("--volumes", type=int, default=12,
                         help="synthetic z-stacks to take ZY/ZX training planes from (6 each)")
+    parser.add_argument("--hold-out", default="none", choices=("none", *MODALITIES),
+                        help="a synthetic modality left out of training (to measure fine-tuning)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--pretrained", type=Path, default=None,
@@ -190,7 +192,8 @@ def main() -> int:
     torch.manual_seed(0)
     work = args.work
     if not (work / "train" / "labels").is_dir():
-        synthetic = write_synthetic(work / "train", args.per_modality, args.size, seed=1)
+        synthetic = write_synthetic(work / "train", args.per_modality, args.size, seed=1,
+                                    held_out=args.hold_out)
         planes = write_volume_planes(work / "train", args.volumes, seed=500_000)
         real = write_real(work / "train")
         print(f"training set: {synthetic} synthetic, {planes} z-stack planes and {real} real "
@@ -206,7 +209,7 @@ def main() -> int:
     net = load_net(last)
     steps, wall = run_totals(work / "run" / "log.csv")
     net.metadata["training"].update(
-        command=" ".join(["python", *sys.argv]), held_out_modality=HELD_OUT_MODALITY,
+        command=" ".join(["python", *sys.argv]), held_out_modality=args.hold_out,
         warm_start=str(args.pretrained) if args.pretrained else None,
         steps=steps, wall_seconds=round(wall), training_diameter_px=TRAIN_DIAMETER,
         lowres=LOWRES, volume_planes=6 * args.volumes)
