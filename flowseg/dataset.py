@@ -32,7 +32,7 @@ from tqdm import tqdm
 from flowseg.errors import InputError
 from flowseg.files import find_pairs
 from flowseg.flows import labels_to_targets
-from flowseg.io import read_image, read_labels
+from flowseg.io import read_image, read_labels, write_atomic
 from flowseg.normalize import prepare_image
 
 log = logging.getLogger(__name__)
@@ -179,20 +179,16 @@ def prepare_pair(image_path: Path, label_path: Path, cache_dir: Path,
     cache_dir.mkdir(parents=True, exist_ok=True)
     _save_npy(prepare_image(image).astype(np.float16), Path(str(entry["image"])))
     _save_npy(targets(labels).astype(np.float16), Path(str(entry["targets"])))
-    _write_atomic(meta_path, json.dumps(entry))
+    write_atomic(meta_path, json.dumps(entry).encode())
     return entry
 
 
 def _save_npy(array: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    def dump(tmp: Path) -> None:  # through a stream: np.save would add ".npy" to a file name
+        with open(tmp, "wb") as stream:
+            np.save(stream, array)
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, dump)
 
 
 class FlowDataset(torch.utils.data.Dataset):
