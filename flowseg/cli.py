@@ -109,7 +109,7 @@ def _add_predict_network(predict: argparse.ArgumentParser) -> None:
                        help="typical cell diameter in pixels; the image is resized so that "
                             "cells look the size the model was trained at (the bundled model: "
                             "30 px). auto or 0 (default): estimated per image, and the image "
-                            "resized only if the estimate is outside 24-42 px")
+                            "resized only if the estimate is outside 21-42 px")
     group.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
                        help="average over mirrored copies (4x slower)")
 

@@ -52,11 +52,8 @@ class Segmentation:
 # the middle: an image whose estimated diameter lies within this share of the training diameter
 # runs at its own scale, others are resized to it. Chosen on a synthetic tuning set (seeds
 # 800,000+): (0.5, 1.9) gave F1 0.675 on brightfield at half size, (0.7, 1.4) 0.955, and equal
-# or better scores elsewhere but 0.980 -> 0.975 on nuclei at their own size (RESULTS.md). The
-# lower end rose from 0.7 to 0.8 in the ninth session: cells of 20-24 px (tuning seeds, five
-# modalities) matched better enlarged to 30 px than as they were (mean IoU of matches +0.01 to
-# +0.04, F1 +0.006 to +0.017), while cells of 34-40 px matched worse shrunk to it.
-AUTO_RANGE = (0.8, 1.4)
+# or better scores elsewhere but 0.980 -> 0.975 on nuclei at their own size (RESULTS.md).
+AUTO_RANGE = (0.7, 1.4)
 # Images up to this many pixels have their cell size estimated on the whole image (and that pass
 # is the answer when it needs no rescaling); larger ones on four crops of ESTIMATE_PIXELS in all.
 # 1 MP of crops chose the same scale as 2 MP (within 4%) on all 20 images of bench_estimate
