@@ -188,7 +188,8 @@ def follow_flows(
     endpoints = np.empty(flows.shape, np.float32)
     scale = np.float32(1.0 / FLOW_SCALE)
     if mask.ndim == 2:
-        _euler_steps(flows, mask, int(niter), scale, endpoints)
+        # Zeroed outside the foreground once, so that each step reads 8 values, not 12.
+        _euler_steps(flows * mask, mask, int(niter), scale, endpoints)
     else:
         _euler_steps_3d(flows, mask, int(niter), scale, np.float32(REST_DRIFT**2), endpoints)
     return endpoints
@@ -207,7 +208,7 @@ def _euler_steps(flows, mask, niter, scale, endpoints):  # type: ignore[no-untyp
                 qy, qx = py, px
                 ry, rx = np.float32(-1e9), np.float32(-1e9)
                 for _ in range(niter):
-                    dy, dx = _interpolate(flows, mask, py, px)
+                    dy, dx = _interpolate(flows, py, px)
                     ry, rx, qy, qx = qy, qx, py, px
                     py = min(max(py + dy * scale, 0.0), height - 1.0)
                     px = min(max(px + dx * scale, 0.0), width - 1.0)
@@ -218,15 +219,15 @@ def _euler_steps(flows, mask, niter, scale, endpoints):  # type: ignore[no-untyp
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _interpolate(flows, mask, py, px):  # type: ignore[no-untyped-def]
-    height, width = mask.shape
+def _interpolate(flows, py, px):  # type: ignore[no-untyped-def]
+    height, width = flows.shape[1:]
     y0, x0 = int(py), int(px)
     y1, x1 = min(y0 + 1, height - 1), min(x0 + 1, width - 1)
     fy, fx = py - y0, px - x0
-    w00 = (1 - fy) * (1 - fx) * mask[y0, x0]
-    w01 = (1 - fy) * fx * mask[y0, x1]
-    w10 = fy * (1 - fx) * mask[y1, x0]
-    w11 = fy * fx * mask[y1, x1]
+    w00 = (1 - fy) * (1 - fx)
+    w01 = (1 - fy) * fx
+    w10 = fy * (1 - fx)
+    w11 = fy * fx
     dy = (w00 * flows[0, y0, x0] + w01 * flows[0, y0, x1]
           + w10 * flows[0, y1, x0] + w11 * flows[0, y1, x1])
     dx = (w00 * flows[1, y0, x0] + w01 * flows[1, y0, x1]
