@@ -237,7 +237,11 @@ def _run_plan(net: FlowUNet | OnnxModel, image: npt.NDArray[np.floating] | Prepa
               config: TileConfig, execution: Execution, stride: int,
               out: npt.NDArray[np.float32], shift: int) -> None:
     """Tile ``image``, run the network, add the kept cores into ``out`` moved by ``-shift``."""
-    height, width = image.shape[1:]
+    # The kept cores must cover the image, which lies at [shift, shift + n) of a canvas; past
+    # the image the canvas is background all the way, so tiles need reach only ``context``
+    # beyond the image's end, not beyond the border that follows it (at 4096^2: 4 x 4 tiles in
+    # place of 5 x 5).
+    height, width = (n - shift for n in image.shape[1:])
     # Context rounded up to the stride: every tile then starts on the grid of a whole-image run.
     context = -(-config.context // stride) * stride
     tile = -(-(config.tile + 2 * context) // stride) * stride
@@ -256,8 +260,8 @@ def _run_plan(net: FlowUNet | OnnxModel, image: npt.NDArray[np.floating] | Prepa
         result = _forward(net, batch, execution, config.flip_tta)
         for (i, j), (oy, ox), tile_out in zip(chunk, origins, result, strict=True):
             # The core, cut to the part that lies on the image (all of it when shift is 0).
-            y0, y1 = (min(max(v, shift), height - shift) for v in rows.cores[i])
-            x0, x1 = (min(max(v, shift), width - shift) for v in cols.cores[j])
+            y0, y1 = (min(max(v, shift), height) for v in rows.cores[i])
+            x0, x1 = (min(max(v, shift), width) for v in cols.cores[j])
             if y1 <= y0 or x1 <= x0:
                 continue
             wy = rows.weights[i][y0 - rows.cores[i][0]: y1 - rows.cores[i][0]]

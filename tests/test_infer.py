@@ -118,9 +118,9 @@ class Recorder(Echo):
     # too big: 3 x 3 tiles, as small as covering with 3 allows (508 px; the edge tiles keep
     # 476 px and need no context beyond the image's start)
     ((1300, 1300), 0, [(4, 3, 508, 508)] * 2 + [(1, 3, 508, 508)]),
-    # 16 px of background on each side (a canvas of 332 x 39), then 32 px of context below
-    # and right, padded to the stride
-    ((300, 7), 16, [(1, 3, 364, 72)]),
+    # 16 px of background before the image, and 32 px of context (background) past its end,
+    # padded to the stride: 16 + 300 + 32 = 348 and 16 + 7 + 32 = 55 -> 56
+    ((300, 7), 16, [(1, 3, 348, 56)]),
 ])
 def test_an_image_that_fits_in_one_batch_runs_whole(shape: tuple[int, int], border: int,
                                                      expected: list[tuple[int, ...]]) -> None:
