@@ -4,9 +4,10 @@
 
 Training data (written under --work on the first run, then reused):
 - synthetic: ``--per-modality`` images of 320^2 for every generator in flowseg.synthetic but the
-  one ``--hold-out`` names (none by default; the third model held DIC out, and
-  benchmarks/bench_finetune.py measured fine-tuning on it), seeds 1000 m + i for the m-th
-  generator, cell diameters log-uniform from half to twice the modality's typical size (>= 8 px);
+  one ``--hold-out`` names (DIC by default, as for the bundled model: benchmarks/bench_finetune.py
+  measures fine-tuning on it; ``--hold-out none`` trained the fourth model of RESULTS.md, which
+  was not shipped), seeds 1000 m + i for the m-th generator, cell diameters log-uniform from half
+  to twice the modality's typical size (>= 8 px);
 - z-stack planes: ``--volumes`` synthetic nuclei stacks (flowseg.synthetic.make_nuclei_volume),
   three ZY and three ZX planes of each, half of them after the z-sampling that predict --3d's
   ``--anisotropy`` undoes (every 2nd or 3rd plane, interpolated back), so that the network has
@@ -175,7 +176,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=320)
     parser.add_argument("--volumes", type=int, default=12,
                         help="synthetic z-stacks to take ZY/ZX training planes from (6 each)")
-    parser.add_argument("--hold-out", default="none", choices=("none", *MODALITIES),
+    parser.add_argument("--hold-out", default="dic", choices=("none", *MODALITIES),
                         help="a synthetic modality left out of training (to measure fine-tuning)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--learning-rate", type=float, default=2e-3)
