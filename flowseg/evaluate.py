@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from flowseg.errors import InputError
 from flowseg.files import LABEL_SUFFIX
-from flowseg.io import read_labels
+from flowseg.io import read_labels, write_atomic
 from flowseg.metrics import IOU_THRESHOLD, challenge_scores, match_labels, remove_border_cells
 
 
@@ -65,15 +65,14 @@ class Evaluation:
         return "\n".join(lines)
 
     def write_csv(self, path: str | os.PathLike[str]) -> None:
-        """Write the per-image rows as CSV, atomically (a temporary file renamed over ``path``)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", newline="") as stream:
-            writer = csv.DictWriter(stream, fieldnames=list(_CSV_FIELDS))
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, path)
+        """Write the per-image rows as CSV, atomically (:func:`flowseg.io.write_atomic`)."""
+        def dump(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as stream:
+                writer = csv.DictWriter(stream, fieldnames=list(_CSV_FIELDS))
+                writer.writeheader()
+                writer.writerows(self.rows)
+
+        write_atomic(path, dump)
 
 
 _CSV_FIELDS = ("name", "f1", "precision", "recall", "tp", "fp", "fn", "mean_iou", "status")
