@@ -147,17 +147,38 @@ def run_estimated(net: Model, image: PreparedView, guess: DiameterEstimate, tile
     if scale == 1.0 and guess.result is not None:  # the first pass was the whole image as is
         return replace(guess.result, diameter=chosen)
     result = run_at_scale(net, image, scale, tiles, config, plan, chosen)
-    if scale == 1.0:
+    found = second_look(result, scale, trained) if scale != 1.0 else None
+    if found is None:
         return result
+    again = _auto_scale(shape, trained / found)
+    log.debug("cells of %.1f px at scale %.2f: running again at %.2f", found, scale, again)
+    return run_at_scale(net, image, again, tiles, config, plan, found)
+
+
+def second_look(result: Segmentation, scale: float, trained: float) -> float | None:
+    """Return the diameter a resized run's own cells have, if it asks for another scale.
+
+    Parameters
+    ----------
+    result : Segmentation
+        Of an image run at ``scale``, brought back to the image's size.
+    scale : float
+    trained : float
+        The model's training diameter.
+
+    Returns
+    -------
+    diameter : float or None
+        The median diameter of ``result``'s cells, in pixels of the image, where they lie outside
+        ``AUTO_RANGE`` of ``trained`` at the network's scale and ask for a scale more than
+        ``REFINE_STEP`` from ``scale``; None where the run stands.
+    """
     found, cells = median_diameter(result.labels)
     low, high = (f * trained for f in AUTO_RANGE)
     if cells < ESTIMATE_CELLS or low <= found * scale <= high:
-        return result
-    again = _auto_scale(shape, trained / found)
-    if abs(again / scale - 1) <= REFINE_STEP:
-        return result
-    log.debug("cells of %.1f px at scale %.2f: running again at %.2f", found, scale, again)
-    return run_at_scale(net, image, again, tiles, config, plan, found)
+        return None
+    again = _auto_scale(result.labels.shape, trained / found)
+    return None if abs(again / scale - 1) <= REFINE_STEP else found
 
 
 def _auto_scale(shape: tuple[int, ...], scale: float) -> float:

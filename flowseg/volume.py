@@ -39,8 +39,8 @@ from flowseg.scaling import (
     DiameterEstimate,
     estimate_diameter,
     run_at_scale,
-    run_estimated,
     scale_for,
+    second_look,
     training_diameter,
 )
 
@@ -153,10 +153,12 @@ def segment_volume(
                                   execution=plan)
         scale, diameter = scale_for(guess, trained, raw.shape[2:])
         if scale != 1.0:  # the resized middle plane may see the cells otherwise (run_estimated)
-            middle = views[len(views) // 2]
-            diameter = run_estimated(net, middle, guess, tiles, mask_config, plan).diameter
-            scale, diameter = scale_for(DiameterEstimate(diameter, guess.cells), trained,
-                                        raw.shape[2:])
+            seen = run_at_scale(net, views[len(views) // 2], scale, tiles, mask_config, plan,
+                                diameter)
+            found = second_look(seen, scale, trained)
+            if found is not None:
+                scale, diameter = scale_for(DiameterEstimate(found, guess.cells), trained,
+                                            raw.shape[2:])
         low, high = (f * trained for f in VOLUME_NATIVE_RANGE)
         if stitch is None and low <= diameter <= high:  # stitching resizes planes as 2-D does
             scale = 1.0

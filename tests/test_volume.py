@@ -109,15 +109,16 @@ def test_a_rescaled_stack_takes_its_diameter_from_the_second_look(
 
     seen: list[float] = []
 
-    def second_look(net, image, guess, tiles, config, plan):  # type: ignore[no-untyped-def]
-        seen.append(guess.diameter)
+    def middle_run(net, image, scale, tiles, config, plan, diameter):  # type: ignore[no-untyped-def]
+        seen.append(diameter)
         shape = image.shape[1:]
         return scaling.Segmentation(np.zeros(shape, np.uint32), np.zeros((2, *shape), np.float32),
-                                    np.zeros(shape, np.float32), 9.0)
+                                    np.zeros(shape, np.float32), diameter)
 
     monkeypatch.setattr(volume_module, "estimate_diameter",
                         lambda *a, **k: scaling.DiameterEstimate(14.0, 50))
-    monkeypatch.setattr(volume_module, "run_estimated", second_look)
+    monkeypatch.setattr(volume_module, "run_at_scale", middle_run)
+    monkeypatch.setattr(volume_module, "second_look", lambda *a: 9.0)
     stack = np.random.default_rng(0).random((3, 24, 24)).astype(np.float32)
     _, diameter = segment_volume(stack, load_model(tiny_model), device="cpu",
                                  return_diameter=True)
