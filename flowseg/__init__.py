@@ -7,9 +7,19 @@ numba's or torch's import.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 __version__ = "0.1.0"
+
+# numba's OpenMP threading layer sets OpenMP's thread count to its own (every core unless
+# NUMBA_NUM_THREADS says otherwise) at its first parallel kernel, and torch shares that setting:
+# a process started with OMP_NUM_THREADS=1 ran torch on every core once the first flows were
+# computed (and a training killed and resumed no longer ended with the same weights). numba
+# follows OMP_NUM_THREADS where only that is set.
+_omp = os.environ.get("OMP_NUM_THREADS", "")
+if _omp.isdigit() and int(_omp) > 0:
+    os.environ.setdefault("NUMBA_NUM_THREADS", _omp)
 
 _HOMES = {
     "FLOW_SCALE": "flowseg.flows",

@@ -152,3 +152,22 @@ def test_targets_hold_flows_and_foreground(synthetic_labels: np.ndarray) -> None
 def test_bad_labels_are_refused(bad: np.ndarray) -> None:
     with pytest.raises(ValueError, match="labels"):
         labels_to_flows(bad)
+
+
+def test_flows_leave_torch_on_the_threads_omp_num_threads_asks_for() -> None:
+    # numba's OpenMP layer would set every core at its first parallel kernel (2 on the machine
+    # this was found on), and torch shares OpenMP's setting.
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, torch\n"
+            "from flowseg.flows import labels_to_flows\n"
+            "labels = np.zeros((64, 64), np.int32); labels[8:30, 8:30] = 1; labels[30:50, 8:40] = 2\n"
+            "labels_to_flows(labels)\n"
+            "print(torch.get_num_threads())\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
+    env["OMP_NUM_THREADS"] = "1"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split()[-1] == "1"
