@@ -180,6 +180,9 @@ def main() -> int:
                         help="a synthetic modality left out of training (to measure fine-tuning)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--boundary-weight", type=float, default=0.0,
+                        help="extra weight of the flow error where two cells touch "
+                             "(flowseg.train.touching_band; the fifth training used 9)")
     parser.add_argument("--pretrained", type=Path, default=None,
                         help="warm start from these weights (a previous default.pt, say)")
     parser.add_argument("--export-only", action="store_true",
@@ -201,7 +204,8 @@ def main() -> int:
               "images (with repeats)")
     start = time.perf_counter()
     config = TrainConfig(epochs=args.epochs, batch_size=8, learning_rate=args.learning_rate,
-                         val_fraction=0.0, seed=0, device=args.device, num_workers=1)
+                         val_fraction=0.0, seed=0, device=args.device, num_workers=1,
+                         boundary_weight=args.boundary_weight)
     data = DataConfig(crop=256, diameter=TRAIN_DIAMETER, scale=(0.5, 2.0), lowres=LOWRES)
     last = train(work / "train", work / "run", config=config, data=data, resume=True,
                  pretrained=args.pretrained, cache_dir=work / "cache")

@@ -13,10 +13,11 @@ import tifffile
 import torch
 
 from flowseg.dataset import DataConfig, discover_pairs
+from flowseg.flows import labels_to_targets
 from flowseg.io import write_labels
 from flowseg.net import FlowUNet, NetConfig, load_net
 from flowseg.synthetic import make_sample
-from flowseg.train import TrainConfig, flow_loss, split_pairs, train, validate
+from flowseg.train import TrainConfig, flow_loss, split_pairs, touching_band, train, validate
 
 TINY = NetConfig(widths=(8, 16, 32), full_res=4)
 
@@ -37,6 +38,27 @@ def test_loss_is_zero_for_a_perfect_prediction() -> None:
     output = torch.stack([5 * target[0, 0], target[0, 1], torch.full((4, 4), 50.0)])[None]
     flow, prob = flow_loss(output, target)
     assert float(flow) == 0.0 and float(prob) < 1e-6
+
+
+def test_touching_band_lies_where_two_cells_meet() -> None:
+    labels = np.zeros((40, 60), np.uint32)
+    labels[10:30, 8:30] = 1
+    labels[10:30, 30:52] = 2  # touches cell 1 along x = 29 | 30
+    labels[34:39, 5:15] = 3  # alone
+    target = torch.from_numpy(labels_to_targets(labels))[None]
+    band = touching_band(target[:, :2])[0].numpy()
+    assert band[12:28, 29:31].all()  # the shared edge, away from the corners
+    assert not band[:, :25].any() and not band[:, 35:].any()  # no outer edge, no centre
+    assert not band[32:].any()
+    # The weight counts only the error inside the band.
+    output = 5 * target.clone()
+    output[0, 1, 20, 29] += 1.0
+    plain, _ = flow_loss(output, target)
+    weighted, _ = flow_loss(output, target, boundary_weight=9.0)
+    assert float(weighted) == pytest.approx(10 * float(plain))
+    output = 5 * target.clone()
+    output[0, 1, 20, 12] += 1.0
+    assert float(flow_loss(output, target, 9.0)[0]) == pytest.approx(float(flow_loss(output, target)[0]))
 
 
 def test_split_is_reproducible() -> None:
