@@ -182,7 +182,7 @@ def main() -> int:
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--boundary-weight", type=float, default=0.0,
                         help="extra weight of the flow error where two cells touch "
-                             "(flowseg.train.touching_band; the fifth training used 9)")
+                             "(flowseg.train.touching_band; a fifth training, not shipped, used 9)")
     parser.add_argument("--pretrained", type=Path, default=None,
                         help="warm start from these weights (a previous default.pt, say)")
     parser.add_argument("--export-only", action="store_true",
