@@ -58,7 +58,8 @@ def load_cpnet(wheel: Path | None) -> type | None:
     return module.CPnet  # type: ignore[no-any-return]
 
 
-def train_step_time(net: torch.nn.Module, batch: int, crop: int, repeats: int) -> float:
+def train_step_time(net: torch.nn.Module, batch: int, crop: int, repeats: int,
+                    boundary_weight: float = 0.0) -> float:
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
     x = torch.randn(batch, 3, crop, crop)
     y = torch.zeros(batch, 3, crop, crop)
@@ -68,7 +69,7 @@ def train_step_time(net: torch.nn.Module, batch: int, crop: int, repeats: int) -
     def step() -> None:
         out = net(x)
         out = out[0] if isinstance(out, tuple) else out
-        flow, prob = flow_loss(out, y)
+        flow, prob = flow_loss(out, y, boundary_weight)
         optimizer.zero_grad()
         (flow + prob).backward()
         optimizer.step()
@@ -132,6 +133,9 @@ def main() -> int:
         base = base or (step, fwd)
         print(f"| {name} | {count_parameters(net):,} | {step:.3f} | {8 / step:.1f} | {fwd:.3f} "
               f"| {fwd / (512 * 512 / 1e6):.3f} |")
+    weighted = train_step_time(nets["flowseg FlowUNet"], 8, 256, args.repeats, boundary_weight=9.0)
+    print(f"FlowUNet train step with the touching-edge weight (boundary_weight 9): {weighted:.3f} s, "
+          f"{weighted / base[0]:.2f}x the plain loss's")
     if len(nets) > 1:
         print(f"CPnet / FlowUNet time: train step {step / base[0]:.2f}x, forward {fwd / base[1]:.2f}x")
     print(f"data pipeline (FlowDataset, 256^2 crops from 512^2 images, one process): "

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -157,10 +161,6 @@ def test_bad_labels_are_refused(bad: np.ndarray) -> None:
 def test_flows_leave_torch_on_the_threads_omp_num_threads_asks_for() -> None:
     # numba's OpenMP layer would set every core at its first parallel kernel (2 on the machine
     # this was found on), and torch shares OpenMP's setting.
-    import os
-    import subprocess
-    import sys
-
     code = ("import numpy as np, torch\n"
             "from flowseg.flows import labels_to_flows\n"
             "labels = np.zeros((64, 64), np.int32); labels[8:30, 8:30] = 1; labels[30:50, 8:40] = 2\n"
