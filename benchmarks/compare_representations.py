@@ -69,6 +69,9 @@ from flowseg.pipeline import load_model, segment
 from flowseg.synthetic import MODALITIES, random_touching_labels, render
 from flowseg.train import TrainConfig, flow_loss, optimizer_and_schedule, predict_whole
 
+# The modalities this study rendered in turn (MODALITIES when it ran, before "packed"), so that
+# its sets stay the ones RESULTS.md reports.
+STUDY_MODALITIES = MODALITIES[:8]
 # Synthetic categories: settings of random_touching_labels.
 CATEGORIES: dict[str, dict[str, object]] = {
     "isolated": {"density": 0.3, "elongation": 1.3, "diameter": (15.0, 35.0)},
@@ -140,7 +143,7 @@ def write_set(folder: Path, category: str, count: int, size: int, seed: int) -> 
     for i in range(count):
         settings = CATEGORIES[category]
         labels = random_touching_labels((size, size), seed=seed * 1000 + i, **settings)  # type: ignore[arg-type]
-        modality = MODALITIES[i % len(MODALITIES)]
+        modality = STUDY_MODALITIES[i % len(STUDY_MODALITIES)]
         image = render(labels, modality, seed=seed * 1000 + i)
         name = f"{category}_{modality}_{seed}_{i:03d}"
         write_tiff(folder / "images" / f"{name}.tif", image)

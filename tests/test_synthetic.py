@@ -102,3 +102,26 @@ def test_nuclei_volume_is_a_stack_of_clean_3d_nuclei() -> None:
         assert connected_regions(labels == k, connectivity=1).max() == 1
     # nuclei are brighter than the background around them, on average
     assert image[labels > 0].mean() > 2 * image[labels == 0].mean()
+
+
+def test_packed_nuclei_touch_across_faint_seams_and_look_alike() -> None:
+    from flowseg.synthetic.labels import label_edges
+
+    labels = random_touching_labels((160, 160), diameter=(18, 26), density=0.9, seed=5)
+    seams = label_edges(labels) & (labels > 0)
+    inside = (labels > 0) & ~seams
+
+    def seam_contrast_and_spread(modality: str) -> tuple[float, float]:
+        contrasts, spreads = [], []
+        for seed in range(4):
+            image = render(labels, modality, seed=seed).astype(float)
+            gray = image if image.ndim == 2 else image.max(axis=-1)
+            contrasts.append(gray[seams].mean() / gray[inside].mean())
+            means = np.bincount(labels.ravel(), gray.ravel())[1:] / np.bincount(labels.ravel())[1:]
+            spreads.append(np.percentile(means, 90) / np.percentile(means, 10))
+        return float(np.mean(contrasts)), float(np.mean(spreads))
+
+    packed_seam, packed_spread = seam_contrast_and_spread("packed")
+    nuclei_seam, nuclei_spread = seam_contrast_and_spread("nuclei")
+    assert packed_seam > nuclei_seam + 0.1  # seams barely darker than the insides
+    assert packed_spread < 2.5 < nuclei_spread  # neighbours alike, not a 20x range

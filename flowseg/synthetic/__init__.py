@@ -52,6 +52,8 @@ _GENERATORS: MappingProxyType[str, tuple[Maker, Renderer]] = MappingProxyType({
     "he": (stained.make_he, stained.render_he),
     "ihc": (stained.make_ihc, stained.render_ihc),
     "skin": (stained.make_skin, stained.render_skin),
+    "packed": (_then_render(fluorescence.packed_labels, fluorescence.render_packed),
+               fluorescence.render_packed),
 })
 MODALITIES = tuple(_GENERATORS)
 # Names of the first generators, kept so that older scripts and seeds still run.
@@ -59,7 +61,7 @@ ALIASES = MappingProxyType({"fluorescence": "nuclei", "tissue": "he"})
 # Typical cell (nucleus, for tissue) diameter in pixels at a 20-40x objective, per modality.
 TYPICAL_DIAMETER = MappingProxyType({"nuclei": 22.0, "cytoplasm": 40.0, "brightfield": 30.0,
                                      "phase": 30.0, "dic": 30.0, "he": 14.0, "ihc": 14.0,
-                                     "skin": 12.0})
+                                     "skin": 12.0, "packed": 22.0})
 
 
 def make_sample(
@@ -76,7 +78,8 @@ def make_sample(
         small bright mitotic/apoptotic nuclei, debris), ``cytoplasm`` (whole cells, with a
         nuclear channel), ``brightfield``, ``phase`` (dark cells in bright halos), ``dic``
         (relief), ``he`` (H&E nuclei among cytoplasm, membranes and collagen), ``ihc``
-        (hematoxylin + DAB), ``skin`` (layered H&E section). ``fluorescence`` and ``tissue``
+        (hematoxylin + DAB), ``skin`` (layered H&E section), ``packed`` (nuclei packed
+        against neighbours of like brightness across faint seams). ``fluorescence`` and ``tissue``
         are accepted for ``nuclei`` and ``he``.
     seed : int
         The same seed gives the same sample.

@@ -3,7 +3,8 @@
 Nuclei carry chromatin texture (fine grain, bright chromocentres, dark nucleoli) and brightness
 spread over a 20x range within one image, so that dim cells sit beside bright ones; mitotic and
 apoptotic nuclei are small, condensed and very bright. Unlabelled debris (specks, out-of-focus
-smudges), uneven illumination, defocus and Poisson-Gaussian noise complete the picture. Z-stacks
+smudges), uneven illumination, defocus and Poisson-Gaussian noise complete the picture. Packed
+nuclei (:func:`render_packed`) touch neighbours of like brightness across faint seams. Z-stacks
 of nuclei (:func:`make_nuclei_volume`) add a point spread longer along z than across.
 """
 
@@ -44,15 +45,27 @@ def nuclei_labels(shape: tuple[int, int], diameter: float,
     return labels
 
 
-def render_nuclei(labels: npt.NDArray[np.uint32], rng: np.random.Generator) -> npt.NDArray[np.integer]:
-    """Render a nuclear stain: gray 8/16-bit, or the blue channel of an RGB image."""
+def packed_labels(shape: tuple[int, int], diameter: float,
+                  rng: np.random.Generator) -> npt.NDArray[np.uint32]:
+    """Nuclei packed so densely that most of them touch a neighbour."""
+    return drawn_cells(shape, diameter, rng, density=(0.75, 0.95), elongation=(1.0, 1.6))
+
+
+def render_nuclei(labels: npt.NDArray[np.uint32], rng: np.random.Generator, *,
+                  dimmest: float = 0.05, rim: float = 0.35) -> npt.NDArray[np.integer]:
+    """Render a nuclear stain: gray 8/16-bit, or the blue channel of an RGB image.
+
+    ``dimmest`` is the faintest nucleus's brightness relative to the brightest (log-uniform in
+    between); ``rim`` is the brightness at a nucleus's border relative to its inside, so where two
+    nuclei touch the seam between them is as dark as ``rim``.
+    """
     sizes = np.bincount(labels.reshape(-1))[1:].astype(float)
     diameter = median_cell_diameter(labels)
     # Brightness log-uniform over a 20x range; small condensed nuclei are the brightest.
-    bright = np.exp(rng.uniform(np.log(0.05), 0.0, sizes.size))
+    bright = np.exp(rng.uniform(np.log(dimmest), 0.0, sizes.size))
     condensed = sizes < 0.3 * np.pi / 4 * diameter**2
     bright[condensed] = rng.uniform(1.2, 2.5, int(condensed.sum()))
-    cells = per_cell(labels, bright) * _soft_inside(labels, diameter)
+    cells = per_cell(labels, bright) * _soft_inside(labels, diameter, rim)
     chromatin = texture(labels, rng, scale=diameter, grain=rng.uniform(0.1, 0.35))
     chromatin += 0.8 * _spots(labels.shape, labels > 0, 0.004, max(0.7, diameter / 18), rng)
     chromatin -= 0.5 * _spots(labels.shape, labels > 0, 0.0006, max(1.0, diameter / 10), rng)
@@ -68,6 +81,15 @@ def render_nuclei(labels: npt.NDArray[np.uint32], rng: np.random.Generator) -> n
         rgb = np.stack([0.1 * image, 0.15 * image, image], axis=-1)
         return quantize(rgb, np.uint8, rng)
     return quantize(image, (np.uint8, np.uint16, np.uint16)[kind], rng)
+
+
+def render_packed(labels: npt.NDArray[np.uint32], rng: np.random.Generator) -> npt.NDArray[np.integer]:
+    """Render packed nuclei of like brightness with faint seams: shape alone tells them apart.
+
+    Many cultured-cell nuclear stains look like this; with the 20x brightness range and dark
+    seams of :func:`render_nuclei`, neighbours would differ in brightness or be parted by a seam.
+    """
+    return render_nuclei(labels, rng, dimmest=rng.uniform(0.5, 0.85), rim=rng.uniform(0.55, 0.9))
 
 
 def make_nuclei_volume(shape: tuple[int, int, int], diameter: float, rng: np.random.Generator
@@ -146,10 +168,11 @@ def render_cytoplasm(labels: npt.NDArray[np.uint32],
     return quantize(image[..., 0], np.uint16, rng)  # cytoplasm alone
 
 
-def _soft_inside(labels: npt.NDArray[np.uint32], diameter: float) -> npt.NDArray[np.float64]:
-    """0 at each cell's border rising to 1 a quarter diameter in: rounded intensity profiles."""
+def _soft_inside(labels: npt.NDArray[np.uint32], diameter: float,
+                 rim: float = 0.35) -> npt.NDArray[np.float64]:
+    """``rim`` at each cell's border rising to 1 a quarter diameter in: rounded profiles."""
     depth = distance_transform_edt(~label_edges(labels))
-    return np.clip(0.35 + depth / max(1.0, 0.25 * diameter), 0, 1) * (labels > 0)
+    return np.clip(rim + depth / max(1.0, 0.25 * diameter), 0, 1) * (labels > 0)
 
 
 def _spots(shape: tuple[int, int], where: npt.NDArray[np.bool_], density: float, sigma: float,
