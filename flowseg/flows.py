@@ -159,6 +159,15 @@ def _diffuse_cell(cells, cell, y0, y1, x0, x1, flows):  # type: ignore[no-untype
                 d = (y - mean_y) ** 2 + (x - mean_x) ** 2
                 if inside[y, x] > 0.0 and d < best:
                     best, cy, cx = d, y, x
+    # Each row's first and last column in the cell: pixels outside that span stay at zero heat in
+    # both buffers, so they need no update.
+    first = np.full(ly, lx, np.int64)
+    last = np.zeros(ly, np.int64)
+    for y in range(1, ly - 1):
+        for x in range(1, lx - 1):
+            if inside[y, x] > 0.0:
+                first[y] = min(first[y], x)
+                last[y] = x + 1
     heat = np.zeros((ly, lx), np.float64)
     spare = np.zeros((ly, lx), np.float64)
     for t in range(2 * (ly + lx - 2)):
@@ -167,7 +176,7 @@ def _diffuse_cell(cells, cell, y0, y1, x0, x1, flows):  # type: ignore[no-untype
         # Rows as 1-D views, and a product in place of a division: 18% faster on 6,200 cells.
         for y in range(max(1, cy - t - 1), min(ly - 1, cy + t + 2)):
             up, row, down, out, own = heat[y - 1], heat[y], heat[y + 1], spare[y], inside[y]
-            for x in range(max(1, cx - t - 1), min(lx - 1, cx + t + 2)):
+            for x in range(max(first[y], cx - t - 1), min(last[y], cx + t + 2)):
                 out[x] = own[x] * (up[x - 1] + up[x] + up[x + 1] + row[x - 1] + row[x]
                                    + row[x + 1] + down[x - 1] + down[x] + down[x + 1]) * NINTH
         heat, spare = spare, heat
