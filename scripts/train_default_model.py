@@ -63,6 +63,7 @@ TRAIN_PLANES = range(0, 7)  # planes 22-28 of the 13-plane sub-volume (z = 22 + 
 # generalist, warm-started from the first, which had them at a twelfth and underfit real nuclei).
 REAL_COPIES = {"dsb2018_nuclei_left": 30, "cells3d_nuclei_z30": 12, "plane": 8}
 LOWRES = 0.25  # share of crops shown at a lower resolution, enlarged back
+ZOOM = (0.5, 2.0)  # log-uniform random zoom: the network sees cells of 15 to 60 px
 VOLUME_SHAPE = (96, 160, 160)
 
 
@@ -183,6 +184,8 @@ def main() -> int:
     parser.add_argument("--boundary-weight", type=float, default=0.0,
                         help="extra weight of the flow error where two cells touch "
                              "(flowseg.train.touching_band; a fifth training, not shipped, used 9)")
+    parser.add_argument("--zoom", type=float, nargs=2, default=ZOOM, metavar=("LOW", "HIGH"),
+                        help="range of the random zoom after rescaling to the training diameter")
     parser.add_argument("--pretrained", type=Path, default=None,
                         help="warm start from these weights (a previous default.pt, say)")
     parser.add_argument("--export-only", action="store_true",
@@ -206,7 +209,7 @@ def main() -> int:
     config = TrainConfig(epochs=args.epochs, batch_size=8, learning_rate=args.learning_rate,
                          val_fraction=0.0, seed=0, device=args.device, num_workers=1,
                          boundary_weight=args.boundary_weight)
-    data = DataConfig(crop=256, diameter=TRAIN_DIAMETER, scale=(0.5, 2.0), lowres=LOWRES)
+    data = DataConfig(crop=256, diameter=TRAIN_DIAMETER, scale=tuple(args.zoom), lowres=LOWRES)
     last = train(work / "train", work / "run", config=config, data=data, resume=True,
                  pretrained=args.pretrained, cache_dir=work / "cache")
     seconds = time.perf_counter() - start
@@ -217,7 +220,7 @@ def main() -> int:
         command=" ".join(["python", *sys.argv]), held_out_modality=args.hold_out,
         warm_start=str(args.pretrained) if args.pretrained else None,
         steps=steps, wall_seconds=round(wall), training_diameter_px=TRAIN_DIAMETER,
-        lowres=LOWRES, volume_planes=6 * args.volumes)
+        lowres=LOWRES, zoom=list(args.zoom), volume_planes=6 * args.volumes)
     # Ship a lean copy: weights in float16 (load_net restores float32), no optimizer state.
     lean = save_net(net, work / "default.pt", half=True)
     if args.install:
