@@ -11,7 +11,7 @@ from flowseg.synthetic import (
     random_touching_labels,
     render,
 )
-from flowseg.synthetic.labels import add_small_cells
+from flowseg.synthetic.labels import add_small_cells, label_edges
 
 
 def test_cells_touch_are_connected_and_reproducible() -> None:
@@ -105,8 +105,6 @@ def test_nuclei_volume_is_a_stack_of_clean_3d_nuclei() -> None:
 
 
 def test_packed_nuclei_touch_across_faint_seams_and_look_alike() -> None:
-    from flowseg.synthetic.labels import label_edges
-
     labels = random_touching_labels((160, 160), diameter=(18, 26), density=0.9, seed=5)
     seams = label_edges(labels) & (labels > 0)
     inside = (labels > 0) & ~seams

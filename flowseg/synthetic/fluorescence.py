@@ -61,7 +61,8 @@ def render_nuclei(labels: npt.NDArray[np.uint32], rng: np.random.Generator, *,
     """
     sizes = np.bincount(labels.reshape(-1))[1:].astype(float)
     diameter = median_cell_diameter(labels)
-    # Brightness log-uniform over a 20x range; small condensed nuclei are the brightest.
+    # Brightness log-uniform from `dimmest` (a 20x range by default) to 1; small condensed
+    # nuclei are the brightest.
     bright = np.exp(rng.uniform(np.log(dimmest), 0.0, sizes.size))
     condensed = sizes < 0.3 * np.pi / 4 * diameter**2
     bright[condensed] = rng.uniform(1.2, 2.5, int(condensed.sum()))
