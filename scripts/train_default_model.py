@@ -19,10 +19,11 @@ Training data (written under --work on the first run, then reused):
   benchmarks/bench_accuracy.py: the bottom halves, and planes 32-34 (29-31 are left out of both,
   as neighbours of the held-out planes and of plane 30, which ../shared/data holds).
 
-Every image is rescaled so that its median cell diameter is ``TRAIN_DIAMETER`` (30 px), then zoomed
-by a log-uniform factor from 0.5 to 2 (``--zoom``): the network sees cells of 15 to 60 px, and predict's
-automatic diameter brings other sizes into that range. A quarter of the crops are blurred as if
-taken at 1.5-4x coarser resolution (``LOWRES``), as an image of small cells looks once enlarged.
+Every image is rescaled so that its median cell diameter is ``TRAIN_DIAMETER`` (30 px), then
+zoomed by a log-uniform factor from 0.5 to 2 (``--zoom``): the network sees cells of 15 to 60 px,
+and predict's automatic diameter brings other sizes into that range. A quarter of the crops are
+blurred as if taken at 1.5-4x coarser resolution (``LOWRES``), as an image of small cells looks
+once enlarged.
 The run resumes where it stopped (run it again after a kill); the lean float16 copy is installed
 into the package when it ends.
 """
