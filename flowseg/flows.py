@@ -142,6 +142,10 @@ def _diffuse_cell(cells, cell, y0, y1, x0, x1, flows):  # type: ignore[no-untype
     # Local frame: the bounding box with a margin of one zero pixel on every side.
     ly, lx = y1 - y0 + 2, x1 - x0 + 2
     inside = np.zeros((ly, lx), np.float64)
+    # Each row's first and last column in the cell: pixels outside that span stay at zero heat in
+    # both buffers, so the diffusion need not update them.
+    first = np.full(ly, lx, np.int64)
+    last = np.zeros(ly, np.int64)
     sum_y = sum_x = 0.0
     for y in range(y0, y1):
         for x in range(x0, x1):
@@ -149,6 +153,8 @@ def _diffuse_cell(cells, cell, y0, y1, x0, x1, flows):  # type: ignore[no-untype
                 inside[y - y0 + 1, x - x0 + 1] = 1.0
                 sum_y += y - y0 + 1
                 sum_x += x - x0 + 1
+                first[y - y0 + 1] = min(first[y - y0 + 1], x - x0 + 1)
+                last[y - y0 + 1] = x - x0 + 2
     area = inside.sum()
     mean_y, mean_x = sum_y / area, sum_x / area
     cy, cx = int(np.round(mean_y)), int(np.round(mean_x))
@@ -159,15 +165,6 @@ def _diffuse_cell(cells, cell, y0, y1, x0, x1, flows):  # type: ignore[no-untype
                 d = (y - mean_y) ** 2 + (x - mean_x) ** 2
                 if inside[y, x] > 0.0 and d < best:
                     best, cy, cx = d, y, x
-    # Each row's first and last column in the cell: pixels outside that span stay at zero heat in
-    # both buffers, so they need no update.
-    first = np.full(ly, lx, np.int64)
-    last = np.zeros(ly, np.int64)
-    for y in range(1, ly - 1):
-        for x in range(1, lx - 1):
-            if inside[y, x] > 0.0:
-                first[y] = min(first[y], x)
-                last[y] = x + 1
     heat = np.zeros((ly, lx), np.float64)
     spare = np.zeros((ly, lx), np.float64)
     for t in range(2 * (ly + lx - 2)):
