@@ -372,3 +372,38 @@ def _torch_forward(net: FlowUNet | OnnxModel, batch: npt.NDArray[np.float32],
     with torch.inference_mode(), torch.autocast(execution.device, dtype=dtype,
                                                 enabled=dtype is not None):
         return net(x).float().cpu().numpy()
+
+
+def pool_features(net: FlowUNet | OnnxModel, image: npt.NDArray[np.floating], *,
+                  execution: Execution | None = None) -> npt.NDArray[np.float32]:
+    """Return the network's encoder features averaged over one whole (small) image.
+
+    The image is mirrored out to a multiple of the network's stride and run once, untiled, in
+    float32 (``FlowUNet.forward_pooled``; the ``pooled`` output of an ONNX export).
+
+    Parameters
+    ----------
+    net : FlowUNet or OnnxModel
+    image : (3, H, W) ndarray
+        Normalised network input; a crop of a few hundred pixels a side.
+    execution : Execution, optional
+
+    Returns
+    -------
+    pooled : (F,) ndarray of float32
+        One mean per channel of every encoder level.
+    """
+    execution = execution or plan_execution("auto")
+    stride = net.stride
+    height, width = image.shape[1:]
+    rows = mirror_indices(0, -(-height // stride) * stride, height)
+    cols = mirror_indices(0, -(-width // stride) * stride, width)
+    batch = np.ascontiguousarray(np.asarray(image, np.float32)[None][:, :, rows][:, :, :, cols])
+    if isinstance(net, OnnxModel):
+        return net.run_pooled(batch)[0]
+    import torch
+
+    placed: FlowUNet = execution.place(net).eval()
+    with torch.inference_mode():
+        pooled = placed.forward_pooled(execution.prepare(torch.from_numpy(batch)))[1]
+    return pooled[0].float().cpu().numpy()

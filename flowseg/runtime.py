@@ -42,6 +42,8 @@ MODELS = Path(__file__).resolve().parent / "models"
 OPSET = 17
 Runner = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
 Model: TypeAlias = "FlowUNet | OnnxModel"  # what the inference path runs
+# In export files' names: exports of an older layout (one output, before "pooled") are not read.
+EXPORT_FORMAT = "p2"
 
 
 def onnxruntime_available() -> bool:
@@ -60,6 +62,9 @@ def weights_fingerprint(net: FlowUNet) -> str:
 
 def export_onnx(net: FlowUNet) -> bytes:
     """Export a network in eval mode to ONNX, any batch and size, float32 in and out.
+
+    The graph has two outputs: ``output`` (as the network's forward) and ``pooled``, its encoder's
+    features averaged over the input (:meth:`FlowUNet.forward_pooled`).
 
     The model's metadata (thresholds, training diameter, ...), input channels, stride and weights
     fingerprint go into the file's ``flowseg`` property (JSON), so that :class:`OnnxModel` needs
@@ -90,11 +95,12 @@ def export_onnx(net: FlowUNet) -> bytes:
             # torch's TorchScript-based exporter, deprecated for torch.export's: that one needs
             # onnxscript and took 44 s against 3 s for this network here.
             warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(net, (sample,), buffer,  # type: ignore[arg-type]
+            torch.onnx.export(_pooled_module(net), (sample,), buffer,  # type: ignore[arg-type]
                               dynamo=False, opset_version=OPSET, do_constant_folding=False,
-                              input_names=["image"], output_names=["output"],
+                              input_names=["image"], output_names=["output", "pooled"],
                               dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
-                                            "output": {0: "batch", 2: "height", 3: "width"}})
+                                            "output": {0: "batch", 2: "height", 3: "width"},
+                                            "pooled": {0: "batch"}})
     finally:
         net.train(was_training)
     model = onnx.load_from_string(buffer.getvalue())
@@ -114,6 +120,21 @@ def export_onnx(net: FlowUNet) -> bytes:
     del graph.node[:]
     graph.node.extend(nodes)
     return bytes(model.SerializeToString())
+
+
+def _pooled_module(net: FlowUNet) -> Any:
+    """Wrap ``net`` so that its forward returns ``forward_pooled``'s pair (for the export)."""
+    from torch import nn
+
+    class Pooled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: Any) -> Any:
+            return self.net.forward_pooled(x)
+
+    return Pooled()
 
 
 def _cache_dir() -> Path:
@@ -136,7 +157,7 @@ def export_path(net: FlowUNet, *, folder: Path | None = None) -> Path:
     -------
     path : Path
     """
-    name = f"flowunet-{weights_fingerprint(net)}.onnx"
+    name = f"flowunet-{weights_fingerprint(net)}-{EXPORT_FORMAT}.onnx"
     if folder is not None:
         return folder / name
     shipped = MODELS / name
@@ -216,7 +237,8 @@ def _session(model: bytes | str, threads: int) -> Runner:
     session = _inference_session(model, threads)
 
     def run(batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        return np.asarray(session.run(None, {"image": np.ascontiguousarray(batch, np.float32)})[0])
+        feed = {"image": np.ascontiguousarray(batch, np.float32)}
+        return np.asarray(session.run(["output"], feed)[0])
 
     return run
 
@@ -235,7 +257,7 @@ def _exported(net: FlowUNet, path: Path) -> bytes | str:
 
 def shipped_export() -> Path | None:
     """Return the bundled model's export in the package, if there is exactly one."""
-    found = sorted(MODELS.glob("flowunet-*.onnx"))
+    found = sorted(MODELS.glob(f"flowunet-*-{EXPORT_FORMAT}.onnx"))
     return found[0] if len(found) == 1 else None
 
 
@@ -279,7 +301,12 @@ class OnnxModel:
     def run(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Run a ``(B, C, H, W)`` float32 batch; ``(B, 3, H, W)`` float32 out."""
         feed = {"image": np.ascontiguousarray(batch, np.float32)}
-        return np.asarray(self._session.run(None, feed)[0])
+        return np.asarray(self._session.run(["output"], feed)[0])
+
+    def run_pooled(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Run a batch; its encoder's pooled features ``(B, F)`` out (as ``forward_pooled``)."""
+        feed = {"image": np.ascontiguousarray(batch, np.float32)}
+        return np.asarray(self._session.run(["pooled"], feed)[0])
 
 
 def model_fingerprint(net: FlowUNet | OnnxModel) -> str:

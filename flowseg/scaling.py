@@ -3,7 +3,7 @@
 :func:`run_at_scale` resizes an image by a factor, runs the network over it in tiles, brings the
 output back to the image's size and makes masks. :func:`estimate_diameter` measures the typical
 cell diameter from a first pass at the image's own scale (with a second look where that pass may
-be fooled), and :func:`scale_for` turns the estimate into the factor: 1 inside the range the model
+be fooled, or where the model's size head reads far larger cells), and :func:`scale_for` turns the estimate into the factor: 1 inside the range the model
 was trained on, its training diameter over the estimate outside it.
 """
 
@@ -22,6 +22,7 @@ from flowseg.infer import TileConfig, run_tiled
 from flowseg.masks import MaskConfig
 from flowseg.normalize import PreparedView, rescale, resize_to
 from flowseg.runtime import Model
+from flowseg.sizehead import head_diameter
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,11 @@ REFINE_STEP = 0.1
 # at a median of 30.0-40.7 px, so the check must start below 30 px: at 24 px (the smallest cells
 # the ratios above were measured on) a 0.5x pass costs a quarter of the pixels more.
 SPLIT_CHECK_FROM = 0.8
+# A first pass whose cells the size head (flowseg.sizehead) reads as at least this many times
+# larger looked at pieces of them: the estimate is taken at the head's scale instead. Measured on
+# synthetic tuning images (RESULTS.md): the head's reading lies within HEAD_VETO of the truth
+# where the first pass is right, and pieces came out 5-10x smaller than their cells.
+HEAD_VETO = 2.5
 
 
 def scale_for(guess: DiameterEstimate, trained: float,
@@ -232,7 +238,10 @@ def estimate_diameter(
     """Estimate the typical cell diameter: the median of a first pass's masks.
 
     The image runs at its own scale (up to ``ESTIMATE_WHOLE`` pixels whole; a larger one as four
-    crops of ``ESTIMATE_PIXELS`` pixels in all). When that finds cells larger than the model was
+    crops of ``ESTIMATE_PIXELS`` pixels in all). Where the model has a size head
+    (flowseg.sizehead) that reads cells at least ``HEAD_VETO`` times larger than that pass found,
+    the pass looked at pieces of them: a pass at the head's scale gives the estimate. When the
+    first pass finds cells larger than the model was
     trained on (where it tends to split them), a pass at the scale those suggest refines the
     estimate; when it finds cells near or a little above its training diameter, a pass at half
     size checks that they are not pieces of cells several times larger (``SPLIT_RATIO``); when
@@ -270,6 +279,14 @@ def estimate_diameter(
     guess, first = look(1.0)
     if whole:
         guess.result = first[0]
+    head = head_diameter(net, image, execution=plan)
+    if head is not None and guess.found and head >= HEAD_VETO * guess.diameter:
+        # Pieces of cells the size head reads as far larger: look where it says they are.
+        log.debug("first pass found %.1f px cells, the size head reads %.1f px: looking again",
+                  guess.diameter, head)
+        checked, _ = look(_auto_scale((height, width), trained / head))
+        if checked.found:
+            return checked
     high = AUTO_RANGE[1] * trained
     if guess.found and SPLIT_CHECK_FROM * trained <= guess.diameter <= high:
         # Pieces of much larger cells? At half size (a quarter of the pixels) the network sees

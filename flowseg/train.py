@@ -216,6 +216,8 @@ def train(
     train_pairs, val_pairs = split_pairs(pairs, config.val_fraction, config.seed)
     dataset = FlowDataset(train_pairs, data, cache_dir)
     session = _Session.start(out, config, net_config, device, resume, pretrained, len(dataset))
+    # A size head read the old weights' features (flowseg.sizehead): new weights make it stale.
+    session.net.metadata.pop("size_head", None)
     session.net.metadata.update(training={
         "data_path": str(data_path), "train_images": len(train_pairs),
         "val_images": len(val_pairs), "train_config": asdict(config), "data_config": asdict(data)},

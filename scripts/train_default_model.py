@@ -42,6 +42,7 @@ import tifffile
 import torch
 from scipy import ndimage
 from skimage import segmentation
+from skimage.transform import resize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_synthetic_data import write_image
@@ -50,9 +51,11 @@ from flowseg.dataset import DataConfig
 from flowseg.files import find_pairs
 from flowseg.io import read_labels, write_labels
 from flowseg.net import load_net, save_net
-from flowseg.normalize import resize_volume_to
-from flowseg.pipeline import default_model_path
+from flowseg.normalize import PreparedView, resize_volume_to
+from flowseg.pipeline import as_channels_first, default_model_path
 from flowseg.runtime import MODELS, export_path, write_export
+from flowseg.scaling import median_diameter
+from flowseg.sizehead import HEAD_CROP, fit_size_head, head_features
 from flowseg.synthetic import MODALITIES, TYPICAL_DIAMETER, make_nuclei_volume, make_sample
 from flowseg.synthetic.labels import tidy_labels
 from flowseg.train import TrainConfig, train
@@ -66,6 +69,8 @@ REAL_COPIES = {"dsb2018_nuclei_left": 30, "cells3d_nuclei_z30": 12, "plane": 8}
 LOWRES = 0.25  # share of crops shown at a lower resolution, enlarged back
 ZOOM = (0.5, 2.0)  # log-uniform random zoom: the network sees cells of 15 to 60 px
 VOLUME_SHAPE = (96, 160, 160)
+HEAD_IMAGES = 40  # synthetic images per generator for the size head
+HEAD_SEED = 600_000
 
 
 def write_synthetic(out: Path, per_modality: int, size: int, seed: int, held_out: str) -> int:
@@ -110,22 +115,32 @@ def write_volume_planes(out: Path, volumes: int, seed: int) -> int:
 def write_real(out: Path) -> int:
     """Top halves of ../shared/data and planes 22-28 of the z-stack, repeated."""
     count = 0
-    data, stack = SHARED / "data", SHARED / "data3d"
+    data = SHARED / "data"
     if not (data / "images").is_dir():
         print(f"no real samples at {data}: training on synthetic data only")
         return 0
-    for image_path, label_path in find_pairs(data / "images", data / "labels"):
-        image, labels = tifffile.imread(image_path), read_labels(label_path)
-        half = labels.shape[0] // 2
-        count += _repeat(out, f"real_{image_path.stem}_top", image[:half], labels[:half],
-                         REAL_COPIES.get(image_path.stem, 4))
+    for name, image, labels in real_parts(named=True):
+        copies = (REAL_COPIES["plane"] if "_plane" in name
+                  else REAL_COPIES.get(name.removesuffix("_top"), 4))
+        count += _repeat(out, f"real_{name}", image, labels, copies)
+    return count
+
+
+def real_parts(named: bool = False):
+    """Yield the real training parts: (image, labels), or (name, image, labels) if ``named``."""
+    data, stack = SHARED / "data", SHARED / "data3d"
+    if (data / "images").is_dir():
+        for image_path, label_path in find_pairs(data / "images", data / "labels"):
+            image, labels = tifffile.imread(image_path), read_labels(label_path)
+            half = labels.shape[0] // 2
+            part = (image[:half], labels[:half])
+            yield (f"{image_path.stem}_top", *part) if named else part
     if (stack / "images").is_dir():
         for image_path, label_path in find_pairs(stack / "images", stack / "labels"):
             volume, labels = tifffile.imread(image_path), tifffile.imread(label_path)
             for z in TRAIN_PLANES:
-                count += _repeat(out, f"real_{image_path.stem}_plane{z:02d}", volume[z],
-                                 tidy_labels(labels[z], min_size=15), REAL_COPIES["plane"])
-    return count
+                part = (volume[z], tidy_labels(labels[z], min_size=15))
+                yield (f"{image_path.stem}_plane{z:02d}", *part) if named else part
 
 
 def vary_contrast(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -153,6 +168,43 @@ def _repeat(out: Path, name: str, image: np.ndarray, labels: np.ndarray, copies:
         tifffile.imwrite(out / "images" / f"{name}_{k:02d}.tif", varied)
         write_labels(labels, out / "labels" / f"{name}_{k:02d}_label.tiff")
     return copies
+
+
+def head_samples(held_out: str):
+    """Images of known cell size for the size head (flowseg.sizehead), as (image, diameter).
+
+    ``HEAD_IMAGES`` synthetic crops of ``HEAD_CROP`` pixels per trained generator, cells
+    log-uniform from 8 to 150 px (seeds 600,000 + 1000 m + i, used by nothing else), and the real
+    training parts of ../shared at 0.5x, 1x and 2x. The diameter is what the automatic diameter
+    measures on masks: the median over whole cells (flowseg.scaling.median_diameter).
+    """
+    rng = np.random.default_rng(HEAD_SEED)
+    for m, modality in enumerate(MODALITIES):
+        if modality == held_out:
+            continue
+        for i in range(HEAD_IMAGES):
+            size = float(np.exp(rng.uniform(np.log(8), np.log(150))))
+            image, labels = make_sample((HEAD_CROP, HEAD_CROP), modality,
+                                        seed=HEAD_SEED + 1000 * m + i, diameter=size)
+            yield image, median_diameter(labels)[0]
+    for image, labels in real_parts():
+        for factor in (0.5, 1.0, 2.0):
+            shape = tuple(round(n * factor) for n in labels.shape)
+            small = resize(image.astype(np.float32), shape, order=1, anti_aliasing=factor < 1)
+            nearest = resize(labels, shape, order=0, preserve_range=True, anti_aliasing=False)
+            yield small, median_diameter(nearest.astype(np.uint32))[0]
+
+
+def fit_head(net) -> dict:
+    """Fit the size head of ``net`` on :func:`head_samples` and return it (metadata-ready)."""
+    features, diameters = [], []
+    for image, diameter in head_samples(net.metadata.get("training", {}).get(
+            "held_out_modality", "dic")):
+        features.append(head_features(net, PreparedView(as_channels_first(image))))
+        diameters.append(diameter)
+    head = fit_size_head(np.array(features), np.array(diameters))
+    head.update(images=len(diameters), crop=HEAD_CROP, seed=HEAD_SEED)
+    return head
 
 
 def run_totals(log_csv: Path) -> tuple[int, float]:
@@ -189,6 +241,8 @@ def main() -> int:
                         help="range of the random zoom after rescaling to the training diameter")
     parser.add_argument("--pretrained", type=Path, default=None,
                         help="warm start from these weights (a previous default.pt, say)")
+    parser.add_argument("--fit-head", type=Path, default=None, metavar="CHECKPOINT",
+                        help="only fit the size head of this checkpoint (into --work/default.pt)")
     parser.add_argument("--export-only", action="store_true",
                         help="only write the installed model's ONNX export into flowseg/models")
     parser.add_argument("--install", action=argparse.BooleanOptionalAction, default=True,
@@ -197,6 +251,8 @@ def main() -> int:
     if args.export_only:
         install_export()
         return 0
+    if args.fit_head:
+        return finish(load_net(args.fit_head), args)
     torch.manual_seed(0)
     work = args.work
     if not (work / "train" / "labels").is_dir():
@@ -222,8 +278,20 @@ def main() -> int:
         warm_start=str(args.pretrained) if args.pretrained else None,
         steps=steps, wall_seconds=round(wall), training_diameter_px=TRAIN_DIAMETER,
         lowres=LOWRES, zoom=list(args.zoom), volume_planes=6 * args.volumes)
+    return finish(net, args)
+
+
+def finish(net, args: argparse.Namespace) -> int:
+    """Fit the size head of the trained network, save its lean copy and install it."""
+    # The head reads the weights as shipped: float16, as load_net restores them.
+    lean = save_net(net, args.work / "default.pt", half=True)
+    net = load_net(lean)
+    start = time.perf_counter()
+    net.metadata["size_head"] = fit_head(net)
+    print(f"size head fitted on {net.metadata['size_head']['images']} images in "
+          f"{time.perf_counter() - start:.0f} s")
     # Ship a lean copy: weights in float16 (load_net restores float32), no optimizer state.
-    lean = save_net(net, work / "default.pt", half=True)
+    lean = save_net(net, args.work / "default.pt", half=True)
     if args.install:
         shutil.copyfile(lean, default_model_path())
         print(f"installed {default_model_path()} ({lean.stat().st_size / 1e6:.1f} MB)")

@@ -24,6 +24,7 @@ from flowseg.pipeline import (
     training_diameter,
 )
 from flowseg.runtime import (
+    EXPORT_FORMAT,
     MODELS,
     OnnxModel,
     export_onnx,
@@ -108,7 +109,7 @@ def test_the_bundled_model_ships_its_own_export():
     net = load_model()
     path = export_path(net)
     assert path.parent == MODELS, "run scripts/train_default_model.py --export-only"
-    assert path.name == f"flowunet-{weights_fingerprint(net)}.onnx"
+    assert path.name == f"flowunet-{weights_fingerprint(net)}-{EXPORT_FORMAT}.onnx"
     size = default_model_path().stat().st_size + path.stat().st_size
     assert size <= 10_000_000, f"bundled model and export are {size / 1e6:.1f} MB"
 
@@ -148,6 +149,10 @@ def test_the_bundled_export_stands_in_for_the_checkpoint():
     assert training_diameter(shipped) == training_diameter(net)
     batch = np.random.default_rng(2).normal(size=(2, 3, 64, 96)).astype(np.float32)
     np.testing.assert_allclose(shipped.run(batch), torch_forward(net, batch), atol=1e-4)
+    with torch.no_grad():
+        pooled = net.forward_pooled(torch.from_numpy(batch))[1].numpy()
+    np.testing.assert_allclose(shipped.run_pooled(batch), pooled, atol=1e-4)
+    assert shipped.metadata.get("size_head") == net.metadata.get("size_head")
     assert load_model(execution=plan_execution("cpu", runtime="torch")).__class__ is FlowUNet
 
 
