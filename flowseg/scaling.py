@@ -282,8 +282,9 @@ def estimate_diameter(
     if whole:
         guess.result = first[0]
     head = head_diameter(net, image, execution=plan)
-    if head is not None and guess.found and head >= HEAD_VETO * guess.diameter:
-        # Pieces of cells the size head reads as far larger: look where it says they are.
+    if head is not None and guess.cells and head >= HEAD_VETO * guess.diameter:
+        # Pieces of cells the size head reads as far larger (however many masks they made, and
+        # however much of the foreground: pieces cover it poorly): look where it says they are.
         log.debug("first pass found %.1f px cells, the size head reads %.1f px: looking again",
                   guess.diameter, head)
         checked, _ = look(_auto_scale((height, width), trained / head))

@@ -122,19 +122,29 @@ def test_a_resized_run_that_finds_other_cells_runs_again(
     assert result.diameter == pytest.approx(14.0 if len(calls) == 1 else 2 * np.sqrt(64 / np.pi))
 
 
-@pytest.mark.parametrize(("head", "expected"), [(None, 14.7), (20.0, 14.7), (135.0, 135.4)])
+@pytest.mark.parametrize(("head", "partial", "expected", "scales"), [
+    (None, False, 14.7, [1.0]),
+    (20.0, False, 14.7, [1.0]),
+    (135.0, False, 135.4, [1.0, 30 / 135]),
+    (None, True, 6.8, [1.0, 2.0]),  # too little of the foreground: the 2x look finds crumbs
+    (135.0, True, 135.4, [1.0, 30 / 135]),
+])
 def test_estimate_takes_the_size_heads_scale_when_the_first_pass_finds_pieces(
-        monkeypatch: pytest.MonkeyPatch, head: float | None, expected: float) -> None:
+        monkeypatch: pytest.MonkeyPatch, head: float | None, partial: bool, expected: float,
+        scales: list[float]) -> None:
     # A network that cuts 135-px cells into 13-px pieces at their own size (too small for the
-    # half-size check) but sees them whole at the scale a size head asks for. Without a head, or
-    # with one that agrees with the first pass, the first pass stands.
+    # half-size check; with ``partial``, pieces over only a third of the foreground, so that the
+    # pass does not count), into 6-px crumbs at twice the size, but sees them whole at the scale
+    # a size head asks for. Without a head, or with one that agrees, the head changes nothing.
     calls: list[float] = []
 
     def fake_run(net, image, scale, tiles, config, plan, diameter):  # type: ignore[no-untyped-def]
         calls.append(scale)
         shape = image.shape[1:]
-        side = 13 if scale == 1.0 else 120
-        return scaling.Segmentation(squares(shape, side), np.zeros((2, *shape), np.float32),
+        labels = squares(shape, 13 if scale == 1.0 else 6 if scale == 2.0 else 120)
+        if partial and scale == 1.0:
+            labels[:, : 2 * shape[1] // 3] = 0
+        return scaling.Segmentation(labels, np.zeros((2, *shape), np.float32),
                                      np.ones(shape, np.float32))
 
     monkeypatch.setattr(scaling, "run_at_scale", fake_run)
@@ -142,7 +152,4 @@ def test_estimate_takes_the_size_heads_scale_when_the_first_pass_finds_pieces(
     net = SimpleNamespace(metadata={"diameter": 30.0})
     guess = scaling.estimate_diameter(net, PreparedView(np.zeros((3, 960, 960), np.float32)))
     assert guess.diameter == pytest.approx(expected, rel=0.05)
-    if head is not None and head >= scaling.HEAD_VETO * 14.7:
-        assert calls == [1.0, pytest.approx(30 / head)]
-    else:
-        assert calls == [1.0]
+    assert calls == [pytest.approx(s) for s in scales]
