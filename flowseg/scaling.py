@@ -243,10 +243,10 @@ def estimate_diameter(
     crops of ``ESTIMATE_PIXELS`` pixels in all). Where the model has a size head
     (flowseg.sizehead) that reads cells at least ``HEAD_VETO`` times larger than that pass found,
     the pass looked at pieces of them: a pass at the head's scale gives the estimate. When the
-    first pass finds cells larger than the model was
-    trained on (where it tends to split them), a pass at the scale those suggest refines the
-    estimate; when it finds cells near or a little above its training diameter, a pass at half
-    size checks that they are not pieces of cells several times larger (``SPLIT_RATIO``); when
+    first pass finds cells larger than the model was trained on (where it tends to split them),
+    a pass at the scale those suggest refines the estimate; when it finds cells near or a little
+    above its training diameter, a pass at half size checks that they are not pieces of cells
+    several times larger (``SPLIT_RATIO``); when
     it finds too few cells, or masks over too little of the foreground (``ESTIMATE_COVERAGE``),
     passes at twice and at half the size look for cells too small or too large to be seen at the
     image's own scale.

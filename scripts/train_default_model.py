@@ -24,8 +24,10 @@ zoomed by a log-uniform factor from 0.5 to 2 (``--zoom``): the network sees cell
 and predict's automatic diameter brings other sizes into that range. A quarter of the crops are
 blurred as if taken at 1.5-4x coarser resolution (``LOWRES``), as an image of small cells looks
 once enlarged.
-The run resumes where it stopped (run it again after a kill); the lean float16 copy is installed
-into the package when it ends.
+The run resumes where it stopped (run it again after a kill). When it ends, the network's size
+head (flowseg.sizehead) is fitted on images of known cell size (``head_samples``; ``--fit-head
+CHECKPOINT`` does only that, for a checkpoint trained before), and the lean float16 copy is
+installed into the package.
 """
 
 from __future__ import annotations
