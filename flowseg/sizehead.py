@@ -120,7 +120,8 @@ def predict_diameter(head: dict[str, Any], features: npt.ArrayLike) -> float:
     diameter : float
     """
     z = (np.asarray(features, np.float64) - head["mean"]) / np.asarray(head["scale"])
-    return float(np.exp(z @ np.asarray(head["weights"]) + head["bias"]))
+    with np.errstate(over="ignore"):  # a reading beyond float range is inf, set aside by callers
+        return float(np.exp(z @ np.asarray(head["weights"]) + head["bias"]))
 
 
 def head_diameter(net: Model, image: PreparedView | npt.NDArray[np.floating], *,
@@ -136,17 +137,22 @@ def head_diameter(net: Model, image: PreparedView | npt.NDArray[np.floating], *,
     Returns
     -------
     diameter : float or None
-        In pixels of the image; None for a model without a head (or one whose feature count
-        differs from this network's).
+        In pixels of the image; None for a model without a head, or with one that does not fit
+        this network (another feature count, missing or malformed fields: logged).
     """
     head = net.metadata.get("size_head")
     if not head:
         return None
     features = head_features(net, image, execution=execution)
-    if features.shape != (len(head["weights"]),):
-        log.debug("size head of %d features, network gives %d: not used",
-                  len(head["weights"]), features.size)
+    try:
+        if len(head["weights"]) != features.size:
+            raise ValueError(f"{len(head['weights'])} weights for {features.size} features")
+        diameter = predict_diameter(head, features)
+    except (KeyError, TypeError, ValueError) as err:
+        log.warning("the model's size head is not used: %s", err)
         return None
-    diameter = predict_diameter(head, features)
+    if not 0 < diameter < float("inf"):
+        log.warning("the model's size head read %s px: not used", diameter)
+        return None
     log.debug("size head: cells of %.1f px", diameter)
     return diameter

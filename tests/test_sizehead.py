@@ -60,3 +60,17 @@ def test_head_diameter_needs_a_head_that_fits_the_network() -> None:
     net.metadata["size_head"] = {"mean": [0.0] * 3, "scale": [1.0] * 3, "weights": [0.0] * 3,
                                  "bias": 1.0}
     assert head_diameter(net, image) is None  # fitted on another network's features
+
+
+@pytest.mark.parametrize("head", [
+    {"weights": [0.0] * 56},  # fields missing
+    {"mean": [0.0] * 5, "scale": [1.0] * 56, "weights": [0.0] * 56, "bias": 1.0},
+    {"mean": None, "scale": [1.0] * 56, "weights": [0.0] * 56, "bias": 1.0},
+    {"mean": [0.0] * 56, "scale": [1.0] * 56, "weights": [0.0] * 56, "bias": 1e6},  # inf
+])
+def test_a_malformed_head_is_set_aside_not_a_crash(head: dict,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    net = FlowUNet(NetConfig(widths=(8, 16, 32))).eval()
+    net.metadata["size_head"] = head
+    assert head_diameter(net, np.zeros((3, 64, 64), np.float32)) is None
+    assert "size head" in caplog.text
