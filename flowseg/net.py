@@ -126,7 +126,7 @@ class FlowUNet(nn.Module):
         return int(2 ** len(self.config.widths))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return self.forward_pooled(x)[0]
+        return self._decode(x, self._encode(x))
 
     def forward_pooled(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the network and also return its encoder's features averaged over the input.
@@ -143,13 +143,20 @@ class FlowUNet(nn.Module):
             The mean of every channel of every encoder level (what flowseg.sizehead reads the
             cell size from).
         """
-        full = self.full(x)
+        skips = self._encode(x)
+        pooled = torch.cat([s.mean(dim=(2, 3)) for s in skips], dim=1)
+        return self._decode(x, skips), pooled
+
+    def _encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         skips = []
         y = self.stem(x)
         for down, encode in zip(self.down, self.encode, strict=True):
             y = encode(down(y))
             skips.append(y)
-        pooled = torch.cat([s.mean(dim=(2, 3)) for s in skips], dim=1)
+        return skips
+
+    def _decode(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        y = skips[-1]
         style = None
         if self.config.style:
             style = F.normalize(y.mean(dim=(2, 3)), dim=1)
@@ -161,7 +168,7 @@ class FlowUNet(nn.Module):
                 y = y + self.styles[i](style)[:, :, None, None]
             y = self.decode[i](y)
         y = F.interpolate(self.to_full(y), scale_factor=2.0, mode="bilinear", align_corners=False)
-        return self.head(torch.cat([y, full], dim=1)), pooled
+        return self.head(torch.cat([y, self.full(x)], dim=1))
 
 
 def count_parameters(net: nn.Module) -> int:

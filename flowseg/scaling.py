@@ -281,8 +281,9 @@ def estimate_diameter(
     guess, first = look(1.0)
     if whole:
         guess.result = first[0]
-    head = head_diameter(net, image, execution=plan)
-    if head is not None and guess.cells and head >= HEAD_VETO * guess.diameter:
+    # No masks at all: nothing for the head to overrule (and its forward pass is saved).
+    head = head_diameter(net, image, execution=plan) if guess.cells else None
+    if head is not None and head >= HEAD_VETO * guess.diameter:
         # Pieces of cells the size head reads as far larger (however many masks they made, and
         # however much of the foreground: pieces cover it poorly): look where it says they are.
         log.debug("first pass found %.1f px cells, the size head reads %.1f px: looking again",

@@ -153,3 +153,20 @@ def test_estimate_takes_the_size_heads_scale_when_the_first_pass_finds_pieces(
     guess = scaling.estimate_diameter(net, PreparedView(np.zeros((3, 960, 960), np.float32)))
     assert guess.diameter == pytest.approx(expected, rel=0.05)
     assert calls == [pytest.approx(s) for s in scales]
+
+
+def test_the_size_head_is_not_run_when_the_first_pass_made_no_masks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake_run(net, image, scale, tiles, config, plan, diameter):  # type: ignore[no-untyped-def]
+        shape = image.shape[1:]
+        return scaling.Segmentation(np.zeros(shape, np.uint32), np.zeros((2, *shape), np.float32),
+                                     np.zeros(shape, np.float32))
+
+    def no_head(net, image, execution):  # type: ignore[no-untyped-def]
+        raise AssertionError("the head ran on an image without masks")
+
+    monkeypatch.setattr(scaling, "run_at_scale", fake_run)
+    monkeypatch.setattr(scaling, "head_diameter", no_head)
+    guess = scaling.estimate_diameter(SimpleNamespace(metadata={"diameter": 30.0}),
+                                      PreparedView(np.zeros((3, 200, 200), np.float32)))
+    assert not guess.found
