@@ -22,7 +22,7 @@ Training data (written under --work on the first run, then reused):
 Every image is rescaled so that its median cell diameter is ``TRAIN_DIAMETER`` (30 px), then
 zoomed by a log-uniform factor from 0.5 to 2 (``--zoom``): the network sees cells of 15 to 60 px,
 and predict's automatic diameter brings other sizes into that range. A quarter of the crops are
-blurred as if taken at 1.5-4x coarser resolution (``LOWRES``), as an image of small cells looks
+blurred as if taken at 1.5-4x coarser resolution (``--lowres``), as an image of small cells looks
 once enlarged.
 The run resumes where it stopped (run it again after a kill). When it ends, the network's size
 head (flowseg.sizehead) is fitted on images of known cell size (``head_samples``; ``--fit-head
@@ -241,6 +241,8 @@ def main() -> int:
                              "(flowseg.train.touching_band; a fifth training, not shipped, used 9)")
     parser.add_argument("--zoom", type=float, nargs=2, default=ZOOM, metavar=("LOW", "HIGH"),
                         help="range of the random zoom after rescaling to the training diameter")
+    parser.add_argument("--lowres", type=float, default=LOWRES,
+                        help="share of crops shown at a 1.5-4x lower resolution, enlarged back")
     parser.add_argument("--pretrained", type=Path, default=None,
                         help="warm start from these weights (a previous default.pt, say)")
     parser.add_argument("--fit-head", type=Path, default=None, metavar="CHECKPOINT",
@@ -268,7 +270,8 @@ def main() -> int:
     config = TrainConfig(epochs=args.epochs, batch_size=8, learning_rate=args.learning_rate,
                          val_fraction=0.0, seed=0, device=args.device, num_workers=1,
                          boundary_weight=args.boundary_weight)
-    data = DataConfig(crop=256, diameter=TRAIN_DIAMETER, scale=tuple(args.zoom), lowres=LOWRES)
+    data = DataConfig(crop=256, diameter=TRAIN_DIAMETER, scale=tuple(args.zoom),
+                      lowres=args.lowres)
     last = train(work / "train", work / "run", config=config, data=data, resume=True,
                  pretrained=args.pretrained, cache_dir=work / "cache")
     seconds = time.perf_counter() - start
@@ -279,7 +282,7 @@ def main() -> int:
         command=" ".join(["python", *sys.argv]), held_out_modality=args.hold_out,
         warm_start=str(args.pretrained) if args.pretrained else None,
         steps=steps, wall_seconds=round(wall), training_diameter_px=TRAIN_DIAMETER,
-        lowres=LOWRES, zoom=list(args.zoom), volume_planes=6 * args.volumes)
+        lowres=args.lowres, zoom=list(args.zoom), volume_planes=6 * args.volumes)
     return finish(net, args)
 
 
