@@ -214,7 +214,10 @@ def _pretrained(name: str) -> str | None:
 def _predict(args: argparse.Namespace) -> int:
     if args.dask is not None:
         return _predict_dask(args)
+    from flowseg.execution import load_numba_without_scipy
     from flowseg.predict import Outputs, predict_folder
+
+    load_numba_without_scipy()
 
     outputs = Outputs(flows=args.save_flows, overlays=args.save_overlays, csv=args.save_csv,
                       rois=args.save_rois)

@@ -277,3 +277,32 @@ def resolve_device(name: str = "auto") -> str:
     if name == "auto":
         return "cuda" if cuda_available() else "cpu"
     return name
+
+
+def load_numba_without_scipy() -> bool:
+    """Load numba's array implementations without importing scipy.linalg (a start-up cut).
+
+    When numba first runs a compiled function it loads its numpy implementations, and one of
+    them imports ``scipy.linalg`` only to learn whether BLAS is there for ``np.convolve``-like
+    inner products; with scipy 1.17 that import clones numpy's namespace (numpy.f2py,
+    numpy.testing) and costs 0.2-0.4 s, a tenth of ``flowseg predict`` on a small image. None
+    of flowseg's kernels uses BLAS, so the module is loaded once with scipy.linalg hidden; a
+    later kernel that needs BLAS (``np.dot``) still imports it when it compiles. Call it from
+    the main thread at start-up, before other threads import anything.
+
+    Returns
+    -------
+    bool
+        True if numba's implementations were loaded this way, False if they (or scipy.linalg)
+        were already loaded and nothing was done.
+    """
+    import sys
+
+    if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
+        return False
+    sys.modules["scipy.linalg"] = None  # type: ignore[assignment]  # its import raises ImportError
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        del sys.modules["scipy.linalg"]
+    return True

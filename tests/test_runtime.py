@@ -157,18 +157,42 @@ def test_the_bundled_export_stands_in_for_the_checkpoint():
 
 
 def test_cpu_predict_never_imports_torch(tmp_path):
-    """Start-up: the bundled model on the CPU runs without loading torch, the slowest import."""
+    """Start-up: the bundled model on the CPU runs without loading torch, the slowest import,
+    nor scipy.linalg (which numba would import)."""
     image, _ = make_sample((128, 128), "nuclei", seed=1)
     tifffile.imwrite(tmp_path / "a.tif", image)
     code = ("import sys\nfrom flowseg.cli import main\n"
             f"code = main(['predict', '-i', {str(tmp_path / 'a.tif')!r}, '-o', "
             f"{str(tmp_path / 'out')!r}, '--device', 'cpu'])\n"
-            "print(code, 'torch' in sys.modules)")
+            "print(code, 'torch' in sys.modules, 'scipy.linalg' in sys.modules)")
     env = {**os.environ, "FLOWSEG_CACHE": str(tmp_path / "cache" / "targets")}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           check=True)
-    assert done.stdout.split()[-2:] == ["0", "False"], done.stdout + done.stderr
+    assert done.stdout.split()[-3:] == ["0", "False", "False"], done.stdout + done.stderr
     assert (tmp_path / "out" / "a_label.tiff").is_file()
+
+
+def test_numba_loads_without_scipy_linalg_and_blas_still_works():
+    code = """if 1:
+        import sys
+        import numpy as np
+        from numba import njit
+        from flowseg.execution import load_numba_without_scipy
+        first = load_numba_without_scipy()
+        hidden = 'scipy.linalg' not in sys.modules and 'numba.np.arraymath' in sys.modules
+
+        @njit
+        def dot(a, b):
+            return np.dot(a, b)
+
+        a = np.arange(6.0).reshape(2, 3)
+        ok = np.allclose(dot(a, a.T), a @ a.T)
+        import scipy.linalg
+        print(first, hidden, ok, load_numba_without_scipy(), scipy.linalg.det(np.eye(2)))
+    """
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["True", "True", "True", "False", "1.0"], done.stderr
 
 
 def test_cpu_model_and_flags_come_from_cpuinfo(monkeypatch, tmp_path):
