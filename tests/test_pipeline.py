@@ -46,15 +46,19 @@ def test_tiling_does_not_change_the_cells(modality: str, tta: bool) -> None:
 def test_cells_cut_by_the_image_edge_are_found() -> None:
     # The bundled model, shown background past the edges as in training, segments nuclei cut by
     # the image's edge; extending the image by mirroring instead (border 0) lost most of them
-    # (4 of 21 found here, 18 with the border), which the challenge's metric does not see.
+    # (third model: 13 of 55 found here, 51 with the border; ninth: 17 and 48), which the
+    # challenge's metric does not see. Three images, so that one cell is not 5% of the count.
     net = load_model()
-    image, truth = make_sample((256, 256), "nuclei", seed=7)
-    edge = np.where(clear_border(truth) > 0, 0, truth)
-    count = len(np.unique(edge)) - 1
-    found = {border: match_labels(edge, segment_with_outputs(
-        image, net, tiles=TileConfig(border=border), device="cpu").labels).tp
-        for border in (0, TileConfig().border)}
-    assert count >= 15 and found[TileConfig().border] >= 0.8 * count > found[0], (count, found)
+    count, found = 0, {0: 0, TileConfig().border: 0}
+    for seed in (7, 8, 9):
+        image, truth = make_sample((256, 256), "nuclei", seed=seed)
+        edge = np.where(clear_border(truth) > 0, 0, truth)
+        count += len(np.unique(edge)) - 1
+        for border in found:
+            labels = segment_with_outputs(image, net, tiles=TileConfig(border=border),
+                                          device="cpu").labels
+            found[border] += match_labels(edge, labels).tp
+    assert count >= 45 and found[TileConfig().border] >= 0.8 * count > 2 * found[0], (count, found)
 
 
 def test_segment_with_diameter_and_bad_values(tiny_model: Path) -> None:
