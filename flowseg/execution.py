@@ -8,6 +8,7 @@ import of all, about 2.3 s of a 256^2 image's 4-5 s on the CPUs measured).
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -296,8 +297,6 @@ def load_numba_without_scipy() -> bool:
         True if numba's implementations were loaded this way, False if they (or scipy.linalg)
         were already loaded and nothing was done.
     """
-    import sys
-
     if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
         return False
     sys.modules["scipy.linalg"] = None  # type: ignore[assignment]  # its import raises ImportError
