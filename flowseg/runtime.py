@@ -303,6 +303,21 @@ class OnnxModel:
         feed = {"image": np.ascontiguousarray(batch, np.float32)}
         return np.asarray(self._session.run(["output"], feed)[0])
 
+    def release_memory(self) -> None:
+        """Give back what ONNX Runtime's arena keeps from the last runs.
+
+        The arena holds the largest tile's activations between runs (about 600 MB for a 1024^2
+        tile) so that the next tile needs no new allocation; shrinking it after every tile made a
+        4096^2 image's network 40% slower. Freed once an image's tiles are done, that memory is
+        there for the masks step instead of stacking under it.
+        """
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        tiny = np.zeros((1, self.in_channels, self.stride, self.stride), np.float32)
+        self._session.run(["output"], {"image": tiny}, options)
+
     def run_pooled(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Run a batch; its encoder's pooled features ``(B, F)`` out (as ``forward_pooled``)."""
         feed = {"image": np.ascontiguousarray(batch, np.float32)}

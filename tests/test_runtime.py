@@ -140,6 +140,15 @@ def test_tiled_outputs_and_labels_agree_with_torch(flip_tta):
     assert match_labels(a, b).f1 >= 0.999
 
 
+def test_released_arena_memory_changes_no_output():
+    shipped = load_model(execution=plan_execution("cpu"))
+    assert isinstance(shipped, OnnxModel)
+    batch = np.random.default_rng(3).normal(size=(1, 3, 256, 256)).astype(np.float32)
+    before = shipped.run(batch)
+    shipped.release_memory()
+    np.testing.assert_array_equal(shipped.run(batch), before)
+
+
 def test_the_bundled_export_stands_in_for_the_checkpoint():
     net, shipped = load_model(), load_model(execution=plan_execution("cpu"))
     assert isinstance(shipped, OnnxModel)
