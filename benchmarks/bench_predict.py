@@ -62,6 +62,7 @@ def worker_flowseg(path: Path, repeats: int, tile: int, batch: int,
     from flowseg.io import read_pixels
     from flowseg.normalize import PreparedView
     from flowseg.pipeline import load_model
+    from flowseg.runtime import release_memory
 
     # torch only where it runs the network: its import alone holds memory that predict's ONNX
     # Runtime path never pays, and the peak RSS column is predict's.
@@ -76,6 +77,7 @@ def worker_flowseg(path: Path, repeats: int, tile: int, batch: int,
         image = read_pixels(path)
         t_read = time.perf_counter()
         output = run_tiled(net, PreparedView(image), config=config, execution=plan)
+        release_memory(net)  # as run_at_scale does before the masks
         t_net = time.perf_counter()
         labels = masks_in_blocks(output[:2], output[2])
         t_masks = time.perf_counter()

@@ -230,8 +230,6 @@ def run_tiled(
     # what they keep is written back at the image's own coordinates.
     source = _Canvas(image, border) if border else image
     _run_plan(net, source, config, execution, stride, out, border)
-    if isinstance(net, OnnxModel):
-        net.release_memory()
     return out
 
 

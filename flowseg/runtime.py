@@ -324,6 +324,16 @@ class OnnxModel:
         return np.asarray(self._session.run(["pooled"], feed)[0])
 
 
+def release_memory(net: Model) -> None:
+    """Before the masks step: give back what ONNX Runtime kept from an image's tiles.
+
+    A no-op for a torch network. Not called between the tiles, planes or blocks of one job,
+    which reuse that memory (see :meth:`OnnxModel.release_memory`).
+    """
+    if isinstance(net, OnnxModel):
+        net.release_memory()
+
+
 def model_fingerprint(net: FlowUNet | OnnxModel) -> str:
     """Return the weights fingerprint of a torch network or of an export (equal for the two)."""
     return net.fingerprint if isinstance(net, OnnxModel) else weights_fingerprint(net)

@@ -22,7 +22,7 @@ from flowseg.execution import Execution, plan_execution
 from flowseg.infer import TileConfig, run_tiled
 from flowseg.masks import MaskConfig
 from flowseg.normalize import PreparedView, rescale, resize_to
-from flowseg.runtime import Model
+from flowseg.runtime import Model, release_memory
 from flowseg.sizehead import head_diameter
 
 log = logging.getLogger(__name__)
@@ -433,6 +433,7 @@ def run_at_scale(net: Model, image: PreparedView | npt.NDArray[np.float32], scal
         check_scale(shape, scale, diameter)
         image = rescale(np.asarray(image[:, :, :], np.float32), scale)
     output = run_tiled(net, image, config=tiles, execution=plan)
+    release_memory(net)
     if output.shape[1:] != shape:
         output = resize_to(output, shape)
     config = replace(config, min_size=scale_min_size(config.min_size, scale))

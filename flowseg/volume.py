@@ -34,7 +34,7 @@ from flowseg.infer import TileConfig, run_tiled
 from flowseg.masks import MaskConfig
 from flowseg.normalize import NET_CHANNELS, PreparedView, channel_ranges, resize_volume_to
 from flowseg.pipeline import load_model
-from flowseg.runtime import Model
+from flowseg.runtime import Model, release_memory
 from flowseg.scaling import (
     DiameterEstimate,
     estimate_diameter,
@@ -176,6 +176,7 @@ def segment_volume(
     network_input = resize_volume_to(_Planes(views), shape, dtype=np.float16)
     flows, cellprob = planes_to_flows(net, network_input, tiles=tiles, execution=plan)
     del network_input
+    release_memory(net)
     labels = masks_in_blocks(flows, cellprob, config=masks or replace(
         mask_config, flow_threshold=VOLUME_FLOW_THRESHOLD))
     labels = _nearest(labels, (raw.shape[0], *raw.shape[2:]))
