@@ -55,6 +55,13 @@ def _cut(data: bytes) -> bytes:
     return data[: len(data) // 2]
 
 
+def _tiff_of_rows_cut(tmp: Path) -> bytes:
+    # (H, W, 3) written as "minisblack": one page per row; the last pages' records cut off.
+    path = tmp / "rows.tif"
+    tifffile.imwrite(path, np.stack([GOOD] * 3, axis=-1), photometric="minisblack")
+    return path.read_bytes()[:-50]
+
+
 BAD_FILES = {
     "huge.jpg": ("lying header", lambda tmp: _jpeg_declaring(30000, 30000), "pixels is more"),
     "vast.jpg": ("lying header", lambda tmp: _jpeg_declaring(65000, 65000), "pixels is more"),
@@ -64,6 +71,7 @@ BAD_FILES = {
     "cut.jpg": ("truncated", lambda tmp: _cut(imagecodecs.jpeg8_encode(GOOD)), "truncated JPEG"),
     "cut.png": ("truncated", lambda tmp: _cut(imagecodecs.png_encode(GOOD)), "truncated PNG"),
     "cut.bmp": ("truncated", lambda tmp: _cut(imagecodecs.bmp_encode(GOOD)), "truncated BMP"),
+    "cut.tif": ("truncated", _tiff_of_rows_cut, "cannot read the header"),
     "empty.tif": ("empty", lambda tmp: b"", "empty file"),
     "junk.png": ("corrupt", lambda tmp: b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "PNG"),
 }
