@@ -180,7 +180,7 @@ def write_export(net: FlowUNet, path: Path) -> Path:
 
 
 # One session per network object, rebuilt when its weights change (torch counts in-place updates).
-_sessions: weakref.WeakKeyDictionary[FlowUNet, tuple[tuple[int, ...], Runner | None]] = (
+_sessions: weakref.WeakKeyDictionary[FlowUNet, tuple[tuple[int, ...], Session | None]] = (
     weakref.WeakKeyDictionary())
 
 
@@ -218,29 +218,54 @@ def onnx_runner(net: FlowUNet | OnnxModel, threads: int | None = None) -> Runner
                     "torch", err)
         _sessions[net] = (versions, None)
         return None
-    run = _session(model, threads or torch.get_num_threads())
+    run = Session(model, threads or torch.get_num_threads())
     _sessions[net] = (versions, run)
     return run
 
 
-def _inference_session(model: bytes | str, threads: int) -> Any:
-    import onnxruntime as ort
+class Session:
+    """An ONNX Runtime session of an export: called on a ``(B, C, H, W)`` float32 batch.
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads  # 0: ONNX Runtime's default, the physical cores
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # errors only: its notes on unused initializers are noise
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    Parameters
+    ----------
+    model : bytes or str
+        A serialised export, or the path of one.
+    threads : int
+        Intra-op threads; 0 for ONNX Runtime's default (the physical cores).
+    """
 
+    def __init__(self, model: bytes | str, threads: int):
+        import onnxruntime as ort
 
-def _session(model: bytes | str, threads: int) -> Runner:
-    session = _inference_session(model, threads)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: its notes on unused initializers are noise
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
-    def run(batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def __call__(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Run a batch; ``(B, 3, H, W)`` float32 out."""
+        return self.outputs(batch, "output")
+
+    def outputs(self, batch: npt.NDArray[np.float32], name: str) -> npt.NDArray[np.float32]:
+        """Run a batch; the export's output ``name`` (``output`` or ``pooled``) out."""
         feed = {"image": np.ascontiguousarray(batch, np.float32)}
-        return np.asarray(session.run(["output"], feed)[0])
+        return np.asarray(self.session.run([name], feed)[0])
 
-    return run
+    def release_memory(self, in_channels: int, stride: int) -> None:
+        """Give back what ONNX Runtime's arena keeps from the last runs.
+
+        The arena holds the largest tile's activations between runs (about 600 MB for a 1024^2
+        tile) so that the next tile needs no new allocation; shrinking it after every tile made a
+        4096^2 image's network 40% slower. Freed once an image's tiles are done, that memory is
+        there for the masks step instead of stacking under it.
+        """
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        tiny = np.zeros((1, in_channels, stride, stride), np.float32)
+        self.session.run(["output"], {"image": tiny}, options)
 
 
 def _exported(net: FlowUNet, path: Path) -> bytes | str:
@@ -282,9 +307,8 @@ class OnnxModel:
     """
 
     def __init__(self, path: Path, threads: int | None = None):
-        session = _inference_session(
-            str(path), threads or int(os.environ.get("OMP_NUM_THREADS") or 0))
-        props = session.get_modelmeta().custom_metadata_map
+        self._session = Session(str(path), threads or int(os.environ.get("OMP_NUM_THREADS") or 0))
+        props = self._session.session.get_modelmeta().custom_metadata_map
         if "flowseg" not in props:
             raise InputError(f"{path}: not a flowseg ONNX export")
         about = json.loads(props["flowseg"])
@@ -293,45 +317,39 @@ class OnnxModel:
         self.in_channels: int = int(about["in_channels"])
         self.stride: int = int(about["stride"])
         self.fingerprint: str = str(about["fingerprint"])
-        self._session = session
 
     def eval(self) -> OnnxModel:  # noqa: D102 (as torch modules have it)
         return self
 
     def run(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Run a ``(B, C, H, W)`` float32 batch; ``(B, 3, H, W)`` float32 out."""
-        feed = {"image": np.ascontiguousarray(batch, np.float32)}
-        return np.asarray(self._session.run(["output"], feed)[0])
+        return self._session(batch)
 
     def release_memory(self) -> None:
-        """Give back what ONNX Runtime's arena keeps from the last runs.
-
-        The arena holds the largest tile's activations between runs (about 600 MB for a 1024^2
-        tile) so that the next tile needs no new allocation; shrinking it after every tile made a
-        4096^2 image's network 40% slower. Freed once an image's tiles are done, that memory is
-        there for the masks step instead of stacking under it.
-        """
-        import onnxruntime as ort
-
-        options = ort.RunOptions()
-        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-        tiny = np.zeros((1, self.in_channels, self.stride, self.stride), np.float32)
-        self._session.run(["output"], {"image": tiny}, options)
+        """Give back what ONNX Runtime's arena keeps from the last runs (:class:`Session`)."""
+        self._session.release_memory(self.in_channels, self.stride)
 
     def run_pooled(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Run a batch; its encoder's pooled features ``(B, F)`` out (as ``forward_pooled``)."""
-        feed = {"image": np.ascontiguousarray(batch, np.float32)}
-        return np.asarray(self._session.run(["pooled"], feed)[0])
+        return self._session.outputs(batch, "pooled")
 
 
 def release_memory(net: Model) -> None:
     """Before the masks step: give back what ONNX Runtime kept from an image's tiles.
 
-    A no-op for a torch network. Not called between the tiles, planes or blocks of one job,
-    which reuse that memory (see :meth:`OnnxModel.release_memory`).
+    For the bundled export, and for a network run through its export made on the fly
+    (:func:`onnx_runner`); a no-op for one that torch runs. Not called between the tiles, planes
+    or blocks of one job, which reuse that memory (see :meth:`Session.release_memory`).
     """
     if isinstance(net, OnnxModel):
         net.release_memory()
+        return
+    try:
+        known = _sessions.get(net)
+    except TypeError:  # not weakly referable (a stand-in): no session of ours
+        return
+    if known is not None and known[1] is not None:
+        known[1].release_memory(net.in_channels, net.stride)
 
 
 def model_fingerprint(net: FlowUNet | OnnxModel) -> str:

@@ -27,10 +27,12 @@ from flowseg.runtime import (
     EXPORT_FORMAT,
     MODELS,
     OnnxModel,
+    Session,
     export_onnx,
     export_path,
     model_fingerprint,
     onnx_runner,
+    release_memory,
     weights_fingerprint,
 )
 from flowseg.synthetic import make_sample
@@ -147,6 +149,23 @@ def test_released_arena_memory_changes_no_output():
     before = shipped.run(batch)
     shipped.release_memory()
     np.testing.assert_array_equal(shipped.run(batch), before)
+
+
+def test_a_checkpoint_exported_on_the_fly_gives_its_arena_back_too(monkeypatch):
+    net = small_net()
+    calls = []
+    real = Session.release_memory
+    monkeypatch.setattr(Session, "release_memory",
+                        lambda self, *args: calls.append(args) or real(self, *args))
+    release_memory(net)  # no session yet: nothing to give back
+    assert calls == []
+    run = onnx_runner(net, threads=1)
+    assert run is not None
+    batch = np.random.default_rng(4).normal(size=(1, 3, 96, 96)).astype(np.float32)
+    before = run(batch)
+    release_memory(net)
+    assert calls == [(net.in_channels, net.stride)]
+    np.testing.assert_array_equal(run(batch), before)
 
 
 def test_the_bundled_export_stands_in_for_the_checkpoint():
