@@ -52,10 +52,17 @@ class Segmentation:
 
 # The network was trained on cells of 0.5x to 2x its training diameter, but is at its best near
 # the middle: an image whose estimated diameter lies within this share of the training diameter
-# runs at its own scale, others are resized to it. Chosen on a synthetic tuning set (seeds
-# 800,000+): (0.5, 1.9) gave F1 0.675 on brightfield at half size, (0.7, 1.4) 0.955, and equal
-# or better scores elsewhere but 0.980 -> 0.975 on nuclei at their own size (RESULTS.md).
-AUTO_RANGE = (0.7, 1.4)
+# runs at its own scale, others are resized to it. Chosen on synthetic tuning sets (seeds
+# 800,000+): (0.5, 1.9) gave F1 0.675 on brightfield at half size, (0.7, 1.4) 0.955 (first
+# model). With the ninth, cells of 22-28 px resized to 30 scored F1 +0.006 to +0.012 (mean of six
+# modalities) over running them as they are, cells of 34-42 px -0.004 to -0.008 (shrinking loses
+# their pixels); the lower edge moved 0.7 -> 0.85, which also brought the real held-out nuclei
+# at half size (24 px) from 0.904 to 0.929 (RESULTS.md, fourteenth session).
+AUTO_RANGE = (0.85, 1.4)
+# A resized run's own cells ask for another scale only outside this share (second_look): with
+# AUTO_RANGE's lower edge, packed nuclei at half size ran again and took twice as long (6.8 -> 14.0
+# s/MP) for F1 -0.001 (F1@0.75 -0.008).
+LOOK_RANGE = (0.7, 1.4)
 # Images up to this many pixels have their cell size estimated on the whole image (and that pass
 # is the answer when it needs no rescaling); larger ones on four crops of ESTIMATE_PIXELS in all.
 # 1 MP of crops chose the same scale as 2 MP (within 4%) on all 20 images of bench_estimate
@@ -131,7 +138,7 @@ def run_estimated(net: Model, image: PreparedView, guess: DiameterEstimate, tile
 
     A first pass at the image's own scale can read cells too small to tell apart as clumps of
     them (7-px nuclei of tissue at half magnification came out as 11-14 px). When the resized
-    run finds cells that, at the network's scale, still lie outside ``AUTO_RANGE`` of the
+    run finds cells that, at the network's scale, still lie outside ``LOOK_RANGE`` of the
     training diameter, and its own median asks for a scale more than ``REFINE_STEP`` away, the
     image runs again at that scale.
 
@@ -178,11 +185,11 @@ def second_look(result: Segmentation, scale: float, trained: float) -> float | N
     -------
     diameter : float or None
         The median diameter of ``result``'s cells, in pixels of the image, where they lie outside
-        ``AUTO_RANGE`` of ``trained`` at the network's scale and ask for a scale more than
+        ``LOOK_RANGE`` of ``trained`` at the network's scale and ask for a scale more than
         ``REFINE_STEP`` from ``scale``; None where the run stands.
     """
     found, cells = median_diameter(result.labels)
-    low, high = (f * trained for f in AUTO_RANGE)
+    low, high = (f * trained for f in LOOK_RANGE)
     if cells < ESTIMATE_CELLS or low <= found * scale <= high:
         return None
     again = _auto_scale(result.labels.shape, trained / found)

@@ -170,3 +170,26 @@ def test_the_size_head_is_not_run_when_the_first_pass_made_no_masks(
     guess = scaling.estimate_diameter(SimpleNamespace(metadata={"diameter": 30.0}),
                                       PreparedView(np.zeros((3, 200, 200), np.float32)))
     assert not guess.found
+
+
+@pytest.mark.parametrize(("diameter", "expected"), [(20.0, 1.5), (24.0, 1.25), (26.0, 1.0),
+                                                    (40.0, 1.0), (60.0, 0.5)])
+def test_cells_a_little_under_the_training_diameter_are_enlarged_to_it(
+        diameter: float, expected: float) -> None:
+    # The ninth model scores cells of 22-28 px better resized to its 30 px than as they are:
+    # images run as they are from 25.5 px (0.85 x 30) to 42 px, others resized to 30 px.
+    guess = scaling.DiameterEstimate(diameter, cells=50)
+    assert scaling.scale_for(guess, 30.0, (512, 512)) == (pytest.approx(expected), diameter)
+
+
+def test_a_resized_run_within_the_looser_range_is_not_run_again() -> None:
+    # Resized 1.5x, its cells measure 16 px (24 px at the network's scale): under AUTO_RANGE's
+    # 25.5 px but within LOOK_RANGE's 21, so the run stands (a second run cost twice the time
+    # for nothing); at 12 px (18 at the network's scale) it runs again at 30 / 12.
+    side_16 = round(8 * float(np.sqrt(np.pi)))  # squares of the area of a 16-px disk
+    side_12 = round(6 * float(np.sqrt(np.pi)))
+    for side, expected in ((side_16, None), (side_12, 2 * np.sqrt(side_12**2 / np.pi))):
+        result = scaling.Segmentation(squares((300, 300), side), np.zeros((2, 300, 300), np.float32),
+                                      np.ones((300, 300), np.float32))
+        found = scaling.second_look(result, 1.5, 30.0)
+        assert found == (None if expected is None else pytest.approx(expected))
