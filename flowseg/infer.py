@@ -32,20 +32,23 @@ import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
 from flowseg.errors import InputError
 from flowseg.execution import Execution, plan_execution
-from flowseg.normalize import PreparedView
+from flowseg.normalize import PreparedView, ResizedView
 from flowseg.runtime import OnnxModel, onnx_runner
 
 if TYPE_CHECKING:
     from flowseg.net import FlowUNet
 
 OUT_CHANNELS = 3  # dy, dx, cell-probability logit (as flowseg.net.OUT_CHANNELS)
+# What the tiles are cut from: the normalised input, or a view that normalises (and resizes) the
+# part each tile reads.
+Source: TypeAlias = "npt.NDArray[np.floating] | PreparedView | ResizedView"
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +193,7 @@ def plan_axis(length: int, tile: int, context: int, ramp: int, stride: int = 1) 
 
 
 def run_tiled(
-    net: FlowUNet | OnnxModel, image: npt.NDArray[np.floating] | PreparedView, *,
+    net: FlowUNet | OnnxModel, image: Source, *,
     config: TileConfig = TileConfig(), execution: Execution | None = None,
     out: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float32]:
@@ -199,9 +202,9 @@ def run_tiled(
     Parameters
     ----------
     net : FlowUNet or OnnxModel
-    image : (3, H, W) ndarray or PreparedView
+    image : (3, H, W) ndarray, PreparedView or ResizedView
         Normalised network input (``flowseg.normalize.prepare_image``), or a view that
-        normalises each tile as it is cut.
+        normalises (and resizes) each tile as it is cut.
     config : TileConfig
     execution : Execution, optional
         Device, precision and layout; :func:`flowseg.execution.plan_execution` when omitted.
@@ -233,7 +236,7 @@ def run_tiled(
     return out
 
 
-def _run_plan(net: FlowUNet | OnnxModel, image: npt.NDArray[np.floating] | PreparedView | _Canvas,
+def _run_plan(net: FlowUNet | OnnxModel, image: Source | _Canvas,
               config: TileConfig, execution: Execution, stride: int,
               out: npt.NDArray[np.float32], shift: int) -> None:
     """Tile ``image``, run the network, add the kept cores into ``out`` moved by ``-shift``."""
@@ -277,7 +280,7 @@ class _Canvas:
     which :func:`_cut` then needs no mirroring for.
     """
 
-    def __init__(self, image: npt.NDArray[np.floating] | PreparedView, border: int) -> None:
+    def __init__(self, image: Source, border: int) -> None:
         self.image, self.border = image, border
         channels, height, width = image.shape
         self.shape = (channels, height + 2 * border, width + 2 * border)
@@ -330,7 +333,7 @@ def mirror_indices(start: int, size: int, length: int) -> npt.NDArray[np.intp]:
     return np.where(folded < length, folded, period - folded).astype(np.intp)
 
 
-def _cut(image: npt.NDArray[np.floating] | PreparedView | _Canvas, y: int, x: int, tile_h: int,
+def _cut(image: Source | _Canvas, y: int, x: int, tile_h: int,
          tile_w: int) -> npt.NDArray[np.float32]:
     """Cut a tile at ``(y, x)``; whatever lies outside the image is its mirror image."""
     if isinstance(image, _Canvas):  # background all round

@@ -223,8 +223,12 @@ def rescale(image: npt.NDArray[np.floating], factor: float) -> npt.NDArray[np.fl
     -------
     resized : (C, round(H * factor), round(W * factor)) ndarray of float32
     """
-    return resize_to(image, (max(1, round(image.shape[1] * factor)),
-                             max(1, round(image.shape[2] * factor))))
+    return resize_to(image, scaled_shape(image.shape[1:], factor))
+
+
+def scaled_shape(shape: tuple[int, ...], factor: float) -> tuple[int, int]:
+    """Return the ``(H, W)`` of an image of ``shape`` resized by ``factor`` (at least 1 x 1)."""
+    return max(1, round(shape[0] * factor)), max(1, round(shape[1] * factor))
 
 
 def resize_to(image: npt.NDArray[np.floating], shape: tuple[int, int]) -> npt.NDArray[np.float32]:
@@ -245,7 +249,48 @@ def resize_to(image: npt.NDArray[np.floating], shape: tuple[int, int]) -> npt.ND
     image = np.ascontiguousarray(image, np.float32)
     if tuple(image.shape[1:]) == tuple(shape):
         return image.copy()
-    return _bilinear(image, int(shape[0]), int(shape[1]))
+    return ResizedView(image, shape)[:, :, :]
+
+
+class ResizedView:
+    """An image resized as :func:`resize_to` does, computed window by window when sliced.
+
+    Slicing ``view[:, y0:y1, x0:x1]`` reads only the part of ``image`` those pixels interpolate
+    from, so a run over an enlarged whole-slide image never holds the enlarged copy; the values
+    are those of :func:`resize_to` on the whole image, exactly.
+
+    Parameters
+    ----------
+    image : (C, H, W) ndarray or PreparedView
+        Anything sliced ``image[:, y0:y1, x0:x1]``.
+    shape : (int, int)
+        The resized height and width.
+    """
+
+    def __init__(self, image: npt.NDArray[np.floating] | PreparedView, shape: tuple[int, int]):
+        self.image = image
+        self.shape = (image.shape[0], int(shape[0]), int(shape[1]))
+        self.ndim = 3
+
+    def __getitem__(self, key: tuple[slice, slice, slice]) -> npt.NDArray[np.float32]:
+        (h, w), (height, width) = self.image.shape[1:], self.shape[1:]
+        y0, y1, _ = key[1].indices(height)
+        x0, x1, _ = key[2].indices(width)
+        sy0, sy1 = _source_span(y0, y1, h, height)
+        sx0, sx1 = _source_span(x0, x1, w, width)
+        window = np.ascontiguousarray(self.image[:, sy0:sy1, sx0:sx1], np.float32)
+        return _bilinear(window, h, w, height, width, y0, max(y0, y1), x0, max(x0, x1),
+                         sy0, sx0)[key[0]]
+
+
+def _source_span(start: int, stop: int, n: int, size: int) -> tuple[int, int]:
+    """Return the input rows ``[first, last)`` that outputs ``start .. stop - 1`` read."""
+    if stop <= start:
+        return 0, 0
+    scale = n / size
+    first = min(int(max((start + 0.5) * scale - 0.5, 0.0)), n - 1)
+    last = min(int(max((stop - 0.5) * scale - 0.5, 0.0)) + 1, n - 1)
+    return first, last + 1
 
 
 def resize_volume_to(volume: Any, shape: tuple[int, int, int], *,
@@ -290,23 +335,33 @@ def _linear_sources(n: int, size: int) -> tuple[npt.NDArray[np.intp], npt.NDArra
 
 
 @njit(parallel=True, cache=True)
-def _bilinear(image: npt.NDArray[np.float32], height: int,
-              width: int) -> npt.NDArray[np.float32]:  # pragma: no cover (numba)
-    channels, h, w = image.shape
-    out = np.empty((channels, height, width), np.float32)
+def _bilinear(window: npt.NDArray[np.float32], h: int, w: int, height: int, width: int,
+              y_start: int, y_stop: int, x_start: int, x_stop: int, y_origin: int,
+              x_origin: int) -> npt.NDArray[np.float32]:  # pragma: no cover (numba)
+    """Compute outputs ``[y_start, y_stop) x [x_start, x_stop)`` of an ``(h, w) -> (height, width)``.
+
+    The resize is bilinear, and ``window`` is the part of the input that starts at
+    ``(y_origin, x_origin)``.
+    """
+    channels = window.shape[0]
+    out = np.empty((channels, y_stop - y_start, x_stop - x_start), np.float32)
     sy, sx = h / height, w / width
-    for y in prange(height):
-        fy = max((y + 0.5) * sy - 0.5, 0.0)
+    for i in prange(y_stop - y_start):
+        fy = max((y_start + i + 0.5) * sy - 0.5, 0.0)
         y0 = min(int(fy), h - 1)
         y1 = min(y0 + 1, h - 1)
         ly = np.float32(fy - y0)
-        for x in range(width):
-            fx = max((x + 0.5) * sx - 0.5, 0.0)
+        y0 -= y_origin
+        y1 -= y_origin
+        for j in range(x_stop - x_start):
+            fx = max((x_start + j + 0.5) * sx - 0.5, 0.0)
             x0 = min(int(fx), w - 1)
             x1 = min(x0 + 1, w - 1)
             lx = np.float32(fx - x0)
+            x0 -= x_origin
+            x1 -= x_origin
             for c in range(channels):
-                top = image[c, y0, x0] * (1 - lx) + image[c, y0, x1] * lx
-                bottom = image[c, y1, x0] * (1 - lx) + image[c, y1, x1] * lx
-                out[c, y, x] = top * (1 - ly) + bottom * ly
+                top = window[c, y0, x0] * (1 - lx) + window[c, y0, x1] * lx
+                bottom = window[c, y1, x0] * (1 - lx) + window[c, y1, x1] * lx
+                out[c, i, j] = top * (1 - ly) + bottom * ly
     return out

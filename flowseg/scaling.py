@@ -21,7 +21,7 @@ from flowseg.errors import InputError
 from flowseg.execution import Execution, plan_execution
 from flowseg.infer import TileConfig, run_tiled
 from flowseg.masks import MaskConfig
-from flowseg.normalize import PreparedView, rescale, resize_to
+from flowseg.normalize import PreparedView, ResizedView, resize_to, scaled_shape
 from flowseg.runtime import Model, release_memory
 from flowseg.sizehead import head_diameter
 
@@ -373,7 +373,7 @@ def _crops(image: PreparedView) -> list[npt.NDArray[np.float32]]:
 
 
 def check_scale(shape: tuple[int, ...], scale: float, diameter: float) -> None:
-    """Refuse a rescaled image that would not fit in memory, before making it."""
+    """Refuse a rescaled run whose output would not fit in memory, before starting it."""
     pixels = shape[0] * shape[1] * scale * scale
     if pixels > MAX_RESCALED_PIXELS:
         raise InputError(f"diameter {diameter:g} resizes this {shape[0]} x {shape[1]} image by "
@@ -384,8 +384,8 @@ def check_scale(shape: tuple[int, ...], scale: float, diameter: float) -> None:
                          f"less than one pixel; give a smaller diameter")
 
 
-# A rescaled image is held in memory (12 bytes a pixel), and so is the network's output at that
-# scale: beyond this many pixels the request is refused with a message.
+# The network's output at a rescaled size is held in memory (12 bytes a pixel; the rescaled input
+# is read tile by tile, not held): beyond this many pixels the request is refused with a message.
 MAX_RESCALED_PIXELS = 400_000_000
 
 
@@ -436,10 +436,12 @@ def run_at_scale(net: Model, image: PreparedView | npt.NDArray[np.float32], scal
     segmentation : Segmentation
     """
     shape = image.shape[1:]
+    source: PreparedView | ResizedView | npt.NDArray[np.float32] = image
     if abs(scale - 1.0) > 1e-3:
         check_scale(shape, scale, diameter)
-        image = rescale(np.asarray(image[:, :, :], np.float32), scale)
-    output = run_tiled(net, image, config=tiles, execution=plan)
+        # Resized tile by tile as the network reads it: the resized copy is never held.
+        source = ResizedView(image, scaled_shape(shape, scale))
+    output = run_tiled(net, source, config=tiles, execution=plan)
     release_memory(net)
     if output.shape[1:] != shape:
         output = resize_to(output, shape)

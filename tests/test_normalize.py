@@ -5,6 +5,8 @@ import pytest
 
 from flowseg.normalize import (
     PERCENTILE_SAMPLE,
+    PreparedView,
+    ResizedView,
     normalize_image,
     prepare_image,
     resize_to,
@@ -96,6 +98,20 @@ def test_resize_matches_torch_bilinear(shape: tuple[int, int]) -> None:
     expected = torch.nn.functional.interpolate(torch.from_numpy(image)[None], size=shape,
                                                mode="bilinear", align_corners=False)[0].numpy()
     np.testing.assert_allclose(resize_to(image, shape), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(80, 41), (144, 144), (32, 24), (17, 3), (4, 4)])
+def test_a_resized_view_gives_every_window_of_the_whole_resize_exactly(
+        shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(1)
+    raw = (rng.random((1, 37, 53)) * 4000).astype(np.uint16)
+    whole = resize_to(PreparedView(raw)[:, :, :], shape)  # the whole image, then resized
+    view = ResizedView(PreparedView(raw), shape)  # normalised and resized per window
+    assert view.shape == whole.shape
+    np.testing.assert_array_equal(view[:, :, :], whole)
+    for _ in range(25):
+        (y0, y1), (x0, x1) = (sorted(rng.integers(0, n + 1, 2)) for n in shape)
+        np.testing.assert_array_equal(view[:, y0:y1, x0:x1], whole[:, y0:y1, x0:x1])
 
 
 def test_resize_volume_matches_torch_trilinear() -> None:
