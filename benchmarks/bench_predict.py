@@ -5,7 +5,8 @@ touching cells is written to a TIFF; a fresh process then reads it and segments 
 bundled model, as ``flowseg predict`` does, timing the network part (normalise + tiled forward)
 and the masks part (flows -> labels) separately, and reporting its peak RSS; the network part
 again through torch instead of ONNX Runtime; and ``python -m flowseg predict`` on the same file,
-process start to exit (imports, model, reading, writing: what a user waits for).
+process start to exit (imports, model, reading, writing: what a user waits for), and its peak RSS
+(it resizes an image whose cells ask for it, as the worker does not).
 
 When monai is installed, the seed's network (MONAI UNet, channels 16-256, strides 2, 2 residual
 units, 1.63 M parameters; random weights, speed does not depend on them) runs the same image
@@ -191,18 +192,27 @@ def worker_tile_memory(tile: int, batch: int) -> dict[str, object]:
     return {"forward_mb": after - before, "weights_mb": weights, "batch_s": speed}
 
 
-def time_cli(path: Path, folder: Path, tile: int, batch: int, repeats: int) -> float:
-    """Median seconds of ``python -m flowseg predict`` on one image: process start to exit."""
+def time_cli(path: Path, folder: Path, tile: int, batch: int,
+             repeats: int) -> tuple[float, float]:
+    """Median seconds of ``python -m flowseg predict`` on one image, process start to exit, and
+    the largest peak RSS (MB) of those runs: the CLI resizes images whose cells ask for it, which
+    the worker columns (at the image's own scale) do not."""
     out = folder / f"cli_{path.stem}"
-    seconds = []
+    seconds, peaks = [], []
     for run in range(repeats + 1):  # run 0 fills the caches (numba, export, file system)
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "flowseg", "predict", "-i", str(path), "-o",
-                        str(out), "--tile", str(tile), "--batch", str(batch), "--overwrite"],
-                       check=True, capture_output=True)
+        proc = subprocess.Popen([sys.executable, "-m", "flowseg", "predict", "-i", str(path),
+                                 "-o", str(out), "--tile", str(tile), "--batch", str(batch),
+                                 "--overwrite"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak, not all children's
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            raise RuntimeError(f"predict failed on {path} (exit {proc.returncode})")
         if run:
             seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
+            peaks.append(usage.ru_maxrss / 1024)  # KiB on Linux
+    return statistics.median(seconds), max(peaks)
 
 
 def spawn(args: list[str]) -> dict[str, object]:
@@ -252,8 +262,8 @@ def main() -> int:
           "(float32, the cached faster layout), in the same run")
     print("| size | MP | cells | read s | network s | masks s | total s | s/MP | peak RSS MB "
           "| RSS budget MB (1 GB + 16 B/px) | torch network s | MONAI UNet network s "
-          "| predict CLI s (start to exit) | CLI / MONAI network |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| predict CLI s (start to exit) | CLI peak RSS MB | CLI / MONAI network |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         path = make_image(size, args.folder)
         fs = spawn(["--worker", "flowseg", str(path), "auto", *common])
@@ -263,12 +273,12 @@ def main() -> int:
         total = float(fs["read"]) + float(fs["network"]) + float(fs["masks"])
         budget = 1024 + 16 * size * size / 2**20
         monai_s = spawn(["--worker", "monai", str(path), *common])["network"] if have_monai else None
-        cli_s = time_cli(path, args.folder, args.tile, args.batch, args.repeats)
+        cli_s, cli_mb = time_cli(path, args.folder, args.tile, args.batch, args.repeats)
         ratio = f"{cli_s / float(monai_s):.2f}" if monai_s else "-"
         print(f"| {size}^2 | {mp:.2f} | {fs['cells']} | {fs['read']:.2f} | {fs['network']:.2f} "
               f"| {fs['masks']:.2f} | {total:.2f} | {total / mp:.2f} | {fs['rss_mb']:.0f} "
               f"| {budget:.0f} | {float(torch_s):.2f} | {f'{monai_s:.2f}' if monai_s else '-'} "
-              f"| {cli_s:.2f} | {ratio} |", flush=True)
+              f"| {cli_s:.2f} | {cli_mb:.0f} | {ratio} |", flush=True)
         if "gpu_mb" in fs:
             print(f"  GPU max_memory_reserved: {fs['gpu_mb']:.0f} MB")
     print(f"GPU estimate (no GPU here): one forward batch of {args.batch} x {args.tile}^2 tiles "
