@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from flowseg import pipeline, scaling
+from flowseg import estimate, pipeline, scaling
 from flowseg.normalize import PreparedView
 from flowseg.synthetic import make_sample
 
@@ -38,12 +38,12 @@ def main() -> int:
             image, truth = make_sample((args.size, args.size), modality, seed=900_000 + k,
                                        diameter=diameter)
             view = PreparedView(pipeline.as_channels_first(image))
-            cells = [f"{scaling.median_diameter(truth)[0]:.1f}"]
+            cells = [f"{estimate.median_diameter(truth)[0]:.1f}"]
             for pixels in args.pixels:
-                scaling.ESTIMATE_PIXELS = pixels
+                estimate.ESTIMATE_PIXELS = pixels
                 start = time.perf_counter()
-                guess = scaling.estimate_diameter(net, view)
-                scale, chosen = scaling.scale_for(guess, trained, (args.size, args.size))
+                guess = estimate.estimate_diameter(net, view)
+                scale, chosen = estimate.scale_for(guess, trained, (args.size, args.size))
                 cells.append(f"{chosen:.1f}, {scale:.2f}, {time.perf_counter() - start:.1f}")
             print(f"| {modality} | {diameter} | {' | '.join(cells)} |", flush=True)
     return 0

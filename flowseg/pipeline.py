@@ -1,7 +1,7 @@
 """One image in, one segmentation out: normalise, run the network in tiles, turn flows into masks.
 
 :func:`segment` does one image in memory, at a given cell diameter or at one it estimates from a
-first pass (:func:`flowseg.scaling.estimate_diameter`). Folders of files are
+first pass (:func:`flowseg.estimate.estimate_diameter`). Folders of files are
 :mod:`flowseg.predict`'s job.
 """
 
@@ -16,19 +16,13 @@ import numpy as np
 import numpy.typing as npt
 
 from flowseg.errors import InputError
+from flowseg.estimate import estimate_diameter, run_estimated
 from flowseg.execution import Execution, plan_execution
 from flowseg.infer import TileConfig
 from flowseg.masks import MaskConfig
 from flowseg.normalize import PreparedView
 from flowseg.runtime import Model, OnnxModel, shipped_export
-from flowseg.scaling import (
-    Segmentation,
-    check_scale,
-    estimate_diameter,
-    run_at_scale,
-    run_estimated,
-    training_diameter,
-)
+from flowseg.scaling import Segmentation, check_scale, run_at_scale, training_diameter
 
 __all__ = ["Segmentation", "as_channels_first", "default_model_path", "load_model", "segment",
            "segment_with_outputs", "training_diameter"]
@@ -145,7 +139,7 @@ def segment_with_outputs(
     diameter : float, optional
         Typical cell diameter in pixels; the image is resized so that cells appear at the size
         the model was trained on (``model.metadata["diameter"]``). None or 0: estimated from a
-        first pass (:func:`~flowseg.scaling.estimate_diameter`), and the image runs at its own
+        first pass (:func:`~flowseg.estimate.estimate_diameter`), and the image runs at its own
         scale when the estimate is within what the model was trained on.
     device : {"auto", "cpu", "cuda"}
     precision : {"auto", "float32", "bfloat16", "float16"}

@@ -9,7 +9,7 @@ metadata as ``size_head``) maps those features to the logarithm of the median ce
 
 It does not depend on the segmentation at the image's own scale: a network that cuts cells
 several times its training size into nucleus-sized pieces still sees, in its deeper features,
-that the picture is of large cells. flowseg.scaling uses it to catch a first pass whose masks are
+that the picture is of large cells. flowseg.estimate uses it to catch a first pass whose masks are
 far from the head's estimate. Weights that change (fine-tuning) make the head stale:
 flowseg.train drops it, and the automatic diameter goes on without it.
 """

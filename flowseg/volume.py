@@ -28,6 +28,7 @@ import numpy.typing as npt
 
 from flowseg.blocks import masks_in_blocks
 from flowseg.errors import InputError
+from flowseg.estimate import DiameterEstimate, estimate_diameter, scale_for, second_look
 from flowseg.execution import Execution, plan_execution
 from flowseg.flows import FLOW_SCALE
 from flowseg.infer import TileConfig, run_tiled
@@ -35,14 +36,7 @@ from flowseg.masks import MaskConfig
 from flowseg.normalize import NET_CHANNELS, PreparedView, channel_ranges, resize_volume_to
 from flowseg.pipeline import load_model
 from flowseg.runtime import Model, release_memory
-from flowseg.scaling import (
-    DiameterEstimate,
-    estimate_diameter,
-    run_at_scale,
-    scale_for,
-    second_look,
-    training_diameter,
-)
+from flowseg.scaling import run_at_scale, training_diameter
 
 log = logging.getLogger(__name__)
 

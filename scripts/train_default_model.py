@@ -50,13 +50,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_synthetic_data import write_image
 
 from flowseg.dataset import DataConfig
+from flowseg.estimate import median_diameter
 from flowseg.files import find_pairs
 from flowseg.io import read_labels, write_labels
 from flowseg.net import load_net, save_net
 from flowseg.normalize import PreparedView, resize_volume_to
 from flowseg.pipeline import as_channels_first, default_model_path
 from flowseg.runtime import MODELS, export_path, write_export
-from flowseg.scaling import median_diameter
 from flowseg.sizehead import HEAD_CROP, fit_size_head, head_features
 from flowseg.synthetic import MODALITIES, TYPICAL_DIAMETER, make_nuclei_volume, make_sample
 from flowseg.synthetic.labels import tidy_labels
@@ -178,7 +178,7 @@ def head_samples(held_out: str):
     ``HEAD_IMAGES`` synthetic crops of ``HEAD_CROP`` pixels per trained generator, cells
     log-uniform from 8 to 150 px (seeds 600,000 + 1000 m + i, used by nothing else), and the real
     training parts of ../shared at 0.5x, 1x and 2x. The diameter is what the automatic diameter
-    measures on masks: the median over whole cells (flowseg.scaling.median_diameter).
+    measures on masks: the median over whole cells (flowseg.estimate.median_diameter).
     """
     rng = np.random.default_rng(HEAD_SEED)
     for m, modality in enumerate(MODALITIES):

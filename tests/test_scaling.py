@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from flowseg import scaling
+from flowseg import estimate, scaling
 from flowseg.normalize import PreparedView
 
 
@@ -30,9 +30,9 @@ def test_estimate_looks_at_half_size_for_pieces_of_large_cells(
         return scaling.Segmentation(squares(shape, side), np.zeros((2, *shape), np.float32),
                                      np.ones(shape, np.float32))  # all foreground
 
-    monkeypatch.setattr(scaling, "run_at_scale", fake_run)
+    monkeypatch.setattr(estimate, "run_at_scale", fake_run)
     net = SimpleNamespace(metadata={"diameter": 30.0})
-    guess = scaling.estimate_diameter(net, PreparedView(np.zeros((3, 900, 900), np.float32)))
+    guess = estimate.estimate_diameter(net, PreparedView(np.zeros((3, 900, 900), np.float32)))
     assert guess.diameter == pytest.approx(expected, rel=0.05)
     assert calls[:2] == [1.0, 0.5]
     if expected < 42:  # same cells at half size: the first pass is kept as the answer
@@ -46,9 +46,9 @@ def test_median_diameter_leaves_out_cells_cut_by_the_edge() -> None:
     # would pull the median down; with too few whole cells left, every cell counts.
     labels = squares((110, 110), 20)
     whole = 2 * np.sqrt(400 / np.pi)
-    assert scaling.median_diameter(labels) == (pytest.approx(whole), 16)
+    assert estimate.median_diameter(labels) == (pytest.approx(whole), 16)
     few = squares((50, 50), 20)  # every square touches the edge: none whole, all 9 count
-    assert scaling.median_diameter(few)[1] == 9
+    assert estimate.median_diameter(few)[1] == 9
 
 
 @pytest.mark.parametrize(("scale", "expected"), [(1.0, 15), (2.0, 5), (4.0, 5), (1.5, 7),
@@ -89,9 +89,9 @@ def test_estimate_distrusts_a_pass_whose_masks_miss_most_of_the_foreground(
         return scaling.Segmentation(labels, np.zeros((2, *shape), np.float32),
                                      np.ones(shape, np.float32))
 
-    monkeypatch.setattr(scaling, "run_at_scale", fake_run)
+    monkeypatch.setattr(estimate, "run_at_scale", fake_run)
     net = SimpleNamespace(metadata={"diameter": 30.0})
-    guess = scaling.estimate_diameter(net, PreparedView(np.zeros((3, 300, 300), np.float32)))
+    guess = estimate.estimate_diameter(net, PreparedView(np.zeros((3, 300, 300), np.float32)))
     assert calls == [1.0, 2.0]
     assert guess.diameter == pytest.approx(2 * np.sqrt(64 / np.pi), rel=0.01)
 
@@ -112,11 +112,11 @@ def test_a_resized_run_that_finds_other_cells_runs_again(
         return scaling.Segmentation(squares(shape, found_side), np.zeros((2, *shape), np.float32),
                                      np.ones(shape, np.float32), diameter)
 
-    monkeypatch.setattr(scaling, "run_at_scale", fake_run)
+    monkeypatch.setattr(estimate, "run_at_scale", fake_run)
     net = SimpleNamespace(metadata={"diameter": 30.0})
-    guess = scaling.DiameterEstimate(14.0, 50)
+    guess = estimate.DiameterEstimate(14.0, 50)
     image = PreparedView(np.zeros((3, 200, 200), np.float32))
-    result = scaling.run_estimated(net, image, guess, scaling.TileConfig(), scaling.MaskConfig(),
+    result = estimate.run_estimated(net, image, guess, scaling.TileConfig(), scaling.MaskConfig(),
                                    None)
     assert calls == pytest.approx(expected_scales)
     assert result.diameter == pytest.approx(14.0 if len(calls) == 1 else 2 * np.sqrt(64 / np.pi))
@@ -147,10 +147,10 @@ def test_estimate_takes_the_size_heads_scale_when_the_first_pass_finds_pieces(
         return scaling.Segmentation(labels, np.zeros((2, *shape), np.float32),
                                      np.ones(shape, np.float32))
 
-    monkeypatch.setattr(scaling, "run_at_scale", fake_run)
-    monkeypatch.setattr(scaling, "head_diameter", lambda net, image, execution: head)
+    monkeypatch.setattr(estimate, "run_at_scale", fake_run)
+    monkeypatch.setattr(estimate, "head_diameter", lambda net, image, execution: head)
     net = SimpleNamespace(metadata={"diameter": 30.0})
-    guess = scaling.estimate_diameter(net, PreparedView(np.zeros((3, 960, 960), np.float32)))
+    guess = estimate.estimate_diameter(net, PreparedView(np.zeros((3, 960, 960), np.float32)))
     assert guess.diameter == pytest.approx(expected, rel=0.05)
     assert calls == [pytest.approx(s) for s in scales]
 
@@ -165,9 +165,9 @@ def test_the_size_head_is_not_run_when_the_first_pass_made_no_masks(
     def no_head(net, image, execution):  # type: ignore[no-untyped-def]
         raise AssertionError("the head ran on an image without masks")
 
-    monkeypatch.setattr(scaling, "run_at_scale", fake_run)
-    monkeypatch.setattr(scaling, "head_diameter", no_head)
-    guess = scaling.estimate_diameter(SimpleNamespace(metadata={"diameter": 30.0}),
+    monkeypatch.setattr(estimate, "run_at_scale", fake_run)
+    monkeypatch.setattr(estimate, "head_diameter", no_head)
+    guess = estimate.estimate_diameter(SimpleNamespace(metadata={"diameter": 30.0}),
                                       PreparedView(np.zeros((3, 200, 200), np.float32)))
     assert not guess.found
 
@@ -178,8 +178,8 @@ def test_cells_a_little_under_the_training_diameter_are_enlarged_to_it(
         diameter: float, expected: float) -> None:
     # The ninth model scores cells of 22-28 px better resized to its 30 px than as they are:
     # images run as they are from 25.5 px (0.85 x 30) to 42 px, others resized to 30 px.
-    guess = scaling.DiameterEstimate(diameter, cells=50)
-    assert scaling.scale_for(guess, 30.0, (512, 512)) == (pytest.approx(expected), diameter)
+    guess = estimate.DiameterEstimate(diameter, cells=50)
+    assert estimate.scale_for(guess, 30.0, (512, 512)) == (pytest.approx(expected), diameter)
 
 
 def test_a_resized_run_within_the_looser_range_is_not_run_again() -> None:
@@ -191,5 +191,5 @@ def test_a_resized_run_within_the_looser_range_is_not_run_again() -> None:
     for side, expected in ((side_16, None), (side_12, 2 * np.sqrt(side_12**2 / np.pi))):
         result = scaling.Segmentation(squares((300, 300), side), np.zeros((2, 300, 300), np.float32),
                                       np.ones((300, 300), np.float32))
-        found = scaling.second_look(result, 1.5, 30.0)
+        found = estimate.second_look(result, 1.5, 30.0)
         assert found == (None if expected is None else pytest.approx(expected))

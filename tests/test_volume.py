@@ -105,7 +105,7 @@ def test_a_rescaled_stack_takes_its_diameter_from_the_second_look(
         tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The middle plane's first pass reads clumps as 14-px cells; run at 30 / 14 it sees 9-px
     # cells, and the stack is then run for those (as run_estimated does in 2-D).
-    from flowseg import scaling
+    from flowseg import estimate, scaling
 
     seen: list[float] = []
 
@@ -116,7 +116,7 @@ def test_a_rescaled_stack_takes_its_diameter_from_the_second_look(
                                     np.zeros(shape, np.float32), diameter)
 
     monkeypatch.setattr(volume_module, "estimate_diameter",
-                        lambda *a, **k: scaling.DiameterEstimate(14.0, 50))
+                        lambda *a, **k: estimate.DiameterEstimate(14.0, 50))
     monkeypatch.setattr(volume_module, "run_at_scale", middle_run)
     monkeypatch.setattr(volume_module, "second_look", lambda *a: 9.0)
     stack = np.random.default_rng(0).random((3, 24, 24)).astype(np.float32)
