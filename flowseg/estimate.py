@@ -240,7 +240,7 @@ def estimate_diameter(
     regions = [image] if whole else _crops(image)
 
     def look(scale: float) -> tuple[DiameterEstimate, list[Segmentation]]:
-        passes = [run_at_scale(net, r, scale, tiles, masks, plan, trained / scale)
+        passes = [run_at_scale(net, r, scale, tiles, masks, plan, trained / scale, release=whole)
                   for r in regions]
         foreground = [p.cellprob > 0 for p in passes]
         inside = sum(int(np.count_nonzero(p.labels[f])) for p, f in zip(passes, foreground, strict=True))

@@ -23,7 +23,7 @@ def test_estimate_looks_at_half_size_for_pieces_of_large_cells(
     # pieces. Where half size finds the same cells, the first pass stands (and is the answer).
     calls: list[float] = []
 
-    def fake_run(net, image, scale, tiles, config, plan, diameter):  # type: ignore[no-untyped-def]
+    def fake_run(net, image, scale, tiles, config, plan, diameter, release=True):  # type: ignore[no-untyped-def]
         calls.append(scale)
         shape = image.shape[1:]
         side = 33 if scale == 1.0 else half_side if scale == 0.5 else 106
@@ -77,7 +77,7 @@ def test_estimate_distrusts_a_pass_whose_masks_miss_most_of_the_foreground(
     # the size, where it resolves them, rather than trust the clumps.
     calls: list[float] = []
 
-    def fake_run(net, image, scale, tiles, config, plan, diameter):  # type: ignore[no-untyped-def]
+    def fake_run(net, image, scale, tiles, config, plan, diameter, release=True):  # type: ignore[no-untyped-def]
         calls.append(scale)
         shape = image.shape[1:]
         if scale == 1.0:
@@ -106,7 +106,7 @@ def test_a_resized_run_that_finds_other_cells_runs_again(
     # themselves, and where they are far smaller the image runs once more at their scale.
     calls: list[float] = []
 
-    def fake_run(net, image, scale, tiles, config, plan, diameter):  # type: ignore[no-untyped-def]
+    def fake_run(net, image, scale, tiles, config, plan, diameter, release=True):  # type: ignore[no-untyped-def]
         calls.append(scale)
         shape = image.shape[1:]
         return scaling.Segmentation(squares(shape, found_side), np.zeros((2, *shape), np.float32),
@@ -138,7 +138,7 @@ def test_estimate_takes_the_size_heads_scale_when_the_first_pass_finds_pieces(
     # a size head asks for. Without a head, or with one that agrees, the head changes nothing.
     calls: list[float] = []
 
-    def fake_run(net, image, scale, tiles, config, plan, diameter):  # type: ignore[no-untyped-def]
+    def fake_run(net, image, scale, tiles, config, plan, diameter, release=True):  # type: ignore[no-untyped-def]
         calls.append(scale)
         shape = image.shape[1:]
         labels = squares(shape, 13 if scale == 1.0 else 6 if scale == 2.0 else 120)
@@ -157,7 +157,7 @@ def test_estimate_takes_the_size_heads_scale_when_the_first_pass_finds_pieces(
 
 def test_the_size_head_is_not_run_when_the_first_pass_made_no_masks(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    def fake_run(net, image, scale, tiles, config, plan, diameter):  # type: ignore[no-untyped-def]
+    def fake_run(net, image, scale, tiles, config, plan, diameter, release=True):  # type: ignore[no-untyped-def]
         shape = image.shape[1:]
         return scaling.Segmentation(np.zeros(shape, np.uint32), np.zeros((2, *shape), np.float32),
                                      np.zeros(shape, np.float32))
@@ -193,3 +193,23 @@ def test_a_resized_run_within_the_looser_range_is_not_run_again() -> None:
                                       np.ones((300, 300), np.float32))
         found = estimate.second_look(result, 1.5, 30.0)
         assert found == (None if expected is None else pytest.approx(expected))
+
+
+@pytest.mark.parametrize(("side", "released"), [(500, [True]), (1500, [False] * 4)])
+def test_the_estimate_keeps_the_arena_between_the_crops_of_a_large_image(
+        monkeypatch: pytest.MonkeyPatch, side: int, released: list[bool]) -> None:
+    # A whole image's first pass may be the answer: its arena is given back before its masks.
+    # The four crops of a larger one keep it, as the next crop and the image's run need it.
+    seen: list[bool] = []
+
+    def fake_run(net, image, scale, tiles, config, plan, diameter, release=True):  # type: ignore[no-untyped-def]
+        seen.append(release)
+        shape = image.shape[1:]
+        return scaling.Segmentation(squares(shape, 27), np.zeros((2, *shape), np.float32),
+                                     np.ones(shape, np.float32))
+
+    monkeypatch.setattr(estimate, "run_at_scale", fake_run)
+    monkeypatch.setattr(estimate, "head_diameter", lambda net, image, execution: None)
+    net = SimpleNamespace(metadata={"diameter": 30.0})
+    estimate.estimate_diameter(net, PreparedView(np.zeros((3, side, side), np.float32)))
+    assert seen[:len(released)] == released
