@@ -310,7 +310,7 @@ def degrade_resolution(image: npt.NDArray[np.float32], factor: float) -> npt.NDA
 
     The pixels are averaged down (a Gaussian of 0.4 coarse pixels, then bilinear sampling at the
     coarse pixel centres) and enlarged again bilinearly with aligned pixel centres, as
-    :func:`flowseg.normalize.rescale` enlarges an image of small cells; the geometry, hence every
+    :func:`flowseg.normalize.resize_to` enlarges an image of small cells; the geometry, hence every
     target, is unchanged. scipy only: it runs in data-loader workers, where numba's OpenMP threads
     must not start after a fork.
 

@@ -210,22 +210,6 @@ def prepare_image(image: npt.ArrayLike) -> npt.NDArray[np.float32]:
     return to_three_channels(normalize_image(image))
 
 
-def rescale(image: npt.NDArray[np.floating], factor: float) -> npt.NDArray[np.float32]:
-    """Resize a ``(C, H, W)`` image by ``factor`` with bilinear interpolation.
-
-    Parameters
-    ----------
-    image : (C, H, W) ndarray
-    factor : float
-        New size over old size.
-
-    Returns
-    -------
-    resized : (C, round(H * factor), round(W * factor)) ndarray of float32
-    """
-    return resize_to(image, scaled_shape(image.shape[1:], factor))
-
-
 def scaled_shape(shape: tuple[int, ...], factor: float) -> tuple[int, int]:
     """Return the ``(H, W)`` of an image of ``shape`` resized by ``factor`` (at least 1 x 1)."""
     return max(1, round(shape[0] * factor)), max(1, round(shape[1] * factor))
