@@ -15,6 +15,14 @@ def squares(shape: tuple[int, int], side: int) -> np.ndarray:
     return ((yy // side) * (shape[1] // side + 1) + xx // side + 1).astype(np.uint32)
 
 
+def segmentation(labels: np.ndarray, foreground: bool = True,
+                 diameter: float = 0.0) -> scaling.Segmentation:
+    """What a fake run returns: ``labels``, no flows, everything (or nothing) foreground."""
+    shape = labels.shape
+    return scaling.Segmentation(labels, np.zeros((2, *shape), np.float32),
+                                np.full(shape, 1.0 if foreground else 0.0, np.float32), diameter)
+
+
 @pytest.mark.parametrize(("half_side", "expected"), [(106, 120.0), (33, 37.2)])
 def test_estimate_looks_at_half_size_for_pieces_of_large_cells(
         monkeypatch: pytest.MonkeyPatch, half_side: int, expected: float) -> None:
@@ -27,8 +35,7 @@ def test_estimate_looks_at_half_size_for_pieces_of_large_cells(
         calls.append(scale)
         shape = image.shape[1:]
         side = 33 if scale == 1.0 else half_side if scale == 0.5 else 106
-        return scaling.Segmentation(squares(shape, side), np.zeros((2, *shape), np.float32),
-                                     np.ones(shape, np.float32))  # all foreground
+        return segmentation(squares(shape, side))  # all foreground
 
     monkeypatch.setattr(estimate, "run_at_scale", fake_run)
     net = SimpleNamespace(metadata={"diameter": 30.0})
@@ -86,8 +93,7 @@ def test_estimate_distrusts_a_pass_whose_masks_miss_most_of_the_foreground(
                 labels[20 * i: 20 * i + 18, :18] = i + 1
         else:
             labels = squares(shape, 8)  # at the image's scale, as run_at_scale returns them
-        return scaling.Segmentation(labels, np.zeros((2, *shape), np.float32),
-                                     np.ones(shape, np.float32))
+        return segmentation(labels)
 
     monkeypatch.setattr(estimate, "run_at_scale", fake_run)
     net = SimpleNamespace(metadata={"diameter": 30.0})
@@ -109,8 +115,7 @@ def test_a_resized_run_that_finds_other_cells_runs_again(
     def fake_run(net, image, scale, tiles, config, plan, diameter, release=True):  # type: ignore[no-untyped-def]
         calls.append(scale)
         shape = image.shape[1:]
-        return scaling.Segmentation(squares(shape, found_side), np.zeros((2, *shape), np.float32),
-                                     np.ones(shape, np.float32), diameter)
+        return segmentation(squares(shape, found_side), diameter=diameter)
 
     monkeypatch.setattr(estimate, "run_at_scale", fake_run)
     net = SimpleNamespace(metadata={"diameter": 30.0})
@@ -144,8 +149,7 @@ def test_estimate_takes_the_size_heads_scale_when_the_first_pass_finds_pieces(
         labels = squares(shape, 13 if scale == 1.0 else 6 if scale == 2.0 else 120)
         if partial and scale == 1.0:
             labels[:, : 2 * shape[1] // 3] = 0
-        return scaling.Segmentation(labels, np.zeros((2, *shape), np.float32),
-                                     np.ones(shape, np.float32))
+        return segmentation(labels)
 
     monkeypatch.setattr(estimate, "run_at_scale", fake_run)
     monkeypatch.setattr(estimate, "head_diameter", lambda net, image, execution: head)
@@ -159,8 +163,7 @@ def test_the_size_head_is_not_run_when_the_first_pass_made_no_masks(
         monkeypatch: pytest.MonkeyPatch) -> None:
     def fake_run(net, image, scale, tiles, config, plan, diameter, release=True):  # type: ignore[no-untyped-def]
         shape = image.shape[1:]
-        return scaling.Segmentation(np.zeros(shape, np.uint32), np.zeros((2, *shape), np.float32),
-                                     np.zeros(shape, np.float32))
+        return segmentation(np.zeros(shape, np.uint32), foreground=False)
 
     def no_head(net, image, execution):  # type: ignore[no-untyped-def]
         raise AssertionError("the head ran on an image without masks")
@@ -189,9 +192,7 @@ def test_a_resized_run_within_the_looser_range_is_not_run_again() -> None:
     side_16 = round(8 * float(np.sqrt(np.pi)))  # squares of the area of a 16-px disk
     side_12 = round(6 * float(np.sqrt(np.pi)))
     for side, expected in ((side_16, None), (side_12, 2 * np.sqrt(side_12**2 / np.pi))):
-        result = scaling.Segmentation(squares((300, 300), side), np.zeros((2, 300, 300), np.float32),
-                                      np.ones((300, 300), np.float32))
-        found = estimate.second_look(result, 1.5, 30.0)
+        found = estimate.second_look(segmentation(squares((300, 300), side)), 1.5, 30.0)
         assert found == (None if expected is None else pytest.approx(expected))
 
 
@@ -205,8 +206,7 @@ def test_the_estimate_keeps_the_arena_between_the_crops_of_a_large_image(
     def fake_run(net, image, scale, tiles, config, plan, diameter, release=True):  # type: ignore[no-untyped-def]
         seen.append(release)
         shape = image.shape[1:]
-        return scaling.Segmentation(squares(shape, 27), np.zeros((2, *shape), np.float32),
-                                     np.ones(shape, np.float32))
+        return segmentation(squares(shape, 27))
 
     monkeypatch.setattr(estimate, "run_at_scale", fake_run)
     monkeypatch.setattr(estimate, "head_diameter", lambda net, image, execution: None)
