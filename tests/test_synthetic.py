@@ -123,3 +123,20 @@ def test_packed_nuclei_touch_across_faint_seams_and_look_alike() -> None:
     nuclei_seam, nuclei_spread = seam_contrast_and_spread("nuclei")
     assert packed_seam > nuclei_seam + 0.1  # seams barely darker than the insides
     assert packed_spread < 2.5 < nuclei_spread  # neighbours alike, not a 20x range
+
+
+def test_bacteria_are_rods_lying_side_by_side() -> None:
+    from skimage.measure import regionprops
+
+    image, labels = make_sample((256, 256), "bacteria", seed=2, diameter=20.0)
+    shapes = regionprops(labels)
+    whole = [r for r in shapes if min(r.bbox[:2]) > 0 and r.bbox[2] < 256 and r.bbox[3] < 256]
+    ratios = np.array([r.axis_major_length / max(r.axis_minor_length, 1) for r in whole])
+    assert len(whole) > 30 and np.median(ratios) > 2.0  # rods, not disks
+    left, right = labels[:, :-1], labels[:, 1:]
+    up, down = labels[:-1], labels[1:]
+    contacts = ((left != right) & (left > 0) & (right > 0)).sum() + \
+        ((up != down) & (up > 0) & (down > 0)).sum()
+    assert contacts > 0.02 * (labels > 0).sum()  # packed against neighbours
+    gray = image if image.ndim == 2 else image.mean(axis=-1)
+    assert gray[labels > 0].mean() < gray[labels == 0].mean()  # phase contrast: dark bodies

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from flowseg.errors import InputError
-from flowseg.synthetic import fluorescence, stained, transmitted
+from flowseg.synthetic import fluorescence, rods, stained, transmitted
 from flowseg.synthetic.fluorescence import make_nuclei_volume
 from flowseg.synthetic.labels import random_touching_labels, random_touching_volume
 
@@ -54,6 +54,7 @@ _GENERATORS: MappingProxyType[str, tuple[Maker, Renderer]] = MappingProxyType({
     "skin": (stained.make_skin, stained.render_skin),
     "packed": (_then_render(fluorescence.packed_labels, fluorescence.render_packed),
                fluorescence.render_packed),
+    "bacteria": (_then_render(rods.rod_labels, transmitted.render_phase), transmitted.render_phase),
 })
 MODALITIES = tuple(_GENERATORS)
 # Names of the first generators, kept so that older scripts and seeds still run.
@@ -61,7 +62,8 @@ ALIASES = MappingProxyType({"fluorescence": "nuclei", "tissue": "he"})
 # Typical cell (nucleus, for tissue) diameter in pixels at a 20-40x objective, per modality.
 TYPICAL_DIAMETER = MappingProxyType({"nuclei": 22.0, "cytoplasm": 40.0, "brightfield": 30.0,
                                      "phase": 30.0, "dic": 30.0, "he": 14.0, "ihc": 14.0,
-                                     "skin": 12.0, "packed": 22.0})
+                                     "skin": 12.0, "packed": 22.0,
+                                     "bacteria": 20.0})
 
 
 def make_sample(
@@ -79,8 +81,9 @@ def make_sample(
         nuclear channel), ``brightfield``, ``phase`` (dark cells in bright halos), ``dic``
         (relief), ``he`` (H&E nuclei among cytoplasm, membranes and collagen), ``ihc``
         (hematoxylin + DAB), ``skin`` (layered H&E section), ``packed`` (nuclei packed
-        against neighbours of like brightness across faint seams). ``fluorescence`` and ``tissue``
-        are accepted for ``nuclei`` and ``he``.
+        against neighbours of like brightness across faint seams), ``bacteria`` (rods packed side
+        by side in phase contrast). ``fluorescence`` and ``tissue`` are accepted for ``nuclei``
+        and ``he``.
     seed : int
         The same seed gives the same sample.
     diameter : float, optional
