@@ -4,9 +4,9 @@
 
 Training data (written under --work on the first run, then reused):
 - synthetic: ``--per-modality`` images of 320^2 for every generator in flowseg.synthetic but the
-  one ``--hold-out`` names (DIC by default, as for the bundled model: benchmarks/bench_finetune.py
-  measures fine-tuning on it; ``--hold-out none`` trained the fourth model of RESULTS.md, which
-  was not shipped), seeds 1000 m + i for the m-th generator, cell diameters log-uniform from half
+  one ``--hold-out`` names (``bacteria`` by default, as for the bundled model:
+  benchmarks/bench_finetune.py measures fine-tuning on it; the models before the eleventh held
+  out DIC instead), seeds 1000 m + i for the m-th generator, cell diameters log-uniform from half
   to twice the modality's typical size (>= 8 px);
 - z-stack planes: ``--volumes`` synthetic nuclei stacks (flowseg.synthetic.make_nuclei_volume),
   three ZY and three ZX planes of each, half of them after the z-sampling that predict --3d's
@@ -24,7 +24,9 @@ zoomed by a log-uniform factor from 0.5 to 2 (``--zoom``): the network sees cell
 and predict's automatic diameter brings other sizes into that range. A quarter of the crops are
 blurred as if taken at 1.5-4x coarser resolution (``--lowres``), as an image of small cells looks
 once enlarged.
-The run resumes where it stopped (run it again after a kill). When it ends, the network's size
+The run resumes where it stopped (run it again after a kill). ``--average-with CHECKPOINT``
+ships the mean of the trained weights and that checkpoint's (how the eleventh model was made from
+its run and the ninth). When it ends, the network's size
 head (flowseg.sizehead) is fitted on images of known cell size (``head_samples``; ``--fit-head
 CHECKPOINT`` does only that, for a checkpoint trained before), and the lean float16 copy is
 installed into the package.
@@ -232,7 +234,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=320)
     parser.add_argument("--volumes", type=int, default=12,
                         help="synthetic z-stacks to take ZY/ZX training planes from (6 each)")
-    parser.add_argument("--hold-out", default="dic", choices=("none", *MODALITIES),
+    parser.add_argument("--hold-out", default="bacteria", choices=("none", *MODALITIES),
                         help="a synthetic modality left out of training (to measure fine-tuning)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--learning-rate", type=float, default=2e-3)
@@ -245,6 +247,9 @@ def main() -> int:
                         help="share of crops shown at a 1.5-4x lower resolution, enlarged back")
     parser.add_argument("--pretrained", type=Path, default=None,
                         help="warm start from these weights (a previous default.pt, say)")
+    parser.add_argument("--average-with", type=Path, default=None, metavar="CHECKPOINT",
+                        help="ship the mean of the trained weights and these (the eleventh "
+                             "model: its run and the ninth's weights it started from)")
     parser.add_argument("--fit-head", type=Path, default=None, metavar="CHECKPOINT",
                         help="only fit the size head of this checkpoint (into --work/default.pt)")
     parser.add_argument("--export-only", action="store_true",
@@ -277,13 +282,29 @@ def main() -> int:
     seconds = time.perf_counter() - start
     print(f"trained in {seconds:.0f} s (this invocation): {last}")
     net = load_net(last)
+    if args.average_with:
+        average_weights(net, load_net(args.average_with))
     steps, wall = run_totals(work / "run" / "log.csv")
     net.metadata["training"].update(
         command=" ".join(["python", *sys.argv]), held_out_modality=args.hold_out,
         warm_start=str(args.pretrained) if args.pretrained else None,
         steps=steps, wall_seconds=round(wall), training_diameter_px=TRAIN_DIAMETER,
-        lowres=args.lowres, zoom=list(args.zoom), volume_planes=6 * args.volumes)
+        lowres=args.lowres, zoom=list(args.zoom), volume_planes=6 * args.volumes,
+        averaged_with=str(args.average_with) if args.average_with else None)
     return finish(net, args)
+
+
+def average_weights(net: torch.nn.Module, other: torch.nn.Module) -> None:
+    """Set ``net``'s weights (and normalisation statistics) to the mean of its own and ``other``'s.
+
+    Two runs of one architecture, the second started from the first, average into weights that
+    keep what each learnt best (a "model soup"): the eleventh model is the mean of a run that
+    added DIC to the training data and the ninth model it started from (benchmarks/RESULTS.md).
+    """
+    theirs = other.state_dict()
+    net.load_state_dict({key: (value + theirs[key].to(value.dtype)) / 2
+                         if value.is_floating_point() else value
+                         for key, value in net.state_dict().items()})
 
 
 def finish(net, args: argparse.Namespace) -> int:
