@@ -3,8 +3,8 @@
     python scripts/render_model_examples.py [--out benchmarks/figures/model_failures.png]
 
 Panels, left to right: the bottom (held-out) half of ../shared/data's dsb2018_nuclei_left image,
-plane 33 of ../shared/data3d (held out), a synthetic DIC image and a synthetic cytoplasm image
-(held-out seeds). As the challenge's metric counts them: a true cell that no predicted mask
+plane 33 of ../shared/data3d (held out), synthetic DIC, bacteria (never in training) and cytoplasm
+images (held-out seeds). As the challenge's metric counts them: a true cell that no predicted mask
 matches at IoU >= 0.5 is outlined in red (missed, or merged with a neighbour, or cut too small),
 a predicted mask that matches no true cell in yellow (false, or a merge). Errors on cells cut by
 the image's edge are shown too, though the metric leaves those cells out.
@@ -56,7 +56,7 @@ def main() -> int:
     net = load_model()
     real = list(real_set())
     cases = [real[1] if len(real) > 1 else real[0], real[3] if len(real) > 3 else real[-1],
-             next(synthetic_set("dic", 1, SIDE)), next(synthetic_set("cytoplasm", 1, SIDE))]
+             *(next(synthetic_set(name, 1, SIDE)) for name in ("dic", "bacteria", "cytoplasm"))]
     gap = np.full((SIDE, 4, 3), 255, np.uint8)
     row = [part for image, truth in cases for part in (panel(net, image, truth), gap)][:-1]
     args.out.write_bytes(imagecodecs.png_encode(np.concatenate(row, axis=1)))
