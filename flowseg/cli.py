@@ -57,7 +57,8 @@ def _add_train(commands: Any) -> None:
     train.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3)")
     train.add_argument("--crop", type=int, default=256, help="training crop side (default: 256)")
     train.add_argument("--val_fraction", type=float, default=0.1,
-                       help="share of images held out for validation (default: 0.1)")
+                       help="share of images held out for validation, rounded down: none "
+                            "with fewer than 1/share images (default: 0.1)")
     train.add_argument("--val_every", type=int, default=5, help="validate every N epochs")
     train.add_argument("--diameter", type=float, default=None,
                        help="rescale images so that the median cell diameter is this (off)")

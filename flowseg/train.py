@@ -70,7 +70,8 @@ class TrainConfig:
     warmup_fraction : float
         Share of all steps spent ramping the learning rate up from zero.
     val_fraction : float
-        Share of the pairs held out for validation (at least one when there are two or more).
+        Share of the pairs held out for validation, rounded down (none with fewer than
+        ``1 / val_fraction`` pairs, so that a few annotated images all train).
     val_every : int
         Validate every this many epochs (and after the last).
     seed : int
@@ -160,17 +161,26 @@ def split_pairs(pairs: list[Any], fraction: float, seed: int) -> tuple[list[Any]
     ----------
     pairs : list
     fraction : float
-        Share for validation; at least one pair when ``fraction > 0`` and two or more pairs.
+        Share for validation, rounded down: with fewer than ``1 / fraction`` pairs there is no
+        validation set, so that every one of a few annotated images trains (fine-tuning on 2-9
+        images at the default 0.1), and at least one pair always trains.
     seed : int
 
     Returns
     -------
     train, val : list
+
+    Examples
+    --------
+    >>> [len(part) for part in split_pairs(list(range(5)), 0.1, seed=0)]
+    [5, 0]
+    >>> [len(part) for part in split_pairs(list(range(12)), 0.1, seed=0)]
+    [11, 1]
     """
-    if fraction <= 0 or len(pairs) < 2:
+    n_val = min(len(pairs) - 1, int(fraction * len(pairs) + 1e-9)) if fraction > 0 else 0
+    if n_val <= 0:
         return list(pairs), []
     order = np.random.default_rng(seed).permutation(len(pairs))
-    n_val = min(len(pairs) - 1, max(1, round(fraction * len(pairs))))
     val = set(order[:n_val].tolist())
     return ([p for i, p in enumerate(pairs) if i not in val],
             [p for i, p in enumerate(pairs) if i in val])
@@ -214,6 +224,9 @@ def train(
     device = pick_device(config.device)
     pairs = discover_pairs(data_path)
     train_pairs, val_pairs = split_pairs(pairs, config.val_fraction, config.seed)
+    if config.val_fraction > 0 and not val_pairs:
+        log.info("%d image pairs, fewer than 1 / val_fraction: all train, none validates "
+                 "(last.pt is the result)", len(pairs))
     dataset = FlowDataset(train_pairs, data, cache_dir)
     session = _Session.start(out, config, net_config, device, resume, pretrained, len(dataset))
     # A size head read the old weights' features (flowseg.sizehead): new weights make it stale.

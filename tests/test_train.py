@@ -66,6 +66,10 @@ def test_split_is_reproducible() -> None:
     assert len(val) == 2 and sorted(train_set + val) == list(range(20))
     assert split_pairs(list(range(20)), 0.1, seed=3) == (train_set, val)
     assert split_pairs([1], 0.5, seed=0) == ([1], [])
+    # A few annotated images all train at the default share; a validation set from 1 / fraction.
+    assert split_pairs(list(range(9)), 0.1, seed=0) == (list(range(9)), [])
+    assert [len(part) for part in split_pairs(list(range(10)), 0.1, seed=0)] == [9, 1]
+    assert [len(part) for part in split_pairs(list(range(2)), 0.9, seed=0)] == [1, 1]
 
 
 @pytest.mark.slow
