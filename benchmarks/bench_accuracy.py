@@ -4,8 +4,8 @@
 
 Held-out sets (none of them, nor their seeds, is used by scripts/train_default_model.py):
 - synthetic: ``--images`` images of ``--size``^2 per generator of flowseg.synthetic, at the
-  modality's typical cell diameter, seeds 500,000 and up (training uses seeds below 10,000); DIC is
-  a modality the default model never saw;
+  modality's typical cell diameter, seeds 500,000 and up (training uses seeds below 10,000);
+  ``bacteria`` is a modality the default model never saw (DIC was, up to the ninth model);
 - real: the bottom halves of ../shared/data's images, and planes 32-34 of
   ../shared/data3d/cells3d_nuclei_z22-34 (one id per piece, pieces under 15 px dropped, as
   ../shared/data does);

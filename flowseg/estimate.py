@@ -51,7 +51,7 @@ ESTIMATE_PIXELS = 1 << 20
 # network calls foreground: where cells are too small to be told apart at the image's own scale,
 # the network still marks them as foreground but the few masks it makes are clumps of them.
 # Measured on synthetic tuning images (seeds 800,000+, 8 modalities at 0.5x, 1x and 2x): 0.81-1.00
-# where the estimate was right (DIC, never trained on, 0.28-0.94), 0.34-0.81 for 6-px skin nuclei
+# where the estimate was right (DIC, not yet trained on then, 0.28-0.94), 0.34-0.81 for 6-px skin nuclei
 # read as 33-60 px clumps; 8-px phase contrast 0.06-0.11 (estimates of 14 and 20 px).
 ESTIMATE_CELLS = 5
 ESTIMATE_COVERAGE = 0.5
@@ -75,7 +75,7 @@ SPLIT_CHECK_FROM = 0.8
 # A first pass whose cells the size head (flowseg.sizehead) reads as at least this many times
 # larger looked at pieces of them: the estimate is taken at the head's scale instead. On 99
 # synthetic tuning images (seeds 810,000+, 9 generators, 8-150 px) and 15 real held-out ones, the
-# bundled model's head read within 2.27x of the truth (median 1.11x); the pieces the first pass
+# third model's head read within 2.27x of the truth (median 1.11x); the pieces the first pass
 # makes of 150-px cells came out 5.7-7.1x smaller than the cells (RESULTS.md).
 HEAD_VETO = 2.5
 

@@ -46,6 +46,8 @@ def rod_labels(shape: tuple[int, int], diameter: float,
     angle = _orientation_field(shape, diameter, rng)
     labels = np.zeros(shape, np.uint32)
     free = np.flatnonzero(colonies.reshape(-1))
+    if free.size == 0:  # a flat noise field (a tiny image): the colony is the whole field
+        free = np.arange(colonies.size)
     tries = int(4 * colonies.sum() / (np.pi * diameter ** 2 / 4)) + 1
     count = 0
     for cy, cx in zip(*np.unravel_index(rng.choice(free, tries), shape), strict=True):
