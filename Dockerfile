@@ -30,8 +30,8 @@ FROM ${BASE}
 COPY --from=build /opt/flowseg /opt/flowseg
 ENV PATH=/opt/flowseg/bin:${PATH} PYTHONDONTWRITEBYTECODE=1
 # Compile and cache numba's kernels now, so that the first image does not pay for it.
-RUN python3 -c "import numpy as np; from flowseg.flows import labels_to_flows; \
-from flowseg.masks import masks_from_flows; from flowseg.metrics import match_labels; \
+RUN python3 -c "import numpy as np; from flowseg.representation.flows import labels_to_flows; \
+from flowseg.representation.masks import masks_from_flows; from flowseg.metrics import match_labels; \
 x = np.zeros((64, 64), np.uint32); x[10:30, 10:30] = 1; x[30:50, 20:40] = 2; \
 m = masks_from_flows(labels_to_flows(x) * 5, np.where(x > 0, 5.0, -5.0)); \
 print('kernels cached, round trip F1', match_labels(x, m).f1)"

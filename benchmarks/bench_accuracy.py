@@ -3,7 +3,7 @@
     python benchmarks/bench_accuracy.py [--model PATH] [--images 6] [--size 384] [--sizes]
 
 Held-out sets (none of them, nor their seeds, is used by scripts/train_default_model.py):
-- synthetic: ``--images`` images of ``--size``^2 per generator of flowseg.synthetic, at the
+- synthetic: ``--images`` images of ``--size``^2 per generator of flowseg.training.synthetic, at the
   modality's typical cell diameter, seeds 500,000 and up (training uses seeds below 10,000);
   ``bacteria`` is a modality the default model never saw (DIC was, up to the ninth model);
 - real: the bottom halves of ../shared/data's images, and planes 32-34 of
@@ -29,13 +29,13 @@ import numpy as np
 import tifffile
 from skimage.transform import rescale as sk_rescale
 
-from flowseg.files import find_pairs
-from flowseg.infer import TileConfig
+from flowseg.inference.pipeline import as_channels_first, load_model, segment_with_outputs
+from flowseg.inference.tiling import TileConfig
 from flowseg.io import read_labels
+from flowseg.io.files import find_pairs
 from flowseg.metrics import challenge_scores, match_labels, merges_and_splits
-from flowseg.pipeline import as_channels_first, load_model, segment_with_outputs
-from flowseg.synthetic import MODALITIES, TYPICAL_DIAMETER, make_sample
-from flowseg.synthetic.labels import tidy_labels
+from flowseg.training.synthetic import MODALITIES, TYPICAL_DIAMETER, make_sample
+from flowseg.training.synthetic.labels import tidy_labels
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 HELD_OUT_PLANES = (10, 11, 12)  # z = 32, 33, 34

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from flowseg.files import find_pairs
+from flowseg.inference.pipeline import load_model
+from flowseg.inference.volume import VolumeConfig, segment_volume
 from flowseg.io import read_labels, read_volume
+from flowseg.io.files import find_pairs
 from flowseg.metrics import match_labels
-from flowseg.pipeline import load_model
-from flowseg.synthetic import random_touching_volume
-from flowseg.volume import VolumeConfig, segment_volume
+from flowseg.training.synthetic import random_touching_volume
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data3d"
 

@@ -4,7 +4,7 @@
 
 A synthetic fluorescence image of touching cells (size x size, written as a tiled TIFF) is
 segmented (a) by the single-process pipeline, in a fresh process, and (b) by
-``flowseg.distributed.segment_large`` on a LocalCluster of 1 worker (all cores) and of 2 workers
+``flowseg.apps.slides.segment_large`` on a LocalCluster of 1 worker (all cores) and of 2 workers
 (a core each). Reported: wall time, cells found, peak RSS of the single process and of each
 worker process, and the agreement (F1) between the blocked and the single-process labels.
 """
@@ -29,7 +29,7 @@ from memory import peak_rss_mb
 def make_tiff(size: int, folder: Path) -> Path:
     import tifffile
 
-    from flowseg.synthetic import make_sample
+    from flowseg.training.synthetic import make_sample
 
     path = folder / f"slide_{size}.tif"
     if not path.exists():
@@ -42,8 +42,8 @@ def make_tiff(size: int, folder: Path) -> Path:
 
 
 def single_process(path: Path, out: Path) -> dict[str, float]:
+    from flowseg.inference.pipeline import load_model, segment, training_diameter
     from flowseg.io import read_pixels, write_labels
-    from flowseg.pipeline import load_model, segment, training_diameter
 
     start = time.perf_counter()
     net = load_model()  # at the model's own scale, as Dask blocks run
@@ -60,8 +60,8 @@ def on_cluster(path: Path, workers: int, block: int, out: Path) -> dict[str, obj
     import memory
     from distributed import Client
 
-    from flowseg.cluster import local_cluster
-    from flowseg.distributed import BlockConfig, segment_large
+    from flowseg.apps.cluster import local_cluster
+    from flowseg.apps.slides import BlockConfig, segment_large
 
     cloudpickle.register_pickle_by_value(memory)  # the workers need not find benchmarks/
     with local_cluster(workers) as cluster, \

@@ -32,17 +32,17 @@ import numpy as np
 import tifffile
 from bench_accuracy import real_set, synthetic_set
 
-from flowseg.execution import (
+from flowseg.inference.normalize import PreparedView
+from flowseg.inference.pipeline import as_channels_first, load_model, segment_with_outputs
+from flowseg.inference.tiling import TileConfig, run_tiled
+from flowseg.metrics import challenge_scores, match_labels
+from flowseg.model.execution import (
     Execution,
     cpu_has_native_bfloat16,
     plan_execution,
     read_cpu_model_and_flags,
 )
-from flowseg.infer import TileConfig, run_tiled
-from flowseg.metrics import challenge_scores, match_labels
-from flowseg.normalize import PreparedView
-from flowseg.pipeline import as_channels_first, load_model, segment_with_outputs
-from flowseg.synthetic import MODALITIES, make_sample
+from flowseg.training.synthetic import MODALITIES, make_sample
 
 
 def machine() -> str:
@@ -59,7 +59,7 @@ def machine() -> str:
 def plans() -> dict[str, Execution]:
     import torch
 
-    from flowseg.runtime import onnxruntime_available
+    from flowseg.model.runtime import onnxruntime_available
 
     found = {"cpu float32": plan_execution("cpu", "float32", runtime="torch")}
     if onnxruntime_available():

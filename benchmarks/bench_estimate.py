@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from flowseg import estimate, pipeline, scaling
-from flowseg.normalize import PreparedView
-from flowseg.synthetic import make_sample
+from flowseg.inference import estimate, pipeline, scaling
+from flowseg.inference.normalize import PreparedView
+from flowseg.training.synthetic import make_sample
 
 MODALITIES = ("nuclei", "cytoplasm", "phase", "he", "brightfield")
 DIAMETERS = (12, 30, 60, 120)

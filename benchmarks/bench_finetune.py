@@ -6,7 +6,7 @@ The default model is trained without the ``bacteria`` generator (rods in phase c
 scripts/train_default_model.py's ``--hold-out``). Here it is fine-tuned on 1, 2 and 5 annotated
 images of it (384^2, seeds 700,000 and up) and scored on bench_accuracy.py's 6 held-out images of
 the same generator, before and after 1, 3 and 10 minutes of CPU time. Each budget is its own run
-of ``flowseg.train.train`` with the settings of ``flowseg train --data_path MINE --workers 0
+of ``flowseg.training.train.train`` with the settings of ``flowseg train --data_path MINE --workers 0
 --val_fraction 0`` (the bundled model's weights and training diameter, AdamW with a warm-up and a
 cosine decay, batch 8 of 256^2 crops) and as many epochs as fit the budget: a run's fixed cost
 and the CPU time of one epoch are measured first by runs of 1 and 3 epochs after a warm-up (not
@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flowseg.dataset import DataConfig
+from flowseg.inference.pipeline import default_model_path, load_model, segment, training_diameter
 from flowseg.io import write_labels
 from flowseg.metrics import challenge_scores
-from flowseg.net import load_net
-from flowseg.pipeline import default_model_path, load_model, segment, training_diameter
-from flowseg.synthetic import MODALITIES, TYPICAL_DIAMETER, make_sample
-from flowseg.train import TrainConfig, train
+from flowseg.model.net import load_net
+from flowseg.training.dataset import DataConfig
+from flowseg.training.synthetic import MODALITIES, TYPICAL_DIAMETER, make_sample
+from flowseg.training.train import TrainConfig, train
 
 
 def held_out(modality: str, count: int = 6, size: int = 384):

@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_accuracy import print_row, score_set
 from bench_accuracy_3d import print_volume_rows
 
-from flowseg.pipeline import load_model
-from flowseg.synthetic.labels import tidy_labels
+from flowseg.inference.pipeline import load_model
+from flowseg.training.synthetic.labels import tidy_labels
 
 PLANES_2D = (36, 39, 42, 45, 48)
 PLANES_3D = range(36, 49)

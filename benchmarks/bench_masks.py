@@ -39,7 +39,7 @@ SEED = 2022
 
 def make_inputs(sizes: list[int]) -> dict[str, np.ndarray]:
     from flowseg.io import read_labels
-    from flowseg.synthetic import random_touching_labels
+    from flowseg.training.synthetic import random_touching_labels
 
     inputs = {}
     if (SHARED / "labels").is_dir():
@@ -81,9 +81,9 @@ def import_cellpose() -> tuple[types.ModuleType, str]:
 
 
 def run_worker(impl: str, name: str, sizes: list[int], repeats: int) -> dict[str, object]:
-    from flowseg.flows import FLOW_SCALE, labels_to_flows
-    from flowseg.masks import MaskConfig, masks_from_flows
     from flowseg.metrics import challenge_scores
+    from flowseg.representation.flows import FLOW_SCALE, labels_to_flows
+    from flowseg.representation.masks import MaskConfig, masks_from_flows
 
     labels = make_inputs(sizes)[name]
     flows = labels_to_flows(labels) * FLOW_SCALE  # the shared input of the masks step

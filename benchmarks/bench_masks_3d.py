@@ -37,9 +37,9 @@ DIAMETER = 14.0
 
 
 def make_input(name: str) -> np.ndarray:
-    from flowseg.files import find_pairs
     from flowseg.io import read_labels
-    from flowseg.synthetic import random_touching_volume
+    from flowseg.io.files import find_pairs
+    from flowseg.training.synthetic import random_touching_volume
 
     if name == "real":
         return read_labels(find_pairs(SHARED / "images", SHARED / "labels")[0][1], ndim=3)
@@ -48,10 +48,10 @@ def make_input(name: str) -> np.ndarray:
 
 
 def run_worker(impl: str, name: str, repeats: int) -> dict[str, object]:
-    from flowseg.flows import FLOW_SCALE, labels_to_flows
-    from flowseg.masks import MaskConfig, masks_from_flows
+    from flowseg.inference.volume import VOLUME_FLOW_THRESHOLD
     from flowseg.metrics import match_labels
-    from flowseg.volume import VOLUME_FLOW_THRESHOLD
+    from flowseg.representation.flows import FLOW_SCALE, labels_to_flows
+    from flowseg.representation.masks import MaskConfig, masks_from_flows
 
     labels = make_input(name)
     flows = labels_to_flows(labels) * FLOW_SCALE

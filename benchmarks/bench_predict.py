@@ -18,8 +18,8 @@ fresh process over a batch of tiles, in float32): an estimate of the activations
 which float16 halves; torch's CUDA context comes on top.
 
 z-stacks (``--volumes``, default one of 32 x 256^2): a synthetic volume of packed nuclei (per-cell
-brightness, blur, noise), segmented by ``flowseg.volume.segment_volume`` as ``predict --3d`` does,
-once with flows followed in 3-D and once with ``--stitch 0.5``: seconds per megavoxel, peak RSS.
+brightness, blur, noise), segmented by ``flowseg.inference.volume.segment_volume`` as ``predict --3d``
+does, once with flows followed in 3-D and once with ``--stitch 0.5``: seconds per megavoxel, peak RSS.
 
     python benchmarks/bench_predict.py [--sizes 512 1024 2048 4096 10000] [--repeats 3]
                                        [--volumes 32x256]
@@ -46,7 +46,7 @@ from memory import peak_rss_mb
 def make_image(size: int, folder: Path) -> Path:
     import tifffile
 
-    from flowseg.synthetic import make_sample
+    from flowseg.training.synthetic import make_sample
 
     path = folder / f"synthetic_{size}_v2.tif"
     if not path.exists():
@@ -61,13 +61,13 @@ def make_image(size: int, folder: Path) -> Path:
 
 def worker_flowseg(path: Path, repeats: int, tile: int, batch: int,
                    runtime: str = "auto") -> dict[str, object]:
-    from flowseg.blocks import masks_in_blocks
-    from flowseg.execution import plan_execution
-    from flowseg.infer import TileConfig, run_tiled
+    from flowseg.inference.blocks import masks_in_blocks
+    from flowseg.inference.normalize import PreparedView
+    from flowseg.inference.pipeline import load_model
+    from flowseg.inference.tiling import TileConfig, run_tiled
     from flowseg.io import read_pixels
-    from flowseg.normalize import PreparedView
-    from flowseg.pipeline import load_model
-    from flowseg.runtime import release_memory
+    from flowseg.model.execution import plan_execution
+    from flowseg.model.runtime import release_memory
 
     # torch only where it runs the network: its import alone holds memory that predict's ONNX
     # Runtime path never pays, and the peak RSS column is predict's.
@@ -76,7 +76,7 @@ def worker_flowseg(path: Path, repeats: int, tile: int, batch: int,
     config = TileConfig(tile=tile, batch=batch)
     times: dict[str, list[float]] = {"read": [], "network": [], "masks": []}
     cells = 0
-    # What flowseg.pipeline.segment does, timed in parts.
+    # What flowseg.inference.pipeline.segment does, timed in parts.
     for run in range(repeats + 1):  # run 0 warms up (JIT, allocator, caches)
         start = time.perf_counter()
         image = read_pixels(path)
@@ -106,7 +106,7 @@ def make_volume(shape: str, folder: Path) -> Path:
     import tifffile
     from scipy import ndimage
 
-    from flowseg.synthetic import random_touching_volume
+    from flowseg.training.synthetic import random_touching_volume
 
     path = folder / f"volume_{shape}.tif"
     if not path.exists():
@@ -123,9 +123,9 @@ def make_volume(shape: str, folder: Path) -> Path:
 
 
 def worker_volume(path: Path, repeats: int, stitch: str) -> dict[str, object]:
+    from flowseg.inference.pipeline import load_model
+    from flowseg.inference.volume import VolumeConfig, segment_volume
     from flowseg.io import read_volume
-    from flowseg.pipeline import load_model
-    from flowseg.volume import VolumeConfig, segment_volume
 
     net = load_model()
     config = VolumeConfig(stitch=float(stitch) if stitch != "none" else None)
@@ -145,8 +145,8 @@ def worker_monai(path: Path, repeats: int) -> dict[str, object]:
     from monai.inferers import sliding_window_inference
     from monai.networks.nets import UNet
 
+    from flowseg.inference.normalize import prepare_image
     from flowseg.io import read_image
-    from flowseg.normalize import prepare_image
 
     torch.manual_seed(0)
     net = UNet(spatial_dims=2, in_channels=3, out_channels=3, channels=(16, 32, 64, 128, 256),
@@ -165,7 +165,7 @@ def worker_monai(path: Path, repeats: int) -> dict[str, object]:
 def worker_tile_memory(tile: int, batch: int) -> dict[str, object]:
     import torch
 
-    from flowseg.pipeline import load_model
+    from flowseg.inference.pipeline import load_model
 
     net = load_model().eval()
     x = torch.randn(batch, 3, tile, tile)
@@ -177,7 +177,7 @@ def worker_tile_memory(tile: int, batch: int) -> dict[str, object]:
     weights = sum(p.numel() * p.element_size() for p in net.parameters()) / 2**20
     # Which precision is fastest on this CPU: float32 against bfloat16 autocast, the latter only
     # where the CPU computes bfloat16 natively (elsewhere it is tens of times slower).
-    from flowseg.execution import cpu_has_native_bfloat16
+    from flowseg.model.execution import cpu_has_native_bfloat16
 
     speed = {}
     choices = [("float32", False)] + ([("bfloat16", True)] if cpu_has_native_bfloat16() else [])
@@ -255,7 +255,7 @@ def main() -> int:
     memory = spawn(["--worker", "tile", *common])
     print(f"{os.cpu_count()} CPUs; tile {args.tile}, batch {args.batch}; median of "
           f"{args.repeats} runs after a warm-up, each size in a fresh process")
-    from flowseg.execution import plan_execution
+    from flowseg.model.execution import plan_execution
 
     runtime = plan_execution().runtime
     print(f"network runtime: {runtime}; the torch column is the same network through torch "

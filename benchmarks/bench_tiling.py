@@ -15,13 +15,13 @@ import argparse
 
 import numpy as np
 
-from flowseg.execution import plan_execution
-from flowseg.infer import TileConfig, run_tiled
-from flowseg.masks import masks_from_flows
+from flowseg.inference.normalize import PreparedView
+from flowseg.inference.pipeline import as_channels_first, load_model
+from flowseg.inference.tiling import TileConfig, run_tiled
 from flowseg.metrics import match_labels
-from flowseg.normalize import PreparedView
-from flowseg.pipeline import as_channels_first, load_model
-from flowseg.synthetic import make_sample
+from flowseg.model.execution import plan_execution
+from flowseg.representation.masks import masks_from_flows
+from flowseg.training.synthetic import make_sample
 
 
 def main() -> int:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from flowseg.net import FlowUNet, count_parameters
-from flowseg.train import flow_loss
+from flowseg.model.net import FlowUNet, count_parameters
+from flowseg.training.loss import flow_loss
 
 
 def median_time(fn, repeats: int, warmup: int = 2) -> float:  # type: ignore[no-untyped-def]
@@ -87,9 +87,9 @@ def forward_time(net: torch.nn.Module, size: int, repeats: int) -> float:
 def data_rate(samples: int) -> float:
     import tifffile
 
-    from flowseg.dataset import DataConfig, FlowDataset
     from flowseg.io import write_labels
-    from flowseg.synthetic import make_sample
+    from flowseg.training.dataset import DataConfig, FlowDataset
+    from flowseg.training.synthetic import make_sample
 
     root = Path(tempfile.mkdtemp())
     (root / "images").mkdir()
@@ -98,7 +98,7 @@ def data_rate(samples: int) -> float:
                                     seed=i)
         tifffile.imwrite(root / "images" / f"s{i}.tif", image)
         write_labels(labels, root / "labels" / f"s{i}_label.tiff")
-    from flowseg.dataset import discover_pairs
+    from flowseg.training.dataset import discover_pairs
 
     ds = FlowDataset(discover_pairs(root), DataConfig(crop=256), cache_dir=root / "cache")
     ds[(0, 0)]

@@ -30,9 +30,9 @@ def timed(fn) -> tuple[float, object]:  # type: ignore[no-untyped-def]
 def main() -> int:
     root = str(Path(sys.argv[1]).resolve())
     sys.path.insert(0, root)
-    flows_mod = importlib.import_module("flowseg.flows")
-    masks_mod = importlib.import_module("flowseg.masks")
-    synthetic = importlib.import_module("flowseg.synthetic")
+    flows_mod = importlib.import_module("flowseg.representation.flows")
+    masks_mod = importlib.import_module("flowseg.representation.masks")
+    synthetic = importlib.import_module("flowseg.training.synthetic")
     if not flows_mod.__file__.startswith(root):
         raise SystemExit(f"flowseg imported from {flows_mod.__file__}, not {root}")
     for n in (1024, 2048):

@@ -16,7 +16,7 @@ own (its boundary dilated by disk(1), 8-connected interiors, not grown back) and
 first reading of it (a 1-pixel boundary, 4-connected interiors grown back 4 px).
 
 (b) Equal budget: the same FlowUNet (same initial weights) trained by one loop (AdamW, warm-up
-and cosine decay, as flowseg.train), on the same samples in the same order (same crops, same
+and cosine decay, as flowseg.training.train), on the same samples in the same order (same crops, same
 augmentation), for the same number of steps: on flows + cell probability, and on each 3-class
 map with cross-entropy. Training data: synthetic
 images of every category in three modalities, plus the top half of each real sample; held out:
@@ -56,18 +56,20 @@ from baselines.three_class import (
 from make_synthetic_data import write_tiff
 from train_default_model import SHARED as SHARED_ROOT
 
-from flowseg.dataset import DataConfig, FlowDataset, discover_pairs, epoch_order
-from flowseg.files import find_pairs
-from flowseg.flows import FLOW_SCALE, labels_to_flows
-from flowseg.infer import TileConfig
+from flowseg.inference.normalize import prepare_image
+from flowseg.inference.pipeline import load_model, segment
+from flowseg.inference.tiling import TileConfig
 from flowseg.io import read_image, read_labels, write_labels
-from flowseg.masks import MaskConfig, masks_from_flows
+from flowseg.io.files import find_pairs
 from flowseg.metrics import challenge_scores, merges_and_splits
-from flowseg.net import FlowUNet, NetConfig, count_parameters
-from flowseg.normalize import prepare_image
-from flowseg.pipeline import load_model, segment
-from flowseg.synthetic import MODALITIES, random_touching_labels, render
-from flowseg.train import TrainConfig, flow_loss, optimizer_and_schedule, predict_whole
+from flowseg.model.net import FlowUNet, NetConfig, count_parameters
+from flowseg.representation.flows import FLOW_SCALE, labels_to_flows
+from flowseg.representation.masks import MaskConfig, masks_from_flows
+from flowseg.training.dataset import DataConfig, FlowDataset, discover_pairs, epoch_order
+from flowseg.training.loss import flow_loss
+from flowseg.training.synthetic import MODALITIES, random_touching_labels, render
+from flowseg.training.train import TrainConfig, optimizer_and_schedule
+from flowseg.training.validate import predict_whole
 
 # The modalities this study rendered in turn (MODALITIES when it ran, before "packed"), so that
 # its sets stay the ones RESULTS.md reports.
@@ -142,7 +144,8 @@ def write_set(folder: Path, category: str, count: int, size: int, seed: int) -> 
     (folder / "images").mkdir(parents=True, exist_ok=True)
     for i in range(count):
         settings = CATEGORIES[category]
-        labels = random_touching_labels((size, size), seed=seed * 1000 + i, **settings)  # type: ignore[arg-type]
+        labels = random_touching_labels((size, size), seed=seed * 1000 + i,
+                                        **settings)  # type: ignore[arg-type]
         modality = STUDY_MODALITIES[i % len(STUDY_MODALITIES)]
         image = render(labels, modality, seed=seed * 1000 + i)
         name = f"{category}_{modality}_{seed}_{i:03d}"
@@ -178,7 +181,7 @@ def ceiling(images: int, size: int) -> None:
 
 def fit(dataset: FlowDataset, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         *, steps: int, batch: int, seed: int) -> tuple[FlowUNet, float]:
-    """Train a fresh FlowUNet for ``steps`` steps as flowseg.train does; return it and seconds."""
+    """Train a fresh FlowUNet for ``steps`` steps as flowseg.training.train does; return it, seconds."""
     config = TrainConfig(batch_size=batch, seed=seed)
     torch.manual_seed(seed)
     net = FlowUNet(NetConfig())

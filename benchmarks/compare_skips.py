@@ -19,9 +19,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from make_synthetic_data import write_dataset
 
-from flowseg.dataset import DataConfig, discover_pairs
-from flowseg.net import NetConfig, count_parameters, load_net
-from flowseg.train import TrainConfig, split_pairs, train, validate
+from flowseg.model.net import NetConfig, count_parameters, load_net
+from flowseg.training.dataset import DataConfig, discover_pairs
+from flowseg.training.train import TrainConfig, split_pairs, train
+from flowseg.training.validate import validate
 
 
 def main() -> int:

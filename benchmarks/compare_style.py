@@ -26,16 +26,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from make_synthetic_data import write_dataset
 
-from flowseg.dataset import DataConfig
-from flowseg.files import find_pairs
-from flowseg.infer import TileConfig
+from flowseg.inference.pipeline import segment
+from flowseg.inference.tiling import TileConfig
 from flowseg.io import read_image, read_labels, write_labels
+from flowseg.io.files import find_pairs
 from flowseg.metrics import challenge_scores, match_labels
-from flowseg.net import NetConfig, load_net
-from flowseg.pipeline import segment
-from flowseg.train import TrainConfig, train
+from flowseg.model.net import NetConfig, load_net
+from flowseg.training.dataset import DataConfig
+from flowseg.training.train import TrainConfig, train
 
-# The generators of the first default model (before flowseg.synthetic grew to eight).
+# The generators of the first default model (before flowseg.training.synthetic grew to eight).
 OLD_MODALITIES = ("fluorescence", "brightfield", "tissue")
 
 

@@ -1,5 +1,5 @@
 """Run the command line: ``python -m flowseg``."""
 
-from flowseg.cli import main
+from flowseg.apps.cli import main
 
 raise SystemExit(main())

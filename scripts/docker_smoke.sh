@@ -80,8 +80,8 @@ in_image() {  # python3 code run by the image's own Python, the samples mounted 
 }
 
 echo "the image's imports: what predict loads, and whether torch is among it (it should not be)"
-in_image "import sys, time; t = time.perf_counter(); import flowseg.cli, flowseg.predict; \
-print(f'import flowseg.predict {time.perf_counter() - t:.2f} s; torch loaded: {\"torch\" in sys.modules}')"
+in_image "import sys, time; t = time.perf_counter(); import flowseg.apps.cli, flowseg.apps.predict; \
+print(f'import flowseg.apps.predict {time.perf_counter() - t:.2f} s; torch loaded: {\"torch\" in sys.modules}')"
 
 gpus=()
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then

@@ -2,9 +2,9 @@
 
     python scripts/make_synthetic_data.py OUT [--count 60] [--size 256] [--seed 0]
 
-Modalities rotate through every generator of flowseg.synthetic; file formats rotate through tif,
+Modalities rotate through every generator of flowseg.training.synthetic; file formats rotate through tif,
 png and bmp (bmp only for 8-bit images, which it can hold). The generator is
-flowseg.synthetic.make_sample.
+flowseg.training.synthetic.make_sample.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import tifffile
 
 from flowseg.io import write_labels
-from flowseg.synthetic import MODALITIES, make_sample
+from flowseg.training.synthetic import MODALITIES, make_sample
 
 
 def write_tiff(path: Path, image: np.ndarray) -> None:

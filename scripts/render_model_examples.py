@@ -22,10 +22,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from bench_accuracy import real_set, synthetic_set
 
+from flowseg.inference.normalize import prepare_image
+from flowseg.inference.pipeline import as_channels_first, load_model, segment
 from flowseg.metrics import label_overlap
-from flowseg.normalize import prepare_image
-from flowseg.pipeline import as_channels_first, load_model, segment
-from flowseg.synthetic.labels import label_edges
+from flowseg.training.synthetic.labels import label_edges
 
 SIDE = 256
 

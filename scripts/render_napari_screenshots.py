@@ -20,7 +20,7 @@ warnings.simplefilter("ignore")
 import napari  # noqa: E402
 from qtpy.QtWidgets import QApplication  # noqa: E402
 
-from flowseg._napari import SegmentWidget, sample_tissue  # noqa: E402
+from flowseg.apps.napari_plugin import SegmentWidget, sample_tissue  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "docs"
 

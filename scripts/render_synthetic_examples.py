@@ -16,9 +16,9 @@ from pathlib import Path
 import imagecodecs
 import numpy as np
 
-from flowseg.normalize import prepare_image
-from flowseg.synthetic import MODALITIES, TYPICAL_DIAMETER, make_nuclei_volume, make_sample
-from flowseg.synthetic.labels import label_edges
+from flowseg.inference.normalize import prepare_image
+from flowseg.training.synthetic import MODALITIES, TYPICAL_DIAMETER, make_nuclei_volume, make_sample
+from flowseg.training.synthetic.labels import label_edges
 
 
 def to_rgb8(image: np.ndarray) -> np.ndarray:

@@ -3,12 +3,12 @@
     python scripts/train_default_model.py [--work DIR] [--epochs 60] [--device auto|cpu|cuda]
 
 Training data (written under --work on the first run, then reused):
-- synthetic: ``--per-modality`` images of 320^2 for every generator in flowseg.synthetic but the
+- synthetic: ``--per-modality`` images of 320^2 for every generator in flowseg.training.synthetic but the
   one ``--hold-out`` names (``bacteria`` by default, as for the bundled model:
   benchmarks/bench_finetune.py measures fine-tuning on it; the models before the eleventh held
   out DIC instead), seeds 1000 m + i for the m-th generator, cell diameters log-uniform from half
   to twice the modality's typical size (>= 8 px);
-- z-stack planes: ``--volumes`` synthetic nuclei stacks (flowseg.synthetic.make_nuclei_volume),
+- z-stack planes: ``--volumes`` synthetic nuclei stacks (flowseg.training.synthetic.make_nuclei_volume),
   three ZY and three ZX planes of each, half of them after the z-sampling that predict --3d's
   ``--anisotropy`` undoes (every 2nd or 3rd plane, interpolated back), so that the network has
   seen the planes it runs on in 3-D;
@@ -27,7 +27,7 @@ once enlarged.
 The run resumes where it stopped (run it again after a kill). ``--average-with CHECKPOINT``
 ships the mean of the trained weights and that checkpoint's (how the eleventh model was made from
 its run and the ninth). When it ends, the network's size
-head (flowseg.sizehead) is fitted on images of known cell size (``head_samples``; ``--fit-head
+head (flowseg.inference.sizehead) is fitted on images of known cell size (``head_samples``; ``--fit-head
 CHECKPOINT`` does only that, for a checkpoint trained before), and the lean float16 copy is
 installed into the package.
 """
@@ -51,18 +51,18 @@ from skimage.transform import resize
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_synthetic_data import write_image
 
-from flowseg.dataset import DataConfig
-from flowseg.estimate import median_diameter
-from flowseg.files import find_pairs
+from flowseg.inference.estimate import median_diameter
+from flowseg.inference.normalize import PreparedView, resize_volume_to
+from flowseg.inference.pipeline import as_channels_first, default_model_path
+from flowseg.inference.sizehead import HEAD_CROP, fit_size_head, head_features
 from flowseg.io import read_labels, write_labels
-from flowseg.net import load_net, save_net
-from flowseg.normalize import PreparedView, resize_volume_to
-from flowseg.pipeline import as_channels_first, default_model_path
-from flowseg.runtime import MODELS, export_path, write_export
-from flowseg.sizehead import HEAD_CROP, fit_size_head, head_features
-from flowseg.synthetic import MODALITIES, TYPICAL_DIAMETER, make_nuclei_volume, make_sample
-from flowseg.synthetic.labels import tidy_labels
-from flowseg.train import TrainConfig, train
+from flowseg.io.files import find_pairs
+from flowseg.model.net import load_net, save_net
+from flowseg.model.runtime import MODELS, export_path, write_export
+from flowseg.training.dataset import DataConfig
+from flowseg.training.synthetic import MODALITIES, TYPICAL_DIAMETER, make_nuclei_volume, make_sample
+from flowseg.training.synthetic.labels import tidy_labels
+from flowseg.training.train import TrainConfig, train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 TRAIN_DIAMETER = 30.0
@@ -175,12 +175,12 @@ def _repeat(out: Path, name: str, image: np.ndarray, labels: np.ndarray, copies:
 
 
 def head_samples(held_out: str):
-    """Images of known cell size for the size head (flowseg.sizehead), as (image, diameter).
+    """Images of known cell size for the size head (flowseg.inference.sizehead), as (image, diameter).
 
     ``HEAD_IMAGES`` synthetic crops of ``HEAD_CROP`` pixels per trained generator, cells
     log-uniform from 8 to 150 px (seeds 600,000 + 1000 m + i, used by nothing else), and the real
     training parts of ../shared at 0.5x, 1x and 2x. The diameter is what the automatic diameter
-    measures on masks: the median over whole cells (flowseg.estimate.median_diameter).
+    measures on masks: the median over whole cells (flowseg.inference.estimate.median_diameter).
     """
     rng = np.random.default_rng(HEAD_SEED)
     for m, modality in enumerate(MODALITIES):
@@ -240,7 +240,8 @@ def main() -> int:
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--boundary-weight", type=float, default=0.0,
                         help="extra weight of the flow error where two cells touch "
-                             "(flowseg.train.touching_band; a fifth training, not shipped, used 9)")
+                             "(flowseg.training.train.touching_band; a fifth training, not "
+                             "shipped, used 9)")
     parser.add_argument("--zoom", type=float, nargs=2, default=ZOOM, metavar=("LOW", "HIGH"),
                         help="range of the random zoom after rescaling to the training diameter")
     parser.add_argument("--lowres", type=float, default=LOWRES,

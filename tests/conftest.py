@@ -9,7 +9,7 @@ import pytest
 from hypothesis import settings
 from skimage.draw import disk, ellipse
 
-from flowseg.synthetic import random_touching_labels
+from flowseg.training.synthetic import random_touching_labels
 
 # The same examples on every run: CI never fails on a draw that a developer's run did not see.
 settings.register_profile("flowseg", derandomize=True, deadline=None, print_blob=True)
@@ -101,7 +101,7 @@ def empty_labels() -> np.ndarray:
 def shared_pairs() -> list[tuple[Path, Path]]:
     if not (SHARED_DATA / "images").is_dir():
         return []
-    from flowseg.files import find_pairs
+    from flowseg.io.files import find_pairs
 
     return find_pairs(SHARED_DATA / "images", SHARED_DATA / "labels")
 
@@ -120,7 +120,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small random network saved as a checkpoint: fast, and answers are not the point."""
     import torch
 
-    from flowseg.net import FlowUNet, NetConfig, save_net
+    from flowseg.model.net import FlowUNet, NetConfig, save_net
 
     torch.manual_seed(0)
     net = FlowUNet(NetConfig(widths=(8, 16), full_res=4)).eval()
@@ -133,6 +133,6 @@ def shared_volume() -> tuple[Path, Path]:
     folder = SHARED_DATA.parent / "data3d"
     if not (folder / "images").is_dir():
         pytest.skip(f"no real z-stack at {folder}")
-    from flowseg.files import find_pairs
+    from flowseg.io.files import find_pairs
 
     return find_pairs(folder / "images", folder / "labels")[0]

@@ -1,4 +1,4 @@
-"""Plain numpy references for the numba kernels of flowseg.masks, in any dimension (2-D and 3-D)."""
+"""Plain numpy references for the numba kernels of flowseg.representation.masks, 2-D and 3-D."""
 
 from __future__ import annotations
 
@@ -7,8 +7,14 @@ import itertools
 import numpy as np
 from scipy import ndimage
 
-from flowseg.flows import FLOW_SCALE, labels_to_flows
-from flowseg.masks import GROW_RADIUS, REST_DRIFT, SEED_RADIUS, MaskConfig, masks_from_flows
+from flowseg.representation.flows import FLOW_SCALE, labels_to_flows
+from flowseg.representation.masks import (
+    GROW_RADIUS,
+    REST_DRIFT,
+    SEED_RADIUS,
+    MaskConfig,
+    masks_from_flows,
+)
 
 
 def round_trip(labels: np.ndarray, config: MaskConfig = MaskConfig()) -> np.ndarray:

@@ -13,10 +13,10 @@ import tifffile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowseg.cli import main
-from flowseg.files import IMAGE_SUFFIXES
+from flowseg.apps.cli import main
+from flowseg.inference.pipeline import segment
 from flowseg.io import read_image, read_labels, write_labels
-from flowseg.pipeline import segment
+from flowseg.io.files import IMAGE_SUFFIXES
 
 RNG = np.random.default_rng(7)
 GOOD = (RNG.random((48, 64)) * 255).astype(np.uint8)
@@ -162,7 +162,7 @@ def test_training_on_labels_without_cells_says_so(tmp_path: Path,
 
 
 def test_arrays_are_read_the_way_the_docs_say(tiny_model: Path) -> None:
-    from flowseg.pipeline import load_model
+    from flowseg.inference.pipeline import load_model
 
     net = load_model(tiny_model)
     rgb = (RNG.random((40, 50, 3)) * 255).astype(np.uint8)

@@ -21,7 +21,7 @@ from baselines.three_class import (
 )
 
 from flowseg.metrics import match_labels
-from flowseg.synthetic import random_touching_labels
+from flowseg.training.synthetic import random_touching_labels
 
 
 def seed_example() -> tuple[np.ndarray, np.ndarray]:

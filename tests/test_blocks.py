@@ -3,12 +3,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flowseg import blocks as blocks_module
-from flowseg.blocks import masks_in_blocks
-from flowseg.flows import FLOW_SCALE, labels_to_flows
-from flowseg.masks import MaskConfig, masks_from_flows
+from flowseg.inference import blocks as blocks_module
+from flowseg.inference.blocks import masks_in_blocks
 from flowseg.metrics import match_labels
-from flowseg.synthetic import random_touching_labels, random_touching_volume
+from flowseg.representation.flows import FLOW_SCALE, labels_to_flows
+from flowseg.representation.masks import MaskConfig, masks_from_flows
+from flowseg.training.synthetic import random_touching_labels, random_touching_volume
 
 
 def test_blocks_match_one_pass_and_cut_no_cell() -> None:

@@ -5,9 +5,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from flowseg.cleanup import fill_holes, flow_errors, remove_bad_flow_masks, remove_masks_by_size
-from flowseg.flows import FLOW_SCALE, labels_to_flows
-from flowseg.synthetic import random_touching_labels
+from flowseg.representation.cleanup import (
+    fill_holes,
+    flow_errors,
+    remove_bad_flow_masks,
+    remove_masks_by_size,
+)
+from flowseg.representation.flows import FLOW_SCALE, labels_to_flows
+from flowseg.training.synthetic import random_touching_labels
 
 from .references import fill_holes_reference
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import tifffile
 
-from flowseg.cli import build_parser, main
+from flowseg.apps.cli import build_parser, main
 from flowseg.io import write_labels
-from flowseg.synthetic import random_touching_labels
+from flowseg.training.synthetic import random_touching_labels
 
 
 def test_help_imports_neither_torch_nor_numba() -> None:
-    code = ("import sys; from flowseg.cli import build_parser; build_parser().format_help(); "
+    code = ("import sys; from flowseg.apps.cli import build_parser; build_parser().format_help(); "
             "print(sorted(m for m in ('torch', 'numba', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -66,7 +66,7 @@ def test_parser_requires_a_command() -> None:
 def test_train_command_runs_and_reports_bad_folders(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flowseg.synthetic import make_sample
+    from flowseg.training.synthetic import make_sample
 
     monkeypatch.setenv("FLOWSEG_CACHE", str(tmp_path / "cache"))
     for i in range(3):
@@ -89,7 +89,7 @@ def test_train_command_runs_and_reports_bad_folders(
 
 def test_verbosity_anywhere_one_file_and_a_glob(tmp_path: Path, tiny_model: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    from flowseg.cli import build_parser
+    from flowseg.apps.cli import build_parser
 
     assert build_parser().parse_args(["predict", "-i", "a", "-o", "b", "-v"]).verbosity == 1
     assert build_parser().parse_args(["-q", "predict", "-i", "a", "-o", "b"]).verbosity == -1
@@ -111,7 +111,7 @@ def test_verbosity_anywhere_one_file_and_a_glob(tmp_path: Path, tiny_model: Path
 
 def test_bugs_are_told_apart_from_bad_input(monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    import flowseg.cli as cli
+    import flowseg.apps.cli as cli
     from flowseg import InputError
 
     def bad_input(args: object) -> int:

@@ -8,20 +8,18 @@ import pytest
 import tifffile
 from scipy import ndimage
 
-from flowseg.dataset import (
+from flowseg.inference.normalize import resize_to
+from flowseg.io import write_labels
+from flowseg.representation.flows import labels_to_targets
+from flowseg.training.augment import _resample, augment, jitter_intensity
+from flowseg.training.dataset import (
     DataConfig,
     FlowDataset,
-    _resample,
-    augment,
     discover_pairs,
     epoch_order,
-    jitter_intensity,
     prepare_pair,
 )
-from flowseg.flows import labels_to_targets
-from flowseg.io import write_labels
-from flowseg.normalize import resize_to
-from flowseg.synthetic import make_sample, random_touching_labels
+from flowseg.training.synthetic import make_sample, random_touching_labels
 
 
 def write_pairs(root: Path, count: int = 3, size: int = 64) -> Path:

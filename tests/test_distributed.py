@@ -12,19 +12,15 @@ import dask.array as da
 import zarr
 from distributed import Client
 
-from flowseg.blocks import core_grid
-from flowseg.cluster import local_cluster, worker_env
-from flowseg.distributed import (
-    BlockConfig,
-    open_image,
-    predict_with_dask,
-    segment_large,
-)
+from flowseg.apps.cluster import local_cluster, worker_env
+from flowseg.apps.distributed import predict_with_dask
+from flowseg.apps.predict import predict_folder
+from flowseg.apps.slides import BlockConfig, open_image, segment_large
+from flowseg.inference.blocks import core_grid
+from flowseg.inference.pipeline import load_model, segment, training_diameter
 from flowseg.io import read_labels, read_pixels
 from flowseg.metrics import match_labels
-from flowseg.pipeline import load_model, segment, training_diameter
-from flowseg.predict import predict_folder
-from flowseg.synthetic import make_sample
+from flowseg.training.synthetic import make_sample
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +118,7 @@ def test_open_image_and_grid(tmp_path: Path) -> None:
 
 def test_predict_command_with_a_local_cluster(tmp_path: Path,
                                               capfd: pytest.CaptureFixture[str]) -> None:
-    from flowseg.cli import main
+    from flowseg.apps.cli import main
 
     (tmp_path / "in").mkdir()
     image, _ = make_sample((120, 140), "brightfield", seed=1)

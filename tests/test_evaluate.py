@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flowseg.evaluate import evaluate_folder
+from flowseg.apps.evaluate import evaluate_folder
 from flowseg.io import write_labels
-from flowseg.synthetic import random_touching_labels
+from flowseg.training.synthetic import random_touching_labels
 
 
 def test_evaluate_folder(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""flowseg.files: image and label pairs, folder listings, output names."""
+"""flowseg.io.files: image and label pairs, folder listings, output names."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flowseg.files import find_pairs, label_path, list_images
 from flowseg.io import write_labels
+from flowseg.io.files import find_pairs, label_path, list_images
 
 from .test_io import _save
 

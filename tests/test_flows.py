@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from flowseg.flows import (
+from flowseg.representation.flows import (
     FLOW_SCALE,
     _bounding_boxes,
     _consecutive_labels,
@@ -18,7 +18,7 @@ from flowseg.flows import (
     labels_to_flows,
     labels_to_targets,
 )
-from flowseg.synthetic import random_touching_labels
+from flowseg.training.synthetic import random_touching_labels
 
 
 def diffuse_reference(labels: np.ndarray) -> np.ndarray:
@@ -162,7 +162,7 @@ def test_flows_leave_torch_on_the_threads_omp_num_threads_asks_for() -> None:
     # numba's OpenMP layer would set every core at its first parallel kernel (2 on the machine
     # this was found on), and torch shares OpenMP's setting.
     code = ("import numpy as np, torch\n"
-            "from flowseg.flows import labels_to_flows\n"
+            "from flowseg.representation.flows import labels_to_flows\n"
             "labels = np.zeros((64, 64), np.int32); labels[8:30, 8:30] = 1; labels[30:50, 8:40] = 2\n"
             "labels_to_flows(labels)\n"
             "print(torch.get_num_threads())\n")

@@ -6,9 +6,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from flowseg.flows import FLOW_SCALE, labels_to_flows
 from flowseg.io import read_labels
-from flowseg.masks import (
+from flowseg.metrics import challenge_scores, match_labels
+from flowseg.representation.flows import FLOW_SCALE, labels_to_flows
+from flowseg.representation.masks import (
     GROW_RADIUS,
     REST_DRIFT,
     SEED_RADIUS,
@@ -19,8 +20,7 @@ from flowseg.masks import (
     follow_flows,
     masks_from_flows,
 )
-from flowseg.metrics import challenge_scores, match_labels
-from flowseg.synthetic import random_touching_labels
+from flowseg.training.synthetic import random_touching_labels
 
 from .conftest import ring_cell
 from .references import euler_reference, grow_reference, round_trip

@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 from scipy import ndimage
 from skimage.draw import ellipsoid
 
-from flowseg.cleanup import fill_holes, flow_errors
-from flowseg.flows import FLOW_SCALE, labels_to_flows
 from flowseg.io import read_labels
-from flowseg.masks import (
+from flowseg.metrics import match_labels
+from flowseg.representation.cleanup import fill_holes, flow_errors
+from flowseg.representation.flows import FLOW_SCALE, labels_to_flows
+from flowseg.representation.masks import (
     GROW_RADIUS,
     REST_DRIFT,
     SEED_RADIUS,
@@ -23,9 +24,8 @@ from flowseg.masks import (
     follow_flows,
     masks_from_flows,
 )
-from flowseg.masks3d import _bin_endpoints_3d, _grow_seeds_3d
-from flowseg.metrics import match_labels
-from flowseg.synthetic import random_touching_labels, random_touching_volume
+from flowseg.representation.masks3d import _bin_endpoints_3d, _grow_seeds_3d
+from flowseg.training.synthetic import random_touching_labels, random_touching_volume
 
 from .references import euler_reference, fill_holes_reference, grow_reference, round_trip
 

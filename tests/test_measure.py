@@ -9,8 +9,8 @@ import pytest
 from roifile import ImagejRoi
 from skimage.draw import polygon2mask
 
-from flowseg.measure import label_outlines, measure, write_csv, write_rois
-from flowseg.synthetic import make_sample
+from flowseg.apps.measure import label_outlines, measure, write_csv, write_rois
+from flowseg.training.synthetic import make_sample
 
 
 def test_table_matches_the_labels_and_pixels(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from flowseg.metrics import (
     merges_and_splits,
     remove_border_cells,
 )
-from flowseg.synthetic import random_touching_labels
+from flowseg.training.synthetic import random_touching_labels
 
 
 def test_hand_computed_scores() -> None:

@@ -17,11 +17,11 @@ with warnings.catch_warnings():  # napari's dependencies warn about their own de
     warnings.simplefilter("ignore")
     napari = pytest.importorskip("napari",
                                  reason="napari not installed (pip install '.[test-napari]')")
-    from flowseg._napari import SegmentWidget, manifest_path, sample_nuclei, sample_tissue
+    from flowseg.apps.napari_plugin import SegmentWidget, manifest_path, sample_nuclei, sample_tissue
 if not os.environ.get("DISPLAY") and not shutil.which("Xvfb"):
     pytest.skip("no X server: install Xvfb and Mesa (README.md, Set-up)", allow_module_level=True)
 
-from flowseg.pipeline import load_model, segment
+from flowseg.inference.pipeline import load_model, segment
 
 # napari and its Qt stack warn about their own deprecations on import and at shutdown.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning",

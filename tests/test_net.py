@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowseg.net import FlowUNet, NetConfig, count_parameters, load_net, save_net
+from flowseg.model.net import FlowUNet, NetConfig, count_parameters, load_net, save_net
 
 
 @pytest.mark.parametrize("config", [NetConfig(), NetConfig(skip="concat", style=False),

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flowseg.normalize import (
+from flowseg.inference.normalize import (
     PERCENTILE_SAMPLE,
     PreparedView,
     ResizedView,
@@ -81,7 +81,7 @@ def test_prepare_image() -> None:
 
 @pytest.mark.parametrize("channels", [1, 2, 3, 5])
 def test_prepared_view_matches_prepare_image(channels: int) -> None:
-    from flowseg.normalize import PreparedView
+    from flowseg.inference.normalize import PreparedView
 
     image = np.random.default_rng(channels).integers(0, 4000, (channels, 50, 70)).astype(np.uint16)
     view = PreparedView(image)

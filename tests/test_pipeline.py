@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 from skimage.segmentation import clear_border
 
-from flowseg.infer import TileConfig
-from flowseg.metrics import match_labels
-from flowseg.normalize import prepare_image
-from flowseg.pipeline import (
+from flowseg.inference.normalize import prepare_image
+from flowseg.inference.pipeline import (
     default_model_path,
     load_model,
     segment,
     segment_with_outputs,
 )
-from flowseg.synthetic import make_sample
+from flowseg.inference.tiling import TileConfig
+from flowseg.metrics import match_labels
+from flowseg.training.synthetic import make_sample
 
 RNG = np.random.default_rng(0)
 

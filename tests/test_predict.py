@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from flowseg.cli import main
-from flowseg.infer import TileConfig
+from flowseg.apps.cli import main
+from flowseg.apps.predict import Outputs, predict_folder
+from flowseg.inference.pipeline import load_model
+from flowseg.inference.tiling import TileConfig
 from flowseg.io import read_description, read_labels
-from flowseg.pipeline import load_model
-from flowseg.predict import Outputs, predict_folder
 
 RNG = np.random.default_rng(0)
 

@@ -12,18 +12,18 @@ import tifffile
 import torch
 
 from flowseg.errors import InputError
-from flowseg.execution import plan_execution
-from flowseg.infer import TileConfig, run_tiled
-from flowseg.metrics import match_labels
-from flowseg.net import FlowUNet, NetConfig
-from flowseg.normalize import prepare_image
-from flowseg.pipeline import (
+from flowseg.inference.normalize import prepare_image
+from flowseg.inference.pipeline import (
     default_model_path,
     load_model,
     segment_with_outputs,
     training_diameter,
 )
-from flowseg.runtime import (
+from flowseg.inference.tiling import TileConfig, run_tiled
+from flowseg.metrics import match_labels
+from flowseg.model.execution import plan_execution
+from flowseg.model.net import FlowUNet, NetConfig
+from flowseg.model.runtime import (
     EXPORT_FORMAT,
     MODELS,
     OnnxModel,
@@ -35,7 +35,7 @@ from flowseg.runtime import (
     release_memory,
     weights_fingerprint,
 )
-from flowseg.synthetic import make_sample
+from flowseg.training.synthetic import make_sample
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -189,7 +189,7 @@ def test_cpu_predict_never_imports_torch(tmp_path):
     nor scipy.linalg (which numba would import)."""
     image, _ = make_sample((128, 128), "nuclei", seed=1)
     tifffile.imwrite(tmp_path / "a.tif", image)
-    code = ("import sys\nfrom flowseg.cli import main\n"
+    code = ("import sys\nfrom flowseg.apps.cli import main\n"
             f"code = main(['predict', '-i', {str(tmp_path / 'a.tif')!r}, '-o', "
             f"{str(tmp_path / 'out')!r}, '--device', 'cpu'])\n"
             "print(code, 'torch' in sys.modules, 'scipy.linalg' in sys.modules)")
@@ -205,7 +205,7 @@ def test_numba_loads_without_scipy_linalg_and_blas_still_works():
         import sys
         import numpy as np
         from numba import njit
-        from flowseg.execution import load_numba_without_scipy
+        from flowseg.model.execution import load_numba_without_scipy
         first = load_numba_without_scipy()
         hidden = 'scipy.linalg' not in sys.modules and 'numba.np.arraymath' in sys.modules
 
@@ -225,7 +225,7 @@ def test_numba_loads_without_scipy_linalg_and_blas_still_works():
 
 def test_cpu_model_and_flags_come_from_cpuinfo(monkeypatch, tmp_path):
     # One reader of /proc/cpuinfo, used by the bfloat16 check, the layout cache key and the benchmarks.
-    from flowseg import execution
+    from flowseg.model import execution
 
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\n"

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from flowseg import estimate, scaling
-from flowseg.normalize import PreparedView
+from flowseg.inference import estimate, scaling
+from flowseg.inference.normalize import PreparedView
 
 
 def squares(shape: tuple[int, int], side: int) -> np.ndarray:

@@ -5,14 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from flowseg.net import FlowUNet, NetConfig
-from flowseg.sizehead import (
+from flowseg.inference.sizehead import (
     HEAD_CROP,
     fit_size_head,
     head_diameter,
     head_features,
     predict_diameter,
 )
+from flowseg.model.net import FlowUNet, NetConfig
 
 
 def test_fit_recovers_a_log_linear_size_from_noisy_features() -> None:

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 from skimage.measure import label as connected_regions
 
-from flowseg.synthetic import (
+from flowseg.training.synthetic import (
     MODALITIES,
     make_nuclei_volume,
     make_sample,
     random_touching_labels,
     render,
 )
-from flowseg.synthetic.labels import add_small_cells, label_edges
+from flowseg.training.synthetic.labels import add_small_cells, label_edges
 
 
 def test_cells_touch_are_connected_and_reproducible() -> None:

@@ -12,12 +12,14 @@ import pytest
 import tifffile
 import torch
 
-from flowseg.dataset import DataConfig, discover_pairs
-from flowseg.flows import labels_to_targets
 from flowseg.io import write_labels
-from flowseg.net import FlowUNet, NetConfig, load_net
-from flowseg.synthetic import make_sample
-from flowseg.train import TrainConfig, flow_loss, split_pairs, touching_band, train, validate
+from flowseg.model.net import FlowUNet, NetConfig, load_net
+from flowseg.representation.flows import labels_to_targets
+from flowseg.training.dataset import DataConfig, discover_pairs
+from flowseg.training.loss import flow_loss, touching_band
+from flowseg.training.synthetic import make_sample
+from flowseg.training.train import TrainConfig, split_pairs, train
+from flowseg.training.validate import validate
 
 TINY = NetConfig(widths=(8, 16, 32), full_res=4)
 
@@ -95,9 +97,9 @@ def test_short_training_beats_the_untrained_network(tmp_path: Path) -> None:
 TRAIN_SCRIPT = """
 import sys
 from pathlib import Path
-from flowseg.dataset import DataConfig
-from flowseg.net import NetConfig
-from flowseg.train import TrainConfig, train
+from flowseg.training.dataset import DataConfig
+from flowseg.model.net import NetConfig
+from flowseg.training.train import TrainConfig, train
 out, resume = Path(sys.argv[2]), sys.argv[3] == "resume"
 train(sys.argv[1], out, config=TrainConfig(epochs=3, batch_size=2, val_fraction=0, num_workers=1,
       checkpoint_seconds=float(sys.argv[4]), seed=5), data=DataConfig(crop=64),

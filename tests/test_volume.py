@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import tifffile
 
-from flowseg import volume as volume_module
-from flowseg.cli import main
-from flowseg.flows import FLOW_SCALE
+from flowseg.apps.cli import main
+from flowseg.inference import volume as volume_module
+from flowseg.inference.pipeline import load_model, segment
+from flowseg.inference.volume import VolumeConfig, planes_to_flows, segment_volume, stitch_planes
 from flowseg.io import read_labels
-from flowseg.pipeline import load_model, segment
-from flowseg.synthetic import make_sample
-from flowseg.volume import VolumeConfig, planes_to_flows, segment_volume, stitch_planes
+from flowseg.representation.flows import FLOW_SCALE
+from flowseg.training.synthetic import make_sample
 
 
 def test_stitch_links_planes_one_to_one() -> None:
@@ -105,7 +105,7 @@ def test_a_rescaled_stack_takes_its_diameter_from_the_second_look(
         tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The middle plane's first pass reads clumps as 14-px cells; run at 30 / 14 it sees 9-px
     # cells, and the stack is then run for those (as run_estimated does in 2-D).
-    from flowseg import estimate, scaling
+    from flowseg.inference import estimate, scaling
 
     seen: list[float] = []
 

@@ -13,7 +13,8 @@ cross-entropy):
 - **the thin, grown variant** (``one_pixel_boundary_classes``, ``grown_instances``), this
   project's first reading of it: a 1-pixel inner boundary; instances are the 4-connected
   components of the interior, grown back by at most ``GROW`` pixels over the predicted cell area
-  (interior or boundary), masks under ``min_size`` dropped as ``flowseg.masks`` drops them.
+  (interior or boundary), masks under ``min_size`` dropped as ``flowseg.representation.masks`` drops
+  them.
 """
 
 from __future__ import annotations

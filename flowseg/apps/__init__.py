@@ -1,0 +1,5 @@
+"""What faces the user.
+
+CLI, folder predict, evaluate, measurements, Dask whole slides, the napari widget.
+"""
+

@@ -1,0 +1,122 @@
+"""Folders on a Dask cluster.
+
+Large TIFFs go block by block (:mod:`flowseg.apps.slides`), the other images one task each, as
+one process segments them.
+
+Needs the ``dask`` extra: ``pip install "flowseg[dask]"``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flowseg.apps.slides import BlockConfig, _worker_model, segment_large
+from flowseg.errors import InputError
+from flowseg.inference.tiling import TileConfig
+from flowseg.representation.masks import MaskConfig
+
+
+def predict_with_dask(
+    in_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, client: Any,
+    model: str | None = None, blocks: BlockConfig = BlockConfig(), tiles: TileConfig = TileConfig(),
+    masks: MaskConfig | None = None, device: str = "auto", overwrite: bool = False,
+) -> dict[str, list[str]]:
+    """Segment a folder on a cluster: whole-slide TIFFs in blocks, other images one per task.
+
+    A TIFF of more than four blocks' worth of pixels goes through :func:`segment_large`; the other
+    images are mapped across the workers, each segmented as :func:`flowseg.inference.pipeline.segment`
+    does. Either way the result is ``<name>_label.tiff``, as the single-process predict writes it.
+
+    Parameters
+    ----------
+    in_dir, out_dir : str or PathLike
+    client : distributed.Client
+    model : str, optional
+        Checkpoint path readable by every worker; the bundled model when None.
+    blocks : BlockConfig
+    tiles, masks, device
+        As for :func:`flowseg.inference.pipeline.segment`.
+    overwrite : bool
+        Redo images whose label file exists.
+
+    Returns
+    -------
+    report : dict
+        ``written``, ``skipped`` and ``failed`` (``name: reason``) lists of file names.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        If the folder does not exist or holds no image.
+    """
+    from flowseg.io.files import label_path, list_images
+
+    images = list_images(in_dir)
+    if not images:
+        raise InputError(f"{in_dir}: no images")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    report: dict[str, list[str]] = {"written": [], "skipped": [], "failed": []}
+    todo = [p for p in images if overwrite or not label_path(p, out_dir).exists()]
+    report["skipped"] = [p.name for p in images if p not in todo]
+    large = [p for p in todo if _pixels(p) > 4 * blocks.block**2]
+    small = [p for p in todo if p not in large]
+    for path in large:
+        scratch = Path(out_dir) / f".{path.stem}.zarr"
+        try:
+            segment_large(path, scratch, client=client, model=model, blocks=blocks, tiles=tiles,
+                          masks=masks, device=device, tiff=label_path(path, out_dir))
+            report["written"].append(path.name)
+        except (OSError, ValueError, RuntimeError) as err:
+            report["failed"].append(f"{path.name}: {str(err).splitlines()[0]}")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    jobs = client.map(_predict_file, [str(p) for p in small], out_dir=str(out_dir), model=model,
+                      tiles=tiles, masks=masks, device=device, pure=False, retries=1)
+    for path, job in zip(small, jobs, strict=True):
+        try:
+            problem = job.result()
+        except Exception as err:  # a worker lost or out of memory: reported per file too
+            problem = str(err).splitlines()[0] if str(err) else repr(err)
+        if problem:
+            report["failed"].append(f"{path.name}: {problem.replace(str(path) + ': ', '')}")
+        else:
+            report["written"].append(path.name)
+    return report
+
+
+def _pixels(path: Path) -> int:
+    """Pixels of a TIFF from its header (0 for other formats and unreadable files)."""
+    import tifffile
+
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return 0
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return int(np.prod(sorted(tif.series[0].shape)[-2:]))
+    except Exception:  # unreadable: the per-image task reports it
+        return 0
+
+
+def _predict_file(path: str, *, out_dir: str, model: str | None, tiles: TileConfig,
+                  masks: MaskConfig | None, device: str) -> str:
+    """Segment one file on a worker; return "" when written, else why not.
+
+    A bad file is an answer, not a task failure: raising would make the worker log a traceback
+    and Dask retry the task, printing it twice for an unreadable image.
+    """
+    from flowseg.inference.pipeline import segment
+    from flowseg.io import read_pixels, write_labels
+    from flowseg.io.files import label_path
+
+    try:
+        labels = segment(read_pixels(path), _worker_model(model, device), tiles=tiles, masks=masks,
+                         device=device, channel_axis=0)
+        write_labels(labels, label_path(path, out_dir))
+    except (OSError, ValueError, MemoryError) as err:
+        return str(err).splitlines()[0] if str(err) else type(err).__name__
+    return ""

@@ -1,0 +1,216 @@
+"""Read images and z-stacks in the challenge's formats, with the pixel budget checked first.
+
+Images come as png, bmp, jpg/jpeg or tif/tiff, 8- or 16-bit (or float), gray, RGB(A) or
+multi-channel; :func:`read_image` returns them as ``(C, H, W) float32`` with the original values
+(no rescaling, so the full 16-bit range is kept).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import imagecodecs
+import numpy as np
+import numpy.typing as npt
+import tifffile
+
+from flowseg.errors import InputError
+from flowseg.io.files import IMAGE_SUFFIXES
+from flowseg.io.headers import TIFF_SUFFIXES, image_size
+
+log = logging.getLogger(__name__)
+
+# More channels than this on the first or last axis reads as a 3-D stack, which we refuse.
+MAX_CHANNELS = 16
+# Largest image decoded into memory, checked from the file's header before decoding: 250 MP is a
+# 15,800^2 slide (0.75 GB as 8-bit RGB; predict's peak then stays near 5 GB). Larger images need
+# --max-pixels or --dask (which reads TIFFs lazily, a block at a time).
+MAX_PIXELS = 250_000_000
+
+
+def read_image(path: str | os.PathLike[str]) -> npt.NDArray[np.float32]:
+    """Read an image file as channel-first float32.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A png, bmp, jpg/jpeg or tif/tiff file: 2-D gray, RGB(A), or a multi-channel TIFF with the
+        channels on the first or the last axis (the shorter one, at most ``MAX_CHANNELS``).
+
+    Returns
+    -------
+    image : (C, H, W) ndarray of float32
+        The pixel values unchanged (a 16-bit image keeps 0..65535). The alpha channel of a
+        png/bmp is dropped; TIFF channels are all kept.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the format is not supported, the file cannot be decoded, or its shape is not that of a
+        2-D image; the message names the file.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, tifffile, numpy as np
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.tif"
+    >>> tifffile.imwrite(p, np.full((4, 5, 3), 65535, np.uint16))
+    >>> read_image(p).shape, float(read_image(p).max())
+    ((3, 4, 5), 65535.0)
+    """
+    return read_pixels(path).astype(np.float32, copy=False)
+
+
+def read_pixels(path: str | os.PathLike[str], *,
+                max_pixels: int = MAX_PIXELS) -> npt.NDArray[np.generic]:
+    """Read an image file channel-first, in the file's own dtype (uint8 stays 1 byte a sample).
+
+    What :func:`read_image` does, without the float32 copy: for whole-slide images, where that
+    copy would be most of the memory.
+
+    Parameters
+    ----------
+    path : str or PathLike
+
+    Returns
+    -------
+    image : (C, H, W) ndarray of an integer or floating dtype
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        As :func:`read_image`.
+    """
+    path = Path(path)
+    array = _decode(path, max_pixels)
+    if array.dtype == bool or array.dtype.kind not in "uif":
+        raise InputError(f"{path}: unsupported pixel type {array.dtype}")
+    image = _to_channels_first(array, path)
+    if image.shape[1] < 1 or image.shape[2] < 1:
+        raise InputError(f"{path}: empty image of shape {array.shape}")
+    return image
+
+
+def _decode(path: Path, max_pixels: int = MAX_PIXELS) -> npt.NDArray[np.generic]:
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise InputError(f"{path}: unsupported format '{suffix}' (expected one of "
+                         f"{', '.join(IMAGE_SUFFIXES)})")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file")
+    height, width = image_size(path)
+    if height * width > max_pixels:
+        raise InputError(f"{path}: {height} x {width} pixels is more than the {max_pixels:,} "
+                         "allowed (--max-pixels; --dask reads large TIFFs a block at a time)")
+    try:
+        if suffix in TIFF_SUFFIXES:
+            array = np.asarray(tifffile.imread(path))
+        else:
+            array = _drop_alpha(np.asarray(imagecodecs.imread(str(path))))
+    except Exception as err:  # decoders raise many types; the user needs the file and the reason
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"{path}: cannot decode image ({reason})") from err
+    if array.size == 0:
+        raise InputError(f"{path}: cannot decode image (no pixel data)")
+    return array
+
+
+def _drop_alpha(array: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    # png/bmp/jpg store channels last; 2 channels are gray + alpha, 4 are RGB + alpha.
+    if array.ndim == 3 and array.shape[-1] in (2, 4):
+        return array[..., : array.shape[-1] - 1]
+    return array
+
+
+def _to_channels_first(array: npt.NDArray[np.generic], path: Path) -> npt.NDArray[np.generic]:
+    squeezed = array.squeeze() if array.ndim > 2 else array
+    if squeezed.ndim == 2:
+        return squeezed[np.newaxis]
+    if squeezed.ndim == 3:
+        first, last = squeezed.shape[0], squeezed.shape[-1]
+        if min(first, last) <= MAX_CHANNELS:
+            return squeezed if first <= last else np.moveaxis(squeezed, -1, 0)
+    raise InputError(f"{path}: shape {array.shape} is not a 2-D image with at most "
+                     f"{MAX_CHANNELS} channels on its first or last axis")
+
+
+def read_volume(path: str | os.PathLike[str], *,
+                max_pixels: int = MAX_PIXELS) -> npt.NDArray[np.generic]:
+    """Read a z-stack TIFF as ``(Z, C, Y, X)`` in the file's own dtype.
+
+    The channel axis is the one the file calls ``C`` or ``S`` (ImageJ and OME hyperstacks say
+    so); a 4-D stack without axis names is read as ``(Z, C, Y, X)`` when its second axis is short
+    enough to be channels, else as ``(C, Z, Y, X)``. A 2-D image is a 1-plane volume.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    max_pixels : int
+        Larger stacks (voxels times channels, from the header) are refused before decoding.
+
+    Returns
+    -------
+    volume : (Z, C, Y, X) ndarray
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If it is not a TIFF, cannot be decoded, is too large, or its shape is not a stack.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, tifffile, numpy as np
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "stack.tif"
+    >>> tifffile.imwrite(p, np.zeros((5, 2, 16, 20), np.uint16), imagej=True, metadata={"axes": "ZCYX"})
+    >>> read_volume(p).shape
+    (5, 2, 16, 20)
+    """
+    path = Path(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        raise InputError(f"{path}: a z-stack must be a TIFF file, not '{path.suffix}'")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes, shape = series.axes, series.shape
+            if int(np.prod(shape, dtype=np.int64)) > max_pixels:
+                raise OverflowError(f"{' x '.join(map(str, shape))} voxels is more than the "
+                                    f"{max_pixels:,} allowed (--max-pixels)")
+            array = np.asarray(series.asarray())
+    except OverflowError as err:
+        raise InputError(f"{path}: {err}") from err
+    except Exception as err:  # decoders raise many types; the user needs the file and the reason
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"{path}: cannot decode image ({reason})") from err
+    if array.dtype == bool or array.dtype.kind not in "uif":
+        raise InputError(f"{path}: unsupported pixel type {array.dtype}")
+    return _volume_axes(array, axes, path)
+
+
+def _volume_axes(array: npt.NDArray[np.generic], axes: str, path: Path) -> npt.NDArray[np.generic]:
+    original = array.shape
+    keep = [i for i, n in enumerate(array.shape) if n > 1 or i >= array.ndim - 2]
+    array, axes = array.reshape([array.shape[i] for i in keep]), "".join(axes[i] for i in keep)
+    # A named channel axis counts only beside three others: a lone extra axis is z, whatever the
+    # file calls it (ImageJ names a plain stack's planes channels).
+    channel = next((i for i, a in enumerate(axes) if a in "CS"), None) if array.ndim == 4 else None
+    if channel is not None:
+        array, axes = np.moveaxis(array, channel, 0), axes[channel] + axes.replace(axes[channel], "")
+    elif array.ndim == 4:  # no names: (Z, C, Y, X) when the second axis can be channels
+        array = np.moveaxis(array, 1, 0) if array.shape[1] <= MAX_CHANNELS else array
+    else:
+        array = array[np.newaxis]
+    if array.ndim == 3:  # one plane with channels, or one channel and no planes
+        array = array[:, np.newaxis]
+    if array.ndim != 4 or array.shape[0] > MAX_CHANNELS:
+        raise InputError(f"{path}: shape {original} (axes {axes}) is not a z-stack of "
+                         f"(Z, Y, X) or (Z, C, Y, X)")
+    return np.moveaxis(array, 0, 1)

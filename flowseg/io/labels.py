@@ -1,0 +1,196 @@
+"""Instance labels: read, check and write ``<name>_label.tiff`` files (0 = background).
+
+Labels are written atomically (:mod:`flowseg.io.atomic`), whole or tile by tile, with the run's
+settings in the TIFF description so that a rerun can tell what made them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import tifffile
+
+from flowseg.errors import InputError
+from flowseg.io.atomic import write_atomic
+from flowseg.io.images import _decode
+
+
+def read_labels(path: str | os.PathLike[str], *, ndim: int = 2) -> npt.NDArray[np.uint32]:
+    """Read an instance label image, or with ``ndim=3`` a label volume.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A TIFF (or png) of non-negative integer ids, 0 = background. Floating-point files are
+        accepted when every value is a whole number.
+    ndim : {2, 3}
+        2 for ``(H, W)`` labels, 3 for ``(Z, Y, X)``.
+
+    Returns
+    -------
+    labels : (H, W) or (Z, Y, X) ndarray of uint32
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If it cannot be decoded, has not ``ndim`` axes, or holds negative, fractional or too
+        large ids.
+    """
+    path = Path(path)
+    array = tifffile.imread(path) if ndim == 3 and path.is_file() else _decode(path)
+    if array.ndim > ndim:
+        array = array.squeeze()
+    if array.ndim == 2 and ndim == 3:
+        array = array[np.newaxis]
+    if array.ndim != ndim:
+        raise InputError(f"{path}: labels must be {ndim}-D, got shape {array.shape}")
+    return as_labels(array, name=str(path), ndim=ndim)
+
+
+
+
+def as_labels(array: npt.ArrayLike, *, name: str = "labels",
+              ndim: int = 2) -> npt.NDArray[np.uint32]:
+    """Check and convert an array of instance ids to ``(H, W) uint32`` (``(Z, Y, X)`` if ``ndim=3``).
+
+    Parameters
+    ----------
+    array : (H, W) or (Z, Y, X) array_like
+        Non-negative whole-number ids, 0 = background.
+    name : str
+        What to call the array in error messages (a file name, say).
+    ndim : {2, 3}
+        The number of axes the labels must have.
+
+    Returns
+    -------
+    labels : (H, W) or (Z, Y, X) ndarray of uint32
+
+    Raises
+    ------
+    ValueError
+        If the array has not ``ndim`` axes, is not numeric, or holds negative, fractional or too
+        large ids.
+    """
+    array = np.asarray(array)
+    if array.ndim != ndim:
+        raise InputError(f"{name}: labels must be {ndim}-D, got shape {array.shape}")
+    if array.dtype == bool:
+        return array.astype(np.uint32)
+    if array.dtype.kind not in "uif":
+        raise InputError(f"{name}: labels must be integers, got dtype {array.dtype}")
+    if array.size == 0:
+        return np.zeros(array.shape, np.uint32)
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array) & (array == np.round(array))):
+        raise InputError(f"{name}: labels of dtype {array.dtype} hold non-integer values")
+    low, high = array.min(), array.max()
+    if low < 0:
+        raise InputError(f"{name}: labels hold a negative id ({low})")
+    if high > np.iinfo(np.uint32).max:
+        raise InputError(f"{name}: label id {high} does not fit in uint32")
+    return array.astype(np.uint32, copy=False)
+
+
+def write_labels(labels: npt.ArrayLike, path: str | os.PathLike[str], *,
+                 description: str | None = None) -> Path:
+    """Write labels as a compressed TIFF, atomically.
+
+    The data go to a temporary file in the same folder, which is then renamed over ``path``, so a
+    reader (or a crash) never sees a half-written file.
+
+    Parameters
+    ----------
+    labels : (H, W) or (Z, Y, X) array_like of non-negative integers
+        A volume is written as a stack of planes, which napari and Fiji open as one.
+    path : str or PathLike
+        Destination; its folder is created if needed.
+    description : str, optional
+        Stored as the TIFF's ImageDescription (predict stores its settings there).
+
+    Returns
+    -------
+    path : Path
+        The file written: uint16 when every id fits, else uint32.
+
+    Raises
+    ------
+    ValueError
+        If ``labels`` are not 2-D or 3-D non-negative whole numbers.
+    """
+    data = as_labels(labels, name=str(path), ndim=3 if np.ndim(labels) >= 3 else 2)
+    if data.size == 0 or data.max() <= np.iinfo(np.uint16).max:
+        data = data.astype(np.uint16)
+    # minisblack: a stack of 3 or 4 planes would otherwise be stored as one RGB(A) image.
+    return write_atomic(path, lambda tmp: tifffile.imwrite(
+        tmp, data, compression="zlib", description=description, metadata=None,
+        photometric="minisblack"))
+
+
+def read_description(path: str | os.PathLike[str]) -> str:
+    """Return a TIFF's ImageDescription ("" when it has none or cannot be read).
+
+    Parameters
+    ----------
+    path : str or PathLike
+
+    Returns
+    -------
+    description : str
+    """
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return str(getattr(tif.pages[0], "description", "") or "")
+    except (OSError, ValueError, IndexError, tifffile.TiffFileError):
+        return ""
+
+
+
+
+def write_labels_tiled(labels: Any, path: str | os.PathLike[str], *, tile: int = 512) -> Path:
+    """Write a large label array as a tiled, compressed TIFF, a band of rows at a time, atomically.
+
+    Parameters
+    ----------
+    labels : (H, W) array-like of non-negative integers
+        Anything that slices into numpy arrays (a zarr array, a memory map, an ndarray); it is
+        read ``tile`` rows at a time, so the whole never needs to fit in memory.
+    path : str or PathLike
+    tile : int
+        TIFF tile side, a multiple of 16.
+
+    Returns
+    -------
+    path : Path
+        uint16 when every id fits, else uint32.
+    """
+    height, width = labels.shape
+    top = max(int(np.asarray(labels[y: y + tile]).max(initial=0)) for y in range(0, height, tile))
+    dtype = np.uint16 if top <= np.iinfo(np.uint16).max else np.uint32
+
+    def tiles() -> Iterator[npt.NDArray[Any]]:
+        for y in range(0, height, tile):
+            rows = np.asarray(labels[y: y + tile])
+            for x in range(0, width, tile):
+                part = np.zeros((tile, tile), dtype)
+                block = rows[:, x: x + tile]
+                part[: block.shape[0], : block.shape[1]] = block
+                yield part
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tifffile.imwrite(tmp, tiles(), shape=(height, width), dtype=dtype, tile=(tile, tile),
+                         compression="zlib")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

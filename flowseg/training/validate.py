@@ -1,0 +1,76 @@
+"""Validation during training: the network on whole images, scored with the challenge F1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from flowseg.inference.normalize import prepare_image
+from flowseg.io import read_image, read_labels
+from flowseg.metrics import challenge_scores
+from flowseg.model.net import FlowUNet
+from flowseg.representation.masks import masks_from_flows
+
+# Validation images larger than this are scored on a centred crop of this side.
+VAL_CROP = 1024
+
+
+@torch.no_grad()
+def validate(net: FlowUNet, pairs: list[tuple[Path, Path]], device: torch.device) -> float:
+    """Return the mean challenge F1 of the network's masks on validation pairs.
+
+    Images larger than ``VAL_CROP`` on a side are scored on a centred crop.
+
+    Parameters
+    ----------
+    net : FlowUNet
+    pairs : list of (Path, Path)
+    device : torch.device
+
+    Returns
+    -------
+    f1 : float
+    """
+    was_training = net.training
+    net.eval()
+    scores = []
+    for image_path, label_path in pairs:
+        image, labels = prepare_image(read_image(image_path)), read_labels(label_path)
+        window = _centre_crop(labels.shape, VAL_CROP)
+        image, labels = image[(slice(None), *window)], labels[window]
+        output = predict_whole(net, image, device)
+        masks = masks_from_flows(output[:2], output[2])
+        scores.append(challenge_scores(labels, masks).f1)
+    net.train(was_training)
+    return float(np.mean(scores))
+
+
+def _centre_crop(shape: tuple[int, ...], side: int) -> tuple[slice, slice]:
+    return tuple(slice(max(0, (n - side) // 2), max(0, (n - side) // 2) + side)
+                 for n in shape)  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def predict_whole(net: FlowUNet, image: np.ndarray, device: torch.device) -> np.ndarray:
+    """Run the network on a whole (small) image, padded by reflection to its stride.
+
+    Parameters
+    ----------
+    net : FlowUNet
+    image : (3, H, W) ndarray of float32
+    device : torch.device
+
+    Returns
+    -------
+    output : (3, H, W) ndarray of float32
+        Flows in ``FLOW_SCALE`` units and the logit.
+    """
+    height, width = image.shape[1:]
+    pad_h, pad_w = -height % net.stride, -width % net.stride
+    x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None].to(device)
+    mode = "reflect" if min(height, width) > max(pad_h, pad_w) else "replicate"
+    x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+    return net(x)[0, :, :height, :width].float().cpu().numpy()
