@@ -12,7 +12,9 @@ import tifffile
 
 from flowseg.apps.cli import build_parser, main
 from flowseg.io import write_labels
+from flowseg.model.net import load_net
 from flowseg.training.synthetic import random_touching_labels
+from flowseg.training.train import FINETUNE_LEARNING_RATE
 
 
 def test_help_imports_neither_torch_nor_numba() -> None:
@@ -81,6 +83,10 @@ def test_train_command_runs_and_reports_bad_folders(
     assert main(args) == 0
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
     assert "trained:" in capsys.readouterr().out
+    # From the bundled model, the fine-tuning rate; the result keeps an automatic diameter.
+    result = load_net(out / "best.pt").metadata
+    assert result["training"]["train_config"]["learning_rate"] == FINETUNE_LEARNING_RATE
+    assert result["size_head"]["images"] == 2
     assert main([*args, "--epochs", "3", "--resume"]) == 0
     assert (out / "log.csv").read_text().count("\n") == 4  # header + 3 epochs
     assert main(["train", "--data_path", str(tmp_path / "nothing")]) == 1

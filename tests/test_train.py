@@ -167,3 +167,48 @@ def test_bad_device_and_pretrained(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
         train(root, tmp_path / "o", config=TrainConfig(epochs=1, num_workers=0),
               pretrained=tmp_path / "nope.pt", cache_dir=tmp_path / "c")
+
+
+def test_warmup_lasts_at_least_ten_steps_but_never_past_a_quarter() -> None:
+    from flowseg.training.train import MIN_WARMUP_STEPS, optimizer_and_schedule
+
+    net = FlowUNet(TINY)
+    for total, warmup in ((40, MIN_WARMUP_STEPS), (1000, 50), (8, 2)):
+        _, scheduler = optimizer_and_schedule(net, TrainConfig(learning_rate=1.0), total)
+        first = scheduler.lr_lambdas[0](0)
+        assert first == pytest.approx(1 / warmup * 0.5 * (1 + np.cos(0)), rel=1e-6), total
+        assert scheduler.lr_lambdas[0](warmup - 1) == pytest.approx(
+            0.5 * (1 + np.cos(np.pi * (warmup - 1) / total)))
+
+
+def test_resumed_with_more_epochs_trains_on_and_says_so(tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    import csv
+
+    root = write_fluorescence(tmp_path / "data", count=3, size=64)
+    config = TrainConfig(epochs=2, batch_size=2, num_workers=0, size_head=False)
+    data = DataConfig(crop=64)
+    first = train(root, tmp_path / "run", config=config, data=data, net_config=TINY,
+                  cache_dir=tmp_path / "c")
+    before = {k: v.clone() for k, v in load_net(first).state_dict().items()}
+    with caplog.at_level("WARNING", logger="flowseg.training.train"):
+        train(root, tmp_path / "run", config=TrainConfig(epochs=4, batch_size=2, num_workers=0,
+                                                         size_head=False),
+              data=data, resume=True, cache_dir=tmp_path / "c")
+    assert "resuming a run of 2 epochs as one of 4" in caplog.text
+    with open(tmp_path / "run" / "log.csv") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert float(rows[2]["lr"]) > 0  # the extension trains: it does not stay at the end's 0
+    after = load_net(tmp_path / "run" / "last.pt").state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
+
+
+def test_training_refits_the_size_head(tmp_path: Path) -> None:
+    root = write_fluorescence(tmp_path / "data", count=2, size=96)
+    result = train(root, tmp_path / "run", config=TrainConfig(epochs=1, batch_size=2,
+                                                              num_workers=0),
+                   data=DataConfig(crop=64), net_config=TINY, cache_dir=tmp_path / "c")
+    head = load_net(result).metadata["size_head"]
+    assert head["images"] == 2 and head["samples"] >= 4
+    assert len(head["weights"]) == len(head["mean"]) > 0

@@ -54,7 +54,9 @@ def _add_train(commands: Any) -> None:
     train.add_argument("--out", default="flowseg_run", help="run folder (default: flowseg_run)")
     train.add_argument("--batch_size", type=int, default=8, help="images per step (default: 8)")
     train.add_argument("--epochs", type=int, default=100, help="passes over the data (default: 100)")
-    train.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3)")
+    train.add_argument("--lr", type=float, default=None,
+                       help="peak learning rate (default: 2e-4 from a pretrained model, 2e-3 "
+                            "from scratch)")
     train.add_argument("--crop", type=int, default=256, help="training crop side (default: 256)")
     train.add_argument("--val_fraction", type=float, default=0.1,
                        help="share of images held out for validation, rounded down: none "
@@ -65,6 +67,9 @@ def _add_train(commands: Any) -> None:
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     train.add_argument("--workers", type=int, default=1, help="data loader processes (default: 1)")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--size-head", action=argparse.BooleanOptionalAction, default=True,
+                       help="refit the automatic diameter's size head on the training images "
+                            "at the end (default: on)")
     train.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
                        help="continue from OUT/last.pt")
     train.add_argument("--pretrained", default="default", metavar="default|none|PATH",
@@ -186,12 +191,15 @@ def _diameter(text: str) -> float | None:
 
 def _train(args: argparse.Namespace) -> int:
     from flowseg.training.dataset import DataConfig
-    from flowseg.training.train import TrainConfig, train
+    from flowseg.training.train import FINETUNE_LEARNING_RATE, TrainConfig, train
 
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                         val_fraction=args.val_fraction, val_every=args.val_every,
-                         seed=args.seed, device=args.device, num_workers=args.workers)
     pretrained = _pretrained(args.pretrained)
+    rate = args.lr if args.lr is not None else (
+        FINETUNE_LEARNING_RATE if pretrained else TrainConfig.learning_rate)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=rate,
+                         val_fraction=args.val_fraction, val_every=args.val_every,
+                         seed=args.seed, device=args.device, num_workers=args.workers,
+                         size_head=args.size_head)
     diameter = args.diameter
     if diameter is None and pretrained is not None:  # keep the model's own scale convention
         from flowseg.model.net import read_checkpoint

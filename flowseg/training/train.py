@@ -34,16 +34,25 @@ from flowseg.model.net import (
     load_net,
     pick_device,
     read_checkpoint,
+    save_atomic,
     save_net,
 )
 from flowseg.representation.masks import MaskConfig
 from flowseg.training.dataset import DataConfig, FlowDataset, discover_pairs, epoch_order
 from flowseg.training.loss import flow_loss
+from flowseg.training.sizefit import refit_size_head
 from flowseg.training.validate import validate
 
 log = logging.getLogger(__name__)
 
 LOG_FIELDS = ("epoch", "step", "loss", "flow_loss", "prob_loss", "val_f1", "lr", "seconds")
+# Peak learning rate when starting from trained weights (``flowseg train``'s default, from the
+# bundled model): the from-scratch 2e-3 tore a trained model's flows apart in a short fine-tune
+# (benchmarks/RESULTS.md, fine-tuning).
+FINETUNE_LEARNING_RATE = 2e-4
+# The warm-up lasts at least this many steps (but never more than a quarter of the run): a
+# fine-tune of 40 steps at 5 % had one step of warm-up and took its first step at the full rate.
+MIN_WARMUP_STEPS = 10
 
 
 @dataclass(frozen=True)
@@ -58,7 +67,8 @@ class TrainConfig:
         Peak AdamW learning rate.
     weight_decay : float
     warmup_fraction : float
-        Share of all steps spent ramping the learning rate up from zero.
+        Share of all steps spent ramping the learning rate up from zero (at least
+        ``MIN_WARMUP_STEPS``, at most a quarter of the run).
     val_fraction : float
         Share of the pairs held out for validation, rounded down (none with fewer than
         ``1 / val_fraction`` pairs, so that a few annotated images all train).
@@ -71,8 +81,13 @@ class TrainConfig:
     checkpoint_seconds : float
         Also write ``last.pt`` mid-epoch after this many seconds.
     boundary_weight : float
-        Extra weight of the flow error in a band where two cells touch (:func:`touching_band`):
-        0 weighs every pixel alike; w weighs the band 1 + w times.
+        Extra weight of the flow error in a band where two cells touch
+        (:func:`~flowseg.training.loss.touching_band`): 0 weighs every pixel alike; w weighs the
+        band 1 + w times.
+    size_head : bool
+        Refit the size head at the end on the training images at known rescalings
+        (:func:`~flowseg.training.sizefit.refit_size_head`), so that the result keeps an
+        automatic diameter of its own.
     """
 
     epochs: int = 100
@@ -87,6 +102,7 @@ class TrainConfig:
     num_workers: int = 1
     checkpoint_seconds: float = 120.0
     boundary_weight: float = 0.0
+    size_head: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or not self.learning_rate > 0 or \
@@ -97,10 +113,6 @@ class TrainConfig:
                 f"{self.batch_size} (>= 1), learning_rate={self.learning_rate} (> 0), "
                 f"val_fraction={self.val_fraction} (0 to 1), val_every={self.val_every} (>= 1), "
                 f"workers={self.num_workers} (>= 0), boundary_weight={self.boundary_weight} (>= 0)")
-
-
-
-
 
 
 def split_pairs(pairs: list[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
@@ -194,7 +206,23 @@ def train(
         if val_pairs and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
             val_f1 = validate(session.net, val_pairs, device)
         session.end_epoch(epoch, losses, val_f1)
-    return session.best_path if val_pairs else out / "last.pt"
+    result = session.best_path if val_pairs else out / "last.pt"
+    if config.size_head:
+        _refit_size_head(result, train_pairs)
+    return result
+
+
+def _refit_size_head(path: Path, pairs: list[tuple[Path, Path]]) -> None:
+    """Store a size head fitted on the run's training images in the checkpoint at ``path``."""
+    start = time.monotonic()
+    head = refit_size_head(load_net(path), pairs)
+    if head is None:
+        return
+    state = read_checkpoint(path)
+    state["size_head"] = head
+    save_atomic(state, path)
+    log.info("size head refitted on %d samples of %d training images in %.0f s", head["samples"],
+             head["images"], time.monotonic() - start)
 
 
 def optimizer_and_schedule(
@@ -218,7 +246,7 @@ def optimizer_and_schedule(
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
     total = max(1, total_steps)
-    warmup = max(1, int(config.warmup_fraction * total))
+    warmup = max(1, min(max(int(config.warmup_fraction * total), MIN_WARMUP_STEPS), total // 4))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
@@ -263,6 +291,14 @@ class _Session:
     def restore(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        before = state.get("training", {}).get("train_config", {}).get("epochs")
+        if before is not None and before != self.config.epochs:
+            # The schedule is a function of the total steps; the stored state is only the step.
+            step = self.scheduler.last_epoch
+            log.warning("resuming a run of %d epochs as one of %d: the learning rate follows the "
+                        "cosine over %d epochs from step %d (%.2g now)", before, self.config.epochs,
+                        self.config.epochs, step,
+                        self.config.learning_rate * self.scheduler.lr_lambdas[0](step))
         self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
         self.best_f1 = float(state["best_f1"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -336,9 +372,5 @@ def _numpy_state() -> tuple[Any, ...]:
     # checkpoints load with weights_only=True.
     name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)  # noqa: NPY002
     return (name, np.asarray(keys).tolist(), int(pos), int(has_gauss), float(gauss))
-
-
-
-
 
 
