@@ -4,14 +4,19 @@
 
 Training data (written under --work on the first run, then reused):
 - synthetic: ``--per-modality`` images of 320^2 for every generator in flowseg.training.synthetic but the
-  one ``--hold-out`` names (``bacteria`` by default, as for the bundled model:
-  benchmarks/bench_finetune.py measures fine-tuning on it; the models before the eleventh held
-  out DIC instead), seeds 1000 m + i for the m-th generator, cell diameters log-uniform from half
+  one ``--hold-out`` names (``bacteria`` by default; the twelfth model holds out none, since
+  fine-tuning is now measured on real images; the eleventh held out bacteria, those before it
+  DIC), seeds 1000 m + i for the m-th generator, cell diameters log-uniform from half
   to twice the modality's typical size (>= 8 px);
 - z-stack planes: ``--volumes`` synthetic nuclei stacks (flowseg.training.synthetic.make_nuclei_volume),
   three ZY and three ZX planes of each, half of them after the z-sampling that predict --3d's
   ``--anisotropy`` undoes (every 2nd or 3rd plane, interpolated back), so that the network has
   seen the planes it runs on in 3-D;
+- real annotated images of ../shared/data_real (DSB 2018 stage-1 train and test, CC0; Usiigaci
+  phase contrast, MIT): the training split of scripts/real_data.py (nine tenths of every source;
+  the tenth chosen by a hash of the name is benchmarks/bench_real.py's validation split and is
+  never read here), linked ``DATA_REAL_COPIES`` times per modality so that stained tissue,
+  brightfield and phase contrast weigh in beside the 515 fluorescence images;
 - real: the top half of each image in ../shared/data, and planes 22-28 of
   ../shared/data3d/cells3d_nuclei_z22-34, repeated so that real pixels weigh in; every copy but
   the first with each nucleus's contrast times its own random gain (0.15-1.5), some saturated, as
@@ -50,12 +55,13 @@ from skimage.transform import resize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_synthetic_data import write_image
+from real_data import real_pairs
 
 from flowseg.inference.estimate import median_diameter
 from flowseg.inference.normalize import PreparedView, resize_volume_to
 from flowseg.inference.pipeline import as_channels_first, default_model_path
 from flowseg.inference.sizehead import HEAD_CROP, fit_size_head, head_features
-from flowseg.io import read_labels, write_labels
+from flowseg.io import read_image, read_labels, write_labels
 from flowseg.io.files import find_pairs
 from flowseg.model.net import load_net, save_net
 from flowseg.model.runtime import MODELS, export_path, write_export
@@ -70,6 +76,11 @@ TRAIN_PLANES = range(0, 7)  # planes 22-28 of the 13-plane sub-volume (z = 22 + 
 # Copies of each real image: real pixels are about a fifth of the training set (the second
 # generalist, warm-started from the first, which had them at a twelfth and underfit real nuclei).
 REAL_COPIES = {"dsb2018_nuclei_left": 30, "cells3d_nuclei_z30": 12, "plane": 8}
+# Copies of each training image of ../shared/data_real per modality, so that the rarer ones weigh
+# in: 515 fluorescence, 105 stained tissue, 15 brightfield and 25 phase-contrast images give
+# about 515 / 315 / 75 / 200 crops an epoch (the twelfth model).
+DATA_REAL_COPIES = {"fluorescence": 1, "tissue": 3, "brightfield": 5, "phase": 8}
+HEAD_REAL = 24  # real training images per (source, modality) for the size head
 LOWRES = 0.25  # share of crops shown at a lower resolution, enlarged back
 ZOOM = (0.5, 2.0)  # log-uniform random zoom: the network sees cells of 15 to 60 px
 VOLUME_SHAPE = (96, 160, 160)
@@ -127,6 +138,23 @@ def write_real(out: Path) -> int:
         copies = (REAL_COPIES["plane"] if "_plane" in name
                   else REAL_COPIES.get(name.removesuffix("_top"), 4))
         count += _repeat(out, f"real_{name}", image, labels, copies)
+    return count
+
+
+def write_data_real(out: Path) -> int:
+    """Link the training split of ../shared/data_real (scripts/real_data.py), repeated per modality.
+
+    The validation split (a tenth of every source, by name hash) is never linked.
+    """
+    count = 0
+    for source, modality, image_path, label_path in real_pairs("train"):
+        for k in range(DATA_REAL_COPIES[modality]):
+            name = f"dr_{source}_{image_path.stem}_{k:02d}"
+            (out / "images" / f"{name}{image_path.suffix}").symlink_to(image_path.resolve())
+            (out / "labels" / f"{name}_label.tiff").symlink_to(label_path.resolve())
+            count += 1
+    if not count:
+        print("no real images at ../shared/data_real: training without them")
     return count
 
 
@@ -191,12 +219,22 @@ def head_samples(held_out: str):
             image, labels = make_sample((HEAD_CROP, HEAD_CROP), modality,
                                         seed=HEAD_SEED + 1000 * m + i, diameter=size)
             yield image, median_diameter(labels)[0]
-    for image, labels in real_parts():
+    for image, labels in [*real_parts(), *data_real_head_parts()]:
         for factor in (0.5, 1.0, 2.0):
             shape = tuple(round(n * factor) for n in labels.shape)
             small = resize(image.astype(np.float32), shape, order=1, anti_aliasing=factor < 1)
             nearest = resize(labels, shape, order=0, preserve_range=True, anti_aliasing=False)
             yield small, median_diameter(nearest.astype(np.uint32))[0]
+
+
+def data_real_head_parts():
+    """Up to ``HEAD_REAL`` training images of each (source, modality) of ../shared/data_real."""
+    seen: dict[tuple[str, str], int] = {}
+    for source, modality, image_path, label_path in real_pairs("train"):
+        if seen.setdefault((source, modality), 0) < HEAD_REAL:
+            seen[(source, modality)] += 1
+            image = np.moveaxis(read_image(image_path), 0, -1)  # (H, W, C), as resize expects
+            yield (image[..., 0] if image.shape[-1] == 1 else image), read_labels(label_path)
 
 
 def fit_head(net) -> dict:
@@ -240,7 +278,7 @@ def main() -> int:
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--boundary-weight", type=float, default=0.0,
                         help="extra weight of the flow error where two cells touch "
-                             "(flowseg.training.train.touching_band; a fifth training, not "
+                             "(flowseg.training.loss.touching_band; a fifth training, not "
                              "shipped, used 9)")
     parser.add_argument("--zoom", type=float, nargs=2, default=ZOOM, metavar=("LOW", "HIGH"),
                         help="range of the random zoom after rescaling to the training diameter")
@@ -269,13 +307,14 @@ def main() -> int:
         synthetic = write_synthetic(work / "train", args.per_modality, args.size, seed=1,
                                     held_out=args.hold_out)
         planes = write_volume_planes(work / "train", args.volumes, seed=500_000)
-        real = write_real(work / "train")
+        real = write_real(work / "train") + write_data_real(work / "train")
         print(f"training set: {synthetic} synthetic, {planes} z-stack planes and {real} real "
               "images (with repeats)")
     start = time.perf_counter()
+    # The size head is fitted below on its own samples (head_samples), not by train().
     config = TrainConfig(epochs=args.epochs, batch_size=8, learning_rate=args.learning_rate,
                          val_fraction=0.0, seed=0, device=args.device, num_workers=1,
-                         boundary_weight=args.boundary_weight)
+                         boundary_weight=args.boundary_weight, size_head=False)
     data = DataConfig(crop=256, diameter=TRAIN_DIAMETER, scale=tuple(args.zoom),
                       lowres=args.lowres)
     last = train(work / "train", work / "run", config=config, data=data, resume=True,
