@@ -24,6 +24,15 @@ def test_help_imports_neither_torch_nor_numba() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_train_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "-h"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("validate every N epochs (default: 5)", "(default: 0)",
+                    "training diameter, 30 px", "(default: 2e-4 from a pretrained model"):
+        assert default in text, default
+
+
 def test_module_help_and_version() -> None:
     out = subprocess.run([sys.executable, "-m", "flowseg", "--help"], capture_output=True,
                          text=True, check=True)
@@ -89,6 +98,12 @@ def test_train_command_runs_and_reports_bad_folders(
     assert result["size_head"]["images"] == 2
     assert main([*args, "--epochs", "3", "--resume"]) == 0
     assert (out / "log.csv").read_text().count("\n") == 4  # header + 3 epochs
+    capsys.readouterr()
+    before = (out / "last.pt").read_bytes()
+    assert main(args) == 1  # not silently over a finished run
+    err = capsys.readouterr().err
+    assert f"{out}: holds a training run already" in err and "--resume" in err
+    assert err.count("\n") == 1 and (out / "last.pt").read_bytes() == before
     assert main(["train", "--data_path", str(tmp_path / "nothing")]) == 1
     assert "no such folder" in capsys.readouterr().err
 
@@ -137,3 +152,13 @@ def test_bugs_are_told_apart_from_bad_input(monkeypatch: pytest.MonkeyPatch,
         cli.main(["evaluate", "--pred", "p", "--gt", "g", "-v"])
     # main() pointed logging at capsys's stream, which closes after this test: point it away.
     logging.basicConfig(handlers=[logging.NullHandler()], force=True)
+
+
+def test_predict_help_states_the_automatic_range(capsys: pytest.CaptureFixture[str]) -> None:
+    from flowseg.inference.estimate import AUTO_RANGE
+
+    with pytest.raises(SystemExit):
+        main(["predict", "-h"])
+    text = " ".join(capsys.readouterr().out.split())
+    low, high = (f * 30 for f in AUTO_RANGE)
+    assert f"outside {low:g}-{high:g} px ({AUTO_RANGE[0]:g}-{AUTO_RANGE[1]:g}x" in text

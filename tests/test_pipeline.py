@@ -73,3 +73,15 @@ def test_segment_with_diameter_and_bad_values(tiny_model: Path) -> None:
     with pytest.raises(ValueError, match="NaN"):
         segment(np.full((1, 8, 8), np.nan), net, device="cpu")
     assert prepare_image(image).shape == (3, 60, 80)
+
+
+def test_a_stack_is_refused_with_the_function_that_takes_it() -> None:
+    import importlib
+    import re
+
+    from flowseg.inference.pipeline import as_channels_first
+
+    with pytest.raises(ValueError, match="cannot tell which axis") as info:
+        as_channels_first(np.zeros((5, 32, 32)))
+    named = re.search(r"(flowseg(?:\.\w+)+)\.(\w+), not as channels", str(info.value))
+    assert named and hasattr(importlib.import_module(named.group(1)), named.group(2))

@@ -61,12 +61,16 @@ def _add_train(commands: Any) -> None:
     train.add_argument("--val_fraction", type=float, default=0.1,
                        help="share of images held out for validation, rounded down: none "
                             "with fewer than 1/share images (default: 0.1)")
-    train.add_argument("--val_every", type=int, default=5, help="validate every N epochs")
+    train.add_argument("--val_every", type=int, default=5,
+                       help="validate every N epochs (default: 5)")
     train.add_argument("--diameter", type=float, default=None,
-                       help="rescale images so that the median cell diameter is this (off)")
-    train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+                       help="rescale images so that their median cell diameter is this many "
+                            "pixels (default: the pretrained model's training diameter, 30 px "
+                            "for the bundled one; none from scratch)")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                       help="(default: auto, CUDA where there is one)")
     train.add_argument("--workers", type=int, default=1, help="data loader processes (default: 1)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="(default: 0)")
     train.add_argument("--size-head", action=argparse.BooleanOptionalAction, default=True,
                        help="refit the automatic diameter's size head on the training images "
                             "at the end (default: on)")
@@ -115,7 +119,8 @@ def _add_predict_network(predict: argparse.ArgumentParser) -> None:
                        help="typical cell diameter in pixels; the image is resized so that "
                             "cells look the size the model was trained at (the bundled model: "
                             "30 px). auto or 0 (default): estimated per image, and the image "
-                            "resized only if the estimate is outside 21-42 px")
+                            "resized only if the estimate is outside 25.5-42 px (0.85-1.4x "
+                            "the training diameter)")
     group.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
                        help="average over mirrored copies (4x slower)")
 

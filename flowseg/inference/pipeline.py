@@ -115,7 +115,8 @@ def as_channels_first(image: npt.ArrayLike, *, channel_axis: int | None = None,
         return array if first else np.moveaxis(array, -1, 0)
     raise InputError(
         f"image of shape {array.shape}: cannot tell which axis holds the channels; pass "
-        f"channel_axis=0 or -1 (a z-stack is segmented with flowseg.segment_volume, not as channels)")
+        f"channel_axis=0 or -1 (a z-stack is segmented with "
+        f"flowseg.inference.volume.segment_volume, not as channels)")
 
 
 def segment_with_outputs(

@@ -276,6 +276,9 @@ class _Session:
               resume: bool, pretrained: str | os.PathLike[str] | None, count: int) -> _Session:
         steps = -(-config.batch_size // count) * count // config.batch_size
         last = out / "last.pt"
+        if not resume and last.is_file():
+            raise InputError(f"{out}: holds a training run already (last.pt): continue it with "
+                             "--resume, or choose another --out")
         if resume and last.is_file():
             state = read_checkpoint(last)
             session = cls(out, config, load_net(last), device, steps)
