@@ -29,6 +29,7 @@ from skimage.transform import rescale as sk_rescale
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from real_data import real_pairs
 
+from flowseg.inference import estimate
 from flowseg.inference.estimate import median_diameter
 from flowseg.inference.pipeline import load_model, segment_with_outputs
 from flowseg.io import read_image, read_labels
@@ -103,13 +104,20 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.5, 2.0])
     parser.add_argument("--csv", type=Path, default=None, help="per-image rows")
+    parser.add_argument("--no-second-look", action="store_true",
+                        help="turn off the estimate's second looks (the half-size check of "
+                             "estimate_diameter and run_estimated's rerun) to measure them")
     args = parser.parse_args()
+    if args.no_second_look:
+        estimate.SPLIT_CHECK_FROM = float("inf")
+        estimate.LOOK_RANGE = (0.0, float("inf"))
     pairs = list(real_pairs("val"))
     if not pairs:
         print("no real validation images: ../shared/data_real is absent")
         return 1
     net = load_model(args.model)
-    print(f"model: {args.model or 'bundled'}; {len(pairs)} validation images")
+    print(f"model: {args.model or 'bundled'}; {len(pairs)} validation images"
+          + ("; second looks off" if args.no_second_look else ""))
     rows = [score_image(net, *pair, factor) for factor in args.scales for pair in pairs]
     summarise(rows)
     if args.csv:
