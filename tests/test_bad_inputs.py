@@ -98,17 +98,42 @@ def test_a_bad_file_is_one_line_and_the_good_one_beside_it_is_written(
     assert sorted(p.name for p in out.iterdir()) == ["good_label.tiff"]  # nothing else left
 
 
-def test_a_broken_link_and_a_label_named_image_are_named(
+def test_a_broken_link_fails_by_name_and_hidden_and_label_files_are_named(
         tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
     inp = tmp_path / "in"
     inp.mkdir()
     tifffile.imwrite(inp / "good.tif", GOOD)
     os.symlink(tmp_path / "gone.tif", inp / "link.tif")
+    os.symlink(tmp_path / "gone.txt", inp / "notes.txt")
+    tifffile.imwrite(inp / ".hidden.tif", GOOD)
     write_labels(np.zeros((4, 4), np.uint8), inp / "x_label.tiff")
+    # A dangling link named as an image is an input that cannot be read: it fails, by name,
+    # once, and the exit code says so; the good image is still written.
     assert main(["predict", "-i", str(inp), "-o", str(tmp_path / "out"), "--model",
-                 str(tiny_model), "--device", "cpu"]) == 0
-    out = capsys.readouterr().out
-    assert "link.tif (a broken link)" in out and "x_label.tiff (a label file)" in out
+                 str(tiny_model), "--device", "cpu"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("link.tif") == 1 and "failed: link.tif: " in captured.err
+    assert "1 failed: link.tif" in captured.out
+    assert "notes.txt (a broken link)" in captured.out
+    assert ".hidden.tif (a hidden file)" in captured.out
+    assert "x_label.tiff (a label file)" in captured.out
+    assert (tmp_path / "out" / "good_label.tiff").is_file()
+    assert not (tmp_path / "out" / ".hidden_label.tiff").exists()
+
+
+@pytest.mark.parametrize(("argv", "option"), [
+    (["predict", "-i", "", "-o", "out"], "-i/--input"),
+    (["predict", "-i", "in", "-o", ""], "-o/--output"),
+    (["evaluate", "--pred", " ", "--gt", "gt"], "--pred"),
+    (["train", "--data_path", "", "--out", "run"], "--data_path"),
+])
+def test_an_empty_path_is_refused_by_option(argv: list[str], option: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # An empty path used to be taken as the current folder.
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and f"argument {option}: an empty path" in err
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -122,6 +147,7 @@ def test_a_broken_link_and_a_label_named_image_are_named(
     (["train", "--batch_size", "0"], "invalid training settings"),
     (["train", "--epochs", "0"], "invalid training settings"),
     (["train", "--crop", "0"], "invalid data settings"),
+    (["train", "--seed", "-1"], "argument --seed: must be 0 or more, got -1"),
 ])
 def test_argument_errors_are_reported_once_before_any_image(
         argv: list[str], message: str, tmp_path: Path, tiny_model: Path,

@@ -64,8 +64,20 @@ def test_evaluate_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     (tmp_path / "gt").mkdir()
     (tmp_path / "gt" / "bad_label.tiff").write_bytes(b"x")
     write_labels(np.zeros((4, 4), np.uint8), tmp_path / "gt" / "ok_label.tiff")
-    assert main(["evaluate", "--pred", str(tmp_path), "--gt", str(tmp_path / "gt")]) == 1
+    (tmp_path / "pred").mkdir()
+    # A --pred folder without a single label file is a wrong folder, not 0 for every image.
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path / 'pred'}: no *_label.tiff files to score" in err
+    write_labels(np.zeros((4, 4), np.uint8), tmp_path / "pred" / "ok_label.tiff")
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]) == 1
     assert "failed: bad" in capsys.readouterr().out
+    # --csv naming a folder: the option and the path, before anything is scored.
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
+                 "--csv", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert f"--csv {tmp_path}: is a folder" in captured.err and captured.err.count("\n") == 1
+    assert captured.out == ""
 
 
 def test_parser_requires_a_command() -> None:

@@ -42,6 +42,10 @@ def test_evaluate_folder_errors(tmp_path: Path) -> None:
         evaluate_folder(tmp_path / "nope", tmp_path)
     with pytest.raises(ValueError, match=r"no \*_label\.tiff"):
         evaluate_folder(tmp_path, tmp_path)
+    write_labels(np.zeros((4, 4), np.uint8), tmp_path / "gt" / "a_label.tiff")
+    (tmp_path / "pred").mkdir()
+    with pytest.raises(ValueError, match=r"pred: no \*_label\.tiff files to score"):
+        evaluate_folder(tmp_path / "pred", tmp_path / "gt")
 
 
 def test_evaluate_folder_scores_label_stacks_in_3d(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from flowseg.errors import InputError
@@ -50,8 +51,9 @@ def _add_train(commands: Any) -> None:
         "train", help="train a network on image/label pairs",
         description="Train flows + cell probability on DIR/images + DIR/labels "
                     "(<name>_label.tiff), or on one folder holding both.")
-    train.add_argument("--data_path", required=True, help="training data folder")
-    train.add_argument("--out", default="flowseg_run", help="run folder (default: flowseg_run)")
+    train.add_argument("--data_path", required=True, type=_path, help="training data folder")
+    train.add_argument("--out", default="flowseg_run", type=_path,
+                       help="run folder (default: flowseg_run)")
     train.add_argument("--batch_size", type=int, default=8, help="images per step (default: 8)")
     train.add_argument("--epochs", type=int, default=100, help="passes over the data (default: 100)")
     train.add_argument("--lr", type=float, default=None,
@@ -70,7 +72,7 @@ def _add_train(commands: Any) -> None:
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                        help="(default: auto, CUDA where there is one)")
     train.add_argument("--workers", type=int, default=1, help="data loader processes (default: 1)")
-    train.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    train.add_argument("--seed", type=_seed, default=0, help="(default: 0)")
     train.add_argument("--size-head", action=argparse.BooleanOptionalAction, default=True,
                        help="refit the automatic diameter's size head on the training images "
                             "at the end (default: on)")
@@ -87,9 +89,10 @@ def _add_predict(commands: Any) -> None:
     predict = commands.add_parser(
         "predict", help="segment every image of a folder",
         description="Write <name>_label.tiff for every png, bmp, jpg or tif image in IN.")
-    predict.add_argument("-i", "--input", required=True,
+    predict.add_argument("-i", "--input", required=True, type=_path,
                          help="a folder of images, one image file, or a quoted glob ('d/*.tif')")
-    predict.add_argument("-o", "--output", required=True, help="folder for <name>_label.tiff")
+    predict.add_argument("-o", "--output", required=True, type=_path,
+                         help="folder for <name>_label.tiff")
     predict.add_argument("--model", help="checkpoint to use (default: the bundled model)")
     predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     predict.add_argument("--precision", choices=("auto", "float32", "bfloat16", "float16"),
@@ -169,13 +172,32 @@ def _add_evaluate(commands: Any) -> None:
         description="Score <name>_label.tiff predictions against ground truth as the NeurIPS 2022 "
                     "cell segmentation challenge does: F1 at IoU >= 0.5, border cells removed. "
                     "Label stacks (from predict --3d) are matched in 3-D.")
-    evaluate.add_argument("--pred", required=True, help="folder of predicted <name>_label.tiff")
-    evaluate.add_argument("--gt", required=True, help="folder of true <name>_label.tiff")
+    evaluate.add_argument("--pred", required=True, type=_path,
+                          help="folder of predicted <name>_label.tiff")
+    evaluate.add_argument("--gt", required=True, type=_path, help="folder of true <name>_label.tiff")
     evaluate.add_argument("--csv", help="also write the per-image table to this CSV file")
     evaluate.add_argument("--threshold", type=float, default=0.5,
                           help="IoU a match needs (default: 0.5)")
     _add_verbosity(evaluate, default=argparse.SUPPRESS)
     evaluate.set_defaults(handler=_evaluate)
+
+
+def _path(text: str) -> str:
+    """Check a file or folder argument: an empty one is refused, not taken as the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path (give a file or folder, '.' for here)")
+    return text
+
+
+def _seed(text: str) -> int:
+    """Check a random seed: a whole number from 0 (numpy's generators take no negative seed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
 
 
 def _diameter(text: str) -> float | None:
@@ -291,6 +313,8 @@ def _predict_dask(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from flowseg.apps.evaluate import evaluate_folder
 
+    if args.csv and Path(args.csv).is_dir():
+        raise InputError(f"--csv {args.csv}: is a folder; give a file name (scores.csv, say)")
     result = evaluate_folder(args.pred, args.gt, threshold=args.threshold)
     print(result.to_table())
     if args.csv:

@@ -121,7 +121,7 @@ def evaluate_folder(
     FileNotFoundError
         If a folder does not exist.
     ValueError
-        If ``gt_dir`` holds no label file.
+        If ``gt_dir`` or ``pred_dir`` holds no label file.
     """
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     for folder in (pred_dir, gt_dir):
@@ -130,6 +130,10 @@ def evaluate_folder(
     truths = sorted(gt_dir.glob(f"*{LABEL_SUFFIX}"))
     if not truths:
         raise InputError(f"{gt_dir}: no *{LABEL_SUFFIX} files")
+    if not any(pred_dir.glob(f"*{LABEL_SUFFIX}")):
+        # Every image would score 0 as "missing": a wrong folder, not a result.
+        raise InputError(f"{pred_dir}: no *{LABEL_SUFFIX} files to score (--pred is the folder "
+                         "that predict wrote)")
     result = Evaluation()
     for truth_path in truths:
         name = truth_path.name[: -len(LABEL_SUFFIX)]

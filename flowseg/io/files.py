@@ -131,9 +131,14 @@ def resolve_inputs(spec: str | os.PathLike[str]) -> tuple[list[Path], list[str]]
         raise FileNotFoundError(f"{text}: no such file or folder")
     images, ignored = [], []
     for p in candidates:
-        if p.name.startswith(".") or p.is_dir():
+        is_image = p.suffix.lower() in IMAGE_SUFFIXES and not p.name.endswith(LABEL_SUFFIX)
+        if p.is_dir() or (p.name.startswith(".") and not is_image):
             continue
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.endswith(LABEL_SUFFIX) and p.is_file():
+        if p.name.startswith("."):  # .name.png: hidden, perhaps a temporary copy; say so
+            ignored.append(f"{p.name} (a hidden file)")
+        elif is_image and (p.is_file() or p.is_symlink()):
+            # A broken link named as an image is an input that cannot be read: it fails by
+            # name (and counts in the exit code), it is not passed over.
             images.append(p)
         else:
             reason = ("a label file" if p.name.endswith(LABEL_SUFFIX) else
