@@ -137,6 +137,14 @@ def test_verbosity_anywhere_one_file_and_a_glob(tmp_path: Path, tiny_model: Path
     assert main(["predict", "-i", str(tmp_path / "in" / "*.tif"), "-o", str(tmp_path / "o2"),
                  *common]) == 0
     assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == ["x_label.tiff", "y_label.tiff"]
+    capsys.readouterr()
+    # -q: warnings and errors only, so no summary line; a failure still says itself and counts.
+    (tmp_path / "in" / "z.tif").write_bytes(b"not a tiff")
+    assert main(["-q", "predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "o3"),
+                 *common]) == 1
+    quiet = capsys.readouterr()
+    assert quiet.out == "" and quiet.err.count("z.tif") == 1
+    (tmp_path / "in" / "z.tif").unlink()
     (tmp_path / "file").write_text("")
     assert main(["predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "file"), *common]) == 1
     assert "output path is a file" in capsys.readouterr().err

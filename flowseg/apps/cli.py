@@ -235,7 +235,7 @@ def _train(args: argparse.Namespace) -> int:
     data = DataConfig(crop=args.crop, diameter=diameter)
     best = train(args.data_path, args.out, config=config, data=data, resume=args.resume,
                  pretrained=pretrained)
-    print(f"trained: {best}")
+    _say(args, f"trained: {best}")
     return 0
 
 
@@ -262,11 +262,18 @@ def _predict(args: argparse.Namespace) -> int:
         precision=args.precision, tiles=_tiles(args), overwrite=args.overwrite, outputs=outputs,
         max_pixels=args.max_pixels, volume=_volume(args), runtime=args.runtime)
     if report.ignored:
-        print(f"ignored: {', '.join(report.ignored)}")
-    print(f"{len(report.written)} written, {len(report.skipped)} already there (--overwrite to "
-          f"redo), {len(report.failed)} failed"
-          + (f": {', '.join(f.split(': ')[0] for f in report.failed)}" if report.failed else ""))
+        _say(args, f"ignored: {', '.join(report.ignored)}")
+    _say(args, f"{len(report.written)} written, {len(report.skipped)} already there (--overwrite "
+               f"to redo), {len(report.failed)} failed"
+               + (f": {', '.join(f.split(': ')[0] for f in report.failed)}" if report.failed
+                  else ""))
     return 1 if report.failed else 0
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    """Print a summary line, unless -q asked for warnings and errors only."""
+    if args.verbosity >= 0:
+        print(text)
 
 
 def _volume(args: argparse.Namespace) -> Any:
@@ -303,8 +310,8 @@ def _predict_dask(args: argparse.Namespace) -> int:
             args.input, args.output, client=client, model=args.model, device=args.device,
             blocks=BlockConfig(block=args.block), overwrite=args.overwrite,
             tiles=_tiles(args))
-    print(f"{len(report['written'])} written, {len(report['skipped'])} already there, "
-          f"{len(report['failed'])} failed")
+    _say(args, f"{len(report['written'])} written, {len(report['skipped'])} already there, "
+               f"{len(report['failed'])} failed")
     for line in report["failed"]:
         print(f"failed: {line}", file=sys.stderr)
     return 1 if report["failed"] else 0
