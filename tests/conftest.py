@@ -18,6 +18,18 @@ settings.load_profile("flowseg")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _caches_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory):
+    """Keep the suite out of the user's ~/.cache/flowseg (targets, ONNX exports, layout).
+
+    FLOWSEG_CACHE names the targets' folder; the ONNX exports and the execution plan live
+    beside it, so all three land in the session's temporary folder, and subprocesses inherit it.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FLOWSEG_CACHE", str(tmp_path_factory.mktemp("cache") / "targets"))
+        yield
+
+
 def touching_disks() -> np.ndarray:
     """Rows of disks that overlap, cut by a Voronoi-like rule: each pixel to the nearer centre."""
     labels = np.zeros((96, 128), np.uint32)

@@ -162,3 +162,13 @@ def test_worker_safe_resampling_matches_predicts_resize() -> None:
     plane = np.random.default_rng(0).random((50, 37)).astype(np.float32)
     for shape in [(20, 13), (50, 37), (131, 90)]:
         assert np.abs(_resample(plane, shape) - resize_to(plane[None], shape)[0]).max() < 1e-5
+
+
+def test_the_suite_keeps_out_of_the_users_cache() -> None:
+    from flowseg.model.execution import _execution_cache
+    from flowseg.model.runtime import _cache_dir
+    from flowseg.training.dataset import default_cache_dir
+
+    home_cache = Path.home() / ".cache" / "flowseg"
+    for place in (default_cache_dir(), _cache_dir(), _execution_cache()):
+        assert home_cache not in place.parents, place
