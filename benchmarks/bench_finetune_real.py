@@ -16,7 +16,6 @@ process's CPU time is the training's (scoring not counted).
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +25,7 @@ import tifffile
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from bench_finetune import cpu_seconds
 from real_data import real_pairs
 
 from flowseg.inference.pipeline import default_model_path, load_model, segment_with_outputs
@@ -35,11 +35,6 @@ from flowseg.metrics import challenge_scores
 from flowseg.model.net import load_net
 from flowseg.training.dataset import DataConfig
 from flowseg.training.train import FINETUNE_LEARNING_RATE, TrainConfig, train
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def halves(image: np.ndarray, labels: np.ndarray):

@@ -7,20 +7,20 @@ import pytest
 import tifffile
 
 from flowseg.inference.estimate import median_diameter
-from flowseg.inference.normalize import PreparedView
+from flowseg.inference.normalize import PreparedView, resize_labels_to
 from flowseg.inference.pipeline import load_model
 from flowseg.inference.sizehead import head_features, predict_diameter
 from flowseg.io import write_labels
-from flowseg.training.sizefit import _resize_labels, refit_size_head
+from flowseg.training.sizefit import refit_size_head
 from flowseg.training.synthetic import make_sample
 
 
 def test_resize_labels_keeps_ids_and_scales_areas():
     labels = np.zeros((40, 60), np.uint32)
     labels[10:20, 10:30] = 3
-    half = _resize_labels(labels, (20, 30))
+    half = resize_labels_to(labels, (20, 30))
     assert set(np.unique(half)) == {0, 3} and (half == 3).sum() == 50
-    double = _resize_labels(labels, (80, 120))
+    double = resize_labels_to(labels, (80, 120))
     assert (double == 3).sum() == 800
 
 

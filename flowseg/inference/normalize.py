@@ -236,6 +236,33 @@ def resize_to(image: npt.NDArray[np.floating], shape: tuple[int, int]) -> npt.ND
     return ResizedView(image, shape)[:, :, :]
 
 
+def resize_labels_to(labels: npt.NDArray[Any], shape: tuple[int, ...]) -> npt.NDArray[Any]:
+    """Resample labels (any number of axes) to ``shape`` by nearest neighbour, pixel centres aligned.
+
+    Parameters
+    ----------
+    labels : ndarray of int
+    shape : tuple of int
+        One size per axis of ``labels``.
+
+    Returns
+    -------
+    resized : ndarray
+        ``labels`` itself when the shape is already ``shape``.
+
+    Examples
+    --------
+    >>> resize_labels_to(np.array([[1, 2], [3, 4]]), (4, 4))[1:3, 1:3]
+    array([[1, 2],
+           [3, 4]])
+    """
+    if labels.shape == tuple(shape):
+        return labels
+    index = [np.minimum(((np.arange(n) + 0.5) * m / n).astype(np.intp), m - 1)
+             for n, m in zip(shape, labels.shape, strict=True)]
+    return labels[np.ix_(*index)]
+
+
 class ResizedView:
     """An image resized as :func:`resize_to` does, computed window by window when sliced.
 

@@ -29,7 +29,13 @@ import numpy.typing as npt
 from flowseg.errors import InputError
 from flowseg.inference.blocks import masks_in_blocks
 from flowseg.inference.estimate import DiameterEstimate, estimate_diameter, scale_for, second_look
-from flowseg.inference.normalize import NET_CHANNELS, PreparedView, channel_ranges, resize_volume_to
+from flowseg.inference.normalize import (
+    NET_CHANNELS,
+    PreparedView,
+    channel_ranges,
+    resize_labels_to,
+    resize_volume_to,
+)
 from flowseg.inference.pipeline import load_model
 from flowseg.inference.scaling import run_at_scale, training_diameter
 from flowseg.inference.tiling import TileConfig, run_tiled
@@ -173,7 +179,7 @@ def segment_volume(
     release_memory(net)
     labels = masks_in_blocks(flows, cellprob, config=masks or replace(
         mask_config, flow_threshold=VOLUME_FLOW_THRESHOLD))
-    labels = _nearest(labels, (raw.shape[0], *raw.shape[2:]))
+    labels = resize_labels_to(labels, (raw.shape[0], *raw.shape[2:]))
     return (labels, float(diameter)) if return_diameter else labels
 
 
@@ -249,15 +255,6 @@ def planes_to_flows(
         plane *= np.float32(FLOW_SCALE) / np.maximum(np.sqrt((plane**2).sum(axis=0)), 1e-6)
     cellprob /= np.float32(3)
     return flows, cellprob
-
-
-def _nearest(labels: npt.NDArray[np.uint32], shape: tuple[int, ...]) -> npt.NDArray[np.uint32]:
-    """Resample labels to ``shape`` by nearest neighbour (voxel centres)."""
-    if labels.shape == shape:
-        return labels
-    index = [np.minimum(((np.arange(n) + 0.5) * m / n).astype(np.intp), m - 1)
-             for n, m in zip(shape, labels.shape, strict=True)]
-    return labels[np.ix_(*index)]
 
 
 def stitch_planes(labels: npt.ArrayLike, *, threshold: float = 0.25) -> npt.NDArray[np.uint32]:

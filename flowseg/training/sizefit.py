@@ -17,9 +17,10 @@ import numpy as np
 from skimage.transform import resize
 
 from flowseg.inference.estimate import median_diameter
-from flowseg.inference.normalize import PreparedView, scaled_shape
+from flowseg.inference.normalize import PreparedView, resize_labels_to, scaled_shape
 from flowseg.inference.sizehead import HEAD_CROP, fit_size_head, head_features
 from flowseg.io import read_image, read_labels
+from flowseg.model.execution import plan_execution
 from flowseg.model.runtime import Model
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ def refit_size_head(net: Model, pairs: list[tuple[Path, Path]], *,
     """
     chosen = [pairs[int(i)] for i in
               np.unique(np.linspace(0, len(pairs) - 1, min(len(pairs), max_images)).round())]
+    plan = plan_execution("auto")  # once, not per forward pass
     features, diameters = [], []
     for image_path, label_path in chosen:
         image, labels = read_image(image_path), read_labels(label_path)
@@ -64,7 +66,7 @@ def refit_size_head(net: Model, pairs: list[tuple[Path, Path]], *,
             shape = scaled_shape(labels.shape, factor)
             if min(shape) < 16:
                 continue
-            sized_labels = _resize_labels(labels, shape)
+            sized_labels = resize_labels_to(labels, shape)
             diameter, cells = median_diameter(sized_labels)
             if cells < SIZE_MIN_CELLS or not diameter > 0:
                 continue
@@ -72,7 +74,7 @@ def refit_size_head(net: Model, pairs: list[tuple[Path, Path]], *,
             sized = image if shape == labels.shape else resize(
                 image, (image.shape[0], *shape), order=1, anti_aliasing=factor < 1,
                 preserve_range=True).astype(np.float32)
-            features.append(head_features(net, PreparedView(sized)))
+            features.append(head_features(net, PreparedView(sized), execution=plan))
             diameters.append(diameter)
     if len(diameters) < 2:
         log.info("size head not refitted: %d measurable samples", len(diameters))
@@ -81,12 +83,3 @@ def refit_size_head(net: Model, pairs: list[tuple[Path, Path]], *,
     head.update(images=len(chosen), samples=len(diameters), crop=HEAD_CROP,
                 factors=list(factors))
     return head
-
-
-def _resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a label image (pixel centres mapped onto the source grid)."""
-    rows = np.minimum(((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0]).astype(int),
-                      labels.shape[0] - 1)
-    cols = np.minimum(((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1]).astype(int),
-                      labels.shape[1] - 1)
-    return labels[rows][:, cols]
