@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 # Rescalings of every training image, log-spaced from half to twice its size.
 SIZE_FACTORS = (0.5, 0.63, 0.79, 1.0, 1.26, 1.59, 2.0)
 # At most this many images are read (evenly spaced through the list): a few hundred forwards
-# of a 512^2 crop, about a minute on two CPU cores.
+# of a 512^2 crop at most: 19 s on two CPU cores for 48 real images (benchmarks/RESULTS.md).
 SIZE_IMAGES = 48
 # A resized image with fewer whole cells than this says too little about their size.
 SIZE_MIN_CELLS = 3
