@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.ndimage import binary_dilation
 from skimage.measure import label as connected_regions
 
 from flowseg.training.synthetic import (
@@ -140,3 +141,48 @@ def test_bacteria_are_rods_lying_side_by_side() -> None:
     assert contacts > 0.02 * (labels > 0).sum()  # packed against neighbours
     gray = image if image.ndim == 2 else image.mean(axis=-1)
     assert gray[labels > 0].mean() < gray[labels == 0].mean()  # phase contrast: dark bodies
+
+
+def test_membrane_stain_outlines_whole_cells_with_a_nucleus_channel() -> None:
+    labels = random_touching_labels((160, 160), diameter=(22, 32), density=0.95, seed=4)
+    seams = label_edges(labels) & (labels > 0)
+    deep = (labels > 0) & ~binary_dilation(seams, iterations=3)
+    for seed in range(3):
+        image = render(labels, "membrane", seed=seed).astype(float)
+        channels = [image[..., c] for c in range(image.shape[-1]) if image[..., c].any()]
+        assert len(channels) == 2, seed  # membrane + nuclei (two channels, or green + blue)
+        membrane, nuclei = channels
+        assert membrane[seams].mean() > 1.5 * membrane[deep].mean()  # bright rings on the borders
+        assert nuclei[deep].mean() > 2 * nuclei[seams].mean()  # nuclei inside, not on the rings
+
+
+def test_fluorescent_bacteria_bend_and_shine() -> None:
+    from skimage.measure import regionprops
+
+    from flowseg.training.synthetic.rods import rod_labels
+
+    def solidity(bend: float) -> float:
+        labels = rod_labels((256, 256), 20.0, np.random.default_rng(1), bend=bend)
+        whole = [r for r in regionprops(labels) if r.area > 150]
+        return float(np.median([r.solidity for r in whole]))
+
+    assert solidity(0.25) < solidity(0.0) - 0.04  # curved rods are further from convex
+    image, labels = make_sample((192, 192), "fluobacteria", seed=2, diameter=14.0)
+    assert image.ndim == 2 and image[labels > 0].mean() > 2 * image[labels == 0].mean()
+
+
+def test_debris_is_drawn_but_not_labelled() -> None:
+    from scipy.ndimage import gaussian_filter
+
+    labels = random_touching_labels((192, 192), diameter=(30, 40), density=0.3, seed=6)
+    away = ~binary_dilation(labels > 0, iterations=8)
+
+    def outliers(modality: str, seed: int) -> float:
+        image = render(labels, modality, seed=seed).astype(float)
+        gray = image if image.ndim == 2 else image.mean(axis=-1)
+        detail = gaussian_filter(gray, 1.0) - gaussian_filter(gray, 8.0)  # not uneven light
+        return float((np.abs(detail[away]) > 12).mean())
+
+    debris = [outliers("debris", seed) for seed in range(6)]
+    plain = [outliers("phase", seed) for seed in range(6)]
+    assert np.mean(debris) > 2 * np.mean(plain)  # structure where no cell is labelled

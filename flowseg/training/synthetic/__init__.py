@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from flowseg.errors import InputError
-from flowseg.training.synthetic import fluorescence, rods, stained, transmitted
+from flowseg.training.synthetic import fluorescence, membrane, rods, stained, transmitted
 from flowseg.training.synthetic.fluorescence import make_nuclei_volume
 from flowseg.training.synthetic.labels import random_touching_labels, random_touching_volume
 
@@ -55,6 +55,11 @@ _GENERATORS: MappingProxyType[str, tuple[Maker, Renderer]] = MappingProxyType({
     "packed": (_then_render(fluorescence.packed_labels, fluorescence.render_packed),
                fluorescence.render_packed),
     "bacteria": (_then_render(rods.rod_labels, transmitted.render_phase), transmitted.render_phase),
+    "membrane": (_then_render(membrane.tissue_cell_labels, membrane.render_membrane),
+                 membrane.render_membrane),
+    "fluobacteria": (_then_render(rods.rods_bent, fluorescence.render_rods), fluorescence.render_rods),
+    "debris": (_then_render(transmitted.debris_labels, transmitted.render_debris),
+               transmitted.render_debris),
 })
 MODALITIES = tuple(_GENERATORS)
 # Names of the first generators, kept so that older scripts and seeds still run.
@@ -63,7 +68,8 @@ ALIASES = MappingProxyType({"fluorescence": "nuclei", "tissue": "he"})
 TYPICAL_DIAMETER = MappingProxyType({"nuclei": 22.0, "cytoplasm": 40.0, "brightfield": 30.0,
                                      "phase": 30.0, "dic": 30.0, "he": 14.0, "ihc": 14.0,
                                      "skin": 12.0, "packed": 22.0,
-                                     "bacteria": 20.0})
+                                     "bacteria": 20.0, "membrane": 28.0, "fluobacteria": 14.0,
+                                     "debris": 40.0})
 
 
 def make_sample(
@@ -82,7 +88,10 @@ def make_sample(
         (relief), ``he`` (H&E nuclei among cytoplasm, membranes and collagen), ``ihc``
         (hematoxylin + DAB), ``skin`` (layered H&E section), ``packed`` (nuclei packed
         against neighbours of like brightness across faint seams), ``bacteria`` (rods packed side
-        by side in phase contrast). ``fluorescence`` and ``tissue`` are accepted for ``nuclei``
+        by side in phase contrast), ``membrane`` (whole cells in tissue: membrane stain and a
+        nuclear channel, TissueNet-like), ``fluobacteria`` (fluorescent rods, straight or
+        curved), ``debris`` (phase contrast or brightfield cells among unlabelled debris, dust
+        rings and empty halos). ``fluorescence`` and ``tissue`` are accepted for ``nuclei``
         and ``he``.
     seed : int
         The same seed gives the same sample.

@@ -1,10 +1,9 @@
-"""Rod-shaped bacteria in phase contrast: microcolonies of capsules lying side by side.
+"""Rod-shaped bacteria: microcolonies of capsules lying side by side, straight or curved.
 
 A shape no other generator draws (cells 2-6 times longer than wide, packed along a shared
 orientation that turns slowly across a colony), rendered as phase contrast (dark bodies in bright
-halos, :func:`flowseg.training.synthetic.transmitted.render_phase`). It is held out of the bundled
-model's training, so that fine-tuning (``benchmarks/bench_finetune.py``) has a modality the model never
-saw.
+halos, :func:`flowseg.training.synthetic.transmitted.render_phase`) or as a fluorescent stain
+(:func:`flowseg.training.synthetic.fluorescence.render_rods`, rods that may bend like vibrios).
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ MAX_OVERLAP = 0.15
 
 
 def rod_labels(shape: tuple[int, int], diameter: float,
-               rng: np.random.Generator) -> npt.NDArray[np.uint32]:
+               rng: np.random.Generator, *, bend: float = 0.0) -> npt.NDArray[np.uint32]:
     """Draw touching rods whose median equivalent diameter is about ``diameter``.
 
     Parameters
@@ -30,6 +29,9 @@ def rod_labels(shape: tuple[int, int], diameter: float,
     diameter : float
         Equivalent diameter (of a disk of the same area) of a typical rod, in pixels.
     rng : numpy.random.Generator
+    bend : float
+        Largest sag of a rod's midline at its ends, as a fraction of its length (0: straight;
+        each rod draws its own from -bend to bend).
 
     Returns
     -------
@@ -57,7 +59,8 @@ def rod_labels(shape: tuple[int, int], diameter: float,
         area = np.pi * size ** 2 / 4
         length = (area - np.pi * rod_width ** 2 / 4) / rod_width + rod_width
         theta = angle[cy, cx] + rng.normal(0, 0.15)
-        box, mask = _capsule(cy, cx, length, rod_width, theta, (height, width))
+        sag = rng.uniform(-bend, bend) if bend > 0 else 0.0
+        box, mask = _capsule(cy, cx, length, rod_width, theta, (height, width), sag)
         if mask.sum() < 12:
             continue
         taken = labels[box] > 0
@@ -71,16 +74,28 @@ def rod_labels(shape: tuple[int, int], diameter: float,
     return tidy_labels(labels)
 
 
+def rods_bent(shape: tuple[int, int], diameter: float,
+              rng: np.random.Generator) -> npt.NDArray[np.uint32]:
+    """Rods of which half the images are curved (sag up to a quarter of the length)."""
+    return rod_labels(shape, diameter, rng, bend=float(rng.choice([0.0, 0.25])))
+
+
 def _capsule(cy: float, cx: float, length: float, width: float, theta: float,
-             shape: tuple[int, int]) -> tuple[tuple[slice, slice], npt.NDArray[np.bool_]]:
-    """Return the bounding box within ``shape`` and the mask of a capsule (a rod, round ends)."""
-    reach = length / 2 + 1
+             shape: tuple[int, int], sag: float = 0.0
+             ) -> tuple[tuple[slice, slice], npt.NDArray[np.bool_]]:
+    """Return the bounding box within ``shape`` and the mask of a capsule (a rod, round ends).
+
+    ``sag`` bends the midline into a parabola whose ends lie ``sag * length`` off the chord.
+    """
+    reach = length / 2 + 1 + abs(sag) * length
     y0, y1 = max(0, int(cy - reach)), min(shape[0], int(cy + reach) + 2)
     x0, x1 = max(0, int(cx - reach)), min(shape[1], int(cx + reach) + 2)
     yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float64)
     dy, dx = yy - cy, xx - cx
     along = dy * np.sin(theta) + dx * np.cos(theta)
     across = -dy * np.cos(theta) + dx * np.sin(theta)
+    if sag:
+        across = across - sag * length * (2 * along / max(length, 1.0)) ** 2
     half = max(0.0, (length - width) / 2)
     along = np.clip(np.abs(along) - half, 0, None)
     return (slice(y0, y1), slice(x0, x1)), along ** 2 + across ** 2 <= (width / 2) ** 2

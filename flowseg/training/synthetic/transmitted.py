@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from scipy.ndimage import distance_transform_edt, gaussian_filter, maximum
+from scipy.ndimage import binary_dilation, distance_transform_edt, gaussian_filter, maximum
 
 from flowseg.training.synthetic.labels import (
     drawn_cells,
@@ -64,6 +64,56 @@ def render_dic(labels: npt.NDArray[np.uint32], rng: np.random.Generator) -> npt.
     shade = gy * np.sin(angle) + gx * np.cos(angle)
     image = 0.5 + shade / (np.abs(shade).max() + 1e-9) * rng.uniform(0.2, 0.4)
     return _finish(image, labels, rng, diameter)
+
+
+def debris_labels(shape: tuple[int, int], diameter: float,
+                  rng: np.random.Generator) -> npt.NDArray[np.uint32]:
+    """Sparse cells, round to elongated, with room between them for debris."""
+    return drawn_cells(shape, diameter, rng, density=(0.15, 0.6), elongation=(1.0, 2.5))
+
+
+def render_debris(labels: npt.NDArray[np.uint32],
+                  rng: np.random.Generator) -> npt.NDArray[np.integer]:
+    """Phase contrast or brightfield cells among debris, dust and halos that are not cells.
+
+    Debris: specks and fragments a tenth to two fifths of a cell across, drawn like cells (dark
+    bodies in halos) but left unlabelled, up to half as many as the cells; dust on the optics: large
+    faint out-of-focus rings; a few bright halos with nothing inside (floating vesicles).
+    """
+    diameter = median_cell_diameter(labels)
+    count = int(labels.max())
+    room = ~binary_dilation(labels > 0, iterations=max(1, int(diameter / 6)))
+    junk = drawn_cells(labels.shape, max(4.0, diameter * rng.uniform(0.1, 0.4)), rng,
+                       density=(0.05, 0.3),
+                       elongation=(1.0, 3.0))
+    junk = np.where(room, junk, 0)
+    ids = np.unique(junk)[1:]
+    keep = rng.permutation(ids)[:max(1, count // 2)]
+    junk = np.where(np.isin(junk, keep), junk, 0)
+    both = labels.astype(np.uint32).copy()
+    both[junk > 0] = count + junk[junk > 0]
+    # Debris is drawn as the cells are (at most a third of the ids, so the median size that
+    # sets halo width and grain stays the cells'): only its size and label tell it apart.
+    draw = render_phase if rng.random() < 0.7 else render_brightfield
+    image = draw(both, rng).astype(np.float64)
+    yy, xx = np.ogrid[: labels.shape[0], : labels.shape[1]]
+    rings = np.zeros(labels.shape)
+    for _ in range(int(rng.integers(0, 4))):  # dust: large faint out-of-focus rings
+        distance = np.hypot(yy - rng.uniform(0, labels.shape[0]), xx - rng.uniform(0, labels.shape[1]))
+        radius = diameter * rng.uniform(0.8, 3.0)
+        rings += np.exp(-((distance - radius) / (0.15 * radius)) ** 2) - 0.5 * (distance < radius)
+    rings *= rng.uniform(0.03, 0.12)
+    # Round floating debris (dead cells, vesicles): a bright halo around a small dark core.
+    free = np.flatnonzero(room.reshape(-1))
+    for index in rng.choice(free, min(free.size, int(rng.integers(0, 2 + count // 3)))):
+        cy, cx = np.unravel_index(index, labels.shape)
+        distance = np.hypot(yy - cy, xx - cx)
+        radius = max(2.0, diameter * rng.uniform(0.08, 0.25))
+        rings += rng.uniform(0.3, 0.8) * np.exp(-((distance - radius) / (0.35 * radius)) ** 2)
+        rings -= rng.uniform(0.1, 0.4) * np.exp(-(distance / (0.6 * radius)) ** 2)
+    shade = 255 * rings
+    image += shade if image.ndim == 2 else shade[..., None]
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
 def _thickness(labels: npt.NDArray[np.uint32],
