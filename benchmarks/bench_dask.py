@@ -1,12 +1,14 @@
 """A whole-slide-sized image on a Dask LocalCluster with 1 and 2 workers, beside one process.
 
-    python benchmarks/bench_dask.py [--size 10000] [--block 2048]
+    python benchmarks/bench_dask.py [--size 10000] [--blocks 2048] [--workers 1 2] [--cells D]
 
-A synthetic fluorescence image of touching cells (size x size, written as a tiled TIFF) is
-segmented (a) by the single-process pipeline, in a fresh process, and (b) by
-``flowseg.apps.slides.segment_large`` on a LocalCluster of 1 worker (all cores) and of 2 workers
-(a core each). Reported: wall time, cells found, peak RSS of the single process and of each
-worker process, and the agreement (F1) between the blocked and the single-process labels.
+A synthetic fluorescence image of touching cells (size x size, written as a tiled TIFF; cells of
+``--cells`` px, the generator's typical 22 px when omitted) is segmented (a) by the
+single-process pipeline, in a fresh process, and (b) by ``flowseg.apps.slides.segment_large`` on
+a LocalCluster of 1 worker (all cores) and of 2 workers (a core each), for every block size
+given. Both take the automatic diameter: cells of 60 px, say, are shrunk to the network's 30.
+Reported: wall time, cells found, peak RSS of the single process and of each worker process, and
+the agreement (F1, mean matched IoU) between the blocked and the single-process labels.
 """
 
 from __future__ import annotations
@@ -26,15 +28,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from memory import peak_rss_mb
 
 
-def make_tiff(size: int, folder: Path) -> Path:
+def make_tiff(size: int, folder: Path, cells: float | None) -> Path:
     import tifffile
 
     from flowseg.training.synthetic import make_sample
 
-    path = folder / f"slide_{size}.tif"
+    path = folder / f"slide_{size}{f'_{cells:g}px' if cells else ''}.tif"
     if not path.exists():
         # The sample bench_predict uses (gray, 16-bit), stored here as a whole-slide file would be.
-        image, _ = make_sample((size, size), "fluorescence", seed=size)
+        image, _ = make_sample((size, size), "fluorescence", seed=size, diameter=cells)
         assert image.ndim == 2, "a multi-channel sample needs an explicit channel axis in the TIFF"
         tifffile.imwrite(path, image, tile=(512, 512), compression="zlib",
                          photometric="minisblack")
@@ -42,17 +44,15 @@ def make_tiff(size: int, folder: Path) -> Path:
 
 
 def single_process(path: Path, out: Path) -> dict[str, float]:
-    from flowseg.inference.pipeline import load_model, segment, training_diameter
+    from flowseg.inference.pipeline import segment_with_outputs
     from flowseg.io import read_pixels, write_labels
 
     start = time.perf_counter()
-    net = load_model()  # at the model's own scale, as Dask blocks run
-    labels = segment(read_pixels(path), net, device="cpu", diameter=training_diameter(net),
-                     channel_axis=0)
+    result = segment_with_outputs(read_pixels(path), device="cpu", channel_axis=0)
     seconds = time.perf_counter() - start
-    write_labels(labels, out)
-    return {"seconds": seconds, "cells": int(labels.max()), "rss_mb": peak_rss_mb(),
-            "threads": torch_threads()}
+    write_labels(result.labels, out)
+    return {"seconds": seconds, "cells": int(result.labels.max()), "rss_mb": peak_rss_mb(),
+            "threads": torch_threads(), "diameter": result.diameter}
 
 
 def on_cluster(path: Path, workers: int, block: int, out: Path) -> dict[str, object]:
@@ -83,7 +83,9 @@ def torch_threads() -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=10_000)
-    parser.add_argument("--block", type=int, default=2048)
+    parser.add_argument("--blocks", type=int, nargs="+", default=[2048])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--cells", type=float, default=None, help="cell diameter of the sample")
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "flowseg-bench")
     parser.add_argument("--single", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -96,28 +98,29 @@ def main() -> int:
     from flowseg.metrics import match_labels
 
     args.folder.mkdir(parents=True, exist_ok=True)
-    path = make_tiff(args.size, args.folder)
-    single_out = args.folder / f"single_{args.size}_label.tiff"
+    path = make_tiff(args.size, args.folder, args.cells)
+    single_out = args.folder / f"single_{path.stem}_label.tiff"
     proc = subprocess.run([sys.executable, __file__, "--single", str(path), str(single_out)],
                           capture_output=True, text=True, check=True)
     single = json.loads(proc.stdout.strip().splitlines()[-1])
     reference = read_labels(single_out)
     mp = args.size**2 / 1e6
-    print(f"{args.size}^2 synthetic fluorescence ({mp:.0f} MP), block {args.block}, "
+    print(f"{args.size}^2 synthetic fluorescence ({mp:.0f} MP), cells of "
+          f"{args.cells or 'about 22'} px, run at a diameter of {single['diameter']:.1f} px, "
           f"{os.cpu_count()} CPUs, CPU only")
-    print("| run | wall s | s/MP | cells | peak RSS MB per process | torch threads per process "
-          "| F1 vs single process | mean matched IoU |")
-    print("|---|---|---|---|---|---|---|---|")
-    print(f"| single process | {single['seconds']:.1f} | {single['seconds'] / mp:.2f} "
+    print("| run | block | wall s | s/MP | cells | peak RSS MB per process | torch threads per "
+          "process | F1 vs single process | mean matched IoU |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| single process | - | {single['seconds']:.1f} | {single['seconds'] / mp:.2f} "
           f"| {single['cells']} | {single['rss_mb']:.0f} | {single['threads']} | - | - |", flush=True)
-    for workers in (1, 2):
+    for block, workers in ((b, w) for b in args.blocks for w in args.workers):
         out = args.folder / f"dask_{workers}.zarr"
-        result = on_cluster(path, workers, args.block, out)
+        result = on_cluster(path, workers, block, out)
         labels = np.asarray(zarr.open_array(str(out), mode="r")[:])
         match = match_labels(reference, labels)
         rss = ", ".join(f"{r:.0f}" for r in result["worker_rss_mb"])  # type: ignore[attr-defined]
         threads = ", ".join(map(str, sorted(result["threads"])))  # type: ignore[call-overload]
-        print(f"| LocalCluster, {workers} worker{'s' if workers > 1 else ''} "
+        print(f"| LocalCluster, {workers} worker{'s' if workers > 1 else ''} | {block} "
               f"| {result['seconds']:.1f} | {float(result['seconds']) / mp:.2f} "  # type: ignore[arg-type]
               f"| {int(labels.max())} | {rss} | {threads} | {match.f1:.4f} "
               f"| {match.mean_iou:.4f} |", flush=True)

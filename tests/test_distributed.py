@@ -91,7 +91,8 @@ def test_a_failing_block_stops_the_run_and_is_named(tmp_path: Path, client: Clie
     image, _ = make_sample((300, 300), "nuclei", seed=0)  # gray 8-bit
     lazy = da.from_array(image[None], chunks=(1, 150, 150)).map_blocks(_explode, dtype=image.dtype)
     with pytest.raises(RuntimeError, match=r"block rows .* failed after its retries: OSError"):
-        segment_large(lazy, tmp_path / "x.zarr", client=client, device="cpu",
+        # (a diameter given: the automatic one would read the bad chunk here, in the client)
+        segment_large(lazy, tmp_path / "x.zarr", client=client, device="cpu", diameter=30,
                       blocks=BlockConfig(block=128, margin=32, retries=1), ranges=[[0, 255]])
 
 
@@ -158,3 +159,17 @@ def test_torch_in_a_worker_gets_the_threads_asked_for(monkeypatch: pytest.Monkey
     with local_cluster(2, cores=2) as cluster, Client(cluster) as c:
         assert list(c.run(torch_threads).values()) == [1, 1]
     assert "OMP_NUM_THREADS" not in os.environ
+
+
+@pytest.mark.parametrize(("cells", "given"), [(12.0, None), (30.0, None), (12.0, 15.0)])
+def test_blocks_take_the_scale_one_process_takes(tmp_path: Path, client: Client, cells: float,
+                                                 given: float | None) -> None:
+    # 12-px nuclei are enlarged by the automatic diameter (2.4x), 30-px ones run as they are; a
+    # diameter given is taken as one process takes it. Blocks of 256 px: the labels of one process.
+    image, _ = make_sample((512, 576), "nuclei", seed=5, diameter=cells)
+    single = segment(image, device="cpu", diameter=given)
+    out = segment_large(image, tmp_path / "x.zarr", client=client, device="cpu", diameter=given,
+                        blocks=BlockConfig(block=256, margin=64))
+    blocked = np.asarray(zarr.open_array(str(out), mode="r")[:])
+    agreement = match_labels(single, blocked)
+    assert blocked.max() > 30 and agreement.f1 >= 0.999 and agreement.mean_iou >= 0.99

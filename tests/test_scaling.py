@@ -63,9 +63,11 @@ def test_median_diameter_leaves_out_cells_cut_by_the_edge() -> None:
 def test_run_at_scale_counts_min_size_at_the_network_scale(
         monkeypatch: pytest.MonkeyPatch, scale: float, expected: int) -> None:
     seen: list[int] = []
+    margins: list[int] = []
 
-    def fake_masks(flows, cellprob, config):  # type: ignore[no-untyped-def]
+    def fake_masks(flows, cellprob, config, margin):  # type: ignore[no-untyped-def]
         seen.append(config.min_size)
+        margins.append(margin)
         return np.zeros(cellprob.shape, np.uint32)
 
     monkeypatch.setattr(scaling, "masks_in_blocks", fake_masks)
@@ -75,6 +77,8 @@ def test_run_at_scale_counts_min_size_at_the_network_scale(
     scaling.run_at_scale(None, image, scale, scaling.TileConfig(), scaling.MaskConfig(),
                          None, 30.0)
     assert seen == [expected]
+    # masks blocks keep a margin for cells as large as the image holds at this scale
+    assert margins == [256 if scale == 0.5 else 128]
 
 
 def test_estimate_distrusts_a_pass_whose_masks_miss_most_of_the_foreground(
@@ -213,3 +217,32 @@ def test_the_estimate_keeps_the_arena_between_the_crops_of_a_large_image(
     net = SimpleNamespace(metadata={"diameter": 30.0})
     estimate.estimate_diameter(net, PreparedView(np.zeros((3, side, side), np.float32)))
     assert seen[:len(released)] == released
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.1, 0.6])
+def test_a_region_run_gives_the_whole_runs_output_there(scale: float) -> None:
+    # What a Dask block computes: the network over its region plus context, resized window by
+    # window from a part of the image, brought back: the whole-image run's values.
+    from flowseg.inference.blocks import Placed
+    from flowseg.inference.normalize import ResizedView, resize_to, scaled_shape
+    from flowseg.inference.pipeline import as_channels_first, load_model
+    from flowseg.inference.tiling import TileConfig, run_tiled
+    from flowseg.model.execution import plan_execution
+    from flowseg.training.synthetic import make_sample
+
+    plan = plan_execution("cpu")
+    net = load_model(execution=plan)
+    raw = as_channels_first(make_sample((400, 460), "nuclei", seed=3, diameter=14)[0])
+    view = PreparedView(raw)
+    shape = raw.shape[1:]
+    source = view if scale == 1.0 else ResizedView(view, scaled_shape(shape, scale))
+    whole = run_tiled(net, source, config=TileConfig(), execution=plan)
+    whole = whole if scale == 1.0 else resize_to(whole, shape)
+    for region in [(100, 300, 150, 420), (0, 180, 300, 460), (250, 400, 0, 120)]:
+        reads = scaling.plan_region(shape, scale, region, TileConfig().context, net.stride).reads
+        part = Placed(raw[:, reads[0]:reads[1], reads[2]:reads[3]], (reads[0], reads[2]), shape)
+        out = scaling.run_region(net, PreparedView(part, ranges=view.ranges), scale, region,
+                                 TileConfig(), plan)
+        expected = whole[:, region[0]:region[1], region[2]:region[3]]
+        assert out.shape == expected.shape
+        assert np.abs(out - expected).max() < 1e-4, region

@@ -172,3 +172,27 @@ def test_bad_inputs() -> None:
     with pytest.raises(ValueError, match=r"\(3, H, W\)"):
         run_tiled(Echo(), np.zeros((1, 8, 8), np.float32))
     assert resize_to(np.ones((2, 10, 20), np.float32), (5, 10)).shape == (2, 5, 10)
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_the_bundled_model_gives_the_same_labels_whatever_the_tiles(tta: bool) -> None:
+    # The default context covers the bundled network's receptive field: tiles of 256 and 512 px
+    # give the whole run's output to float rounding, and so the same cells, pixel for pixel.
+    from flowseg.inference.normalize import PreparedView
+    from flowseg.inference.pipeline import as_channels_first, load_model
+    from flowseg.representation.masks import masks_from_flows
+    from flowseg.training.synthetic import make_sample
+
+    net = load_model(execution=CPU)
+    image, _ = make_sample((576, 544), "nuclei", seed=4)
+    view = PreparedView(as_channels_first(image))
+    whole = run_tiled(net, view, config=TileConfig(tile=1024, flip_tta=tta), execution=CPU)
+    reference = masks_from_flows(whole[:2], whole[2])
+    for tile in (256, 512):
+        out = run_tiled(net, view, config=TileConfig(tile=tile, flip_tta=tta), execution=CPU)
+        assert np.abs(out - whole).max() < 1e-4, tile
+        np.testing.assert_array_equal(masks_from_flows(out[:2], out[2]), reference)
+    # The reason: with 128 px of context the outputs move by far more than float rounding.
+    short = run_tiled(net, view, config=TileConfig(tile=256, context=128, flip_tta=tta),
+                      execution=CPU)
+    assert np.abs(short - whole).max() > 1e-2

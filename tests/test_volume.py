@@ -123,3 +123,36 @@ def test_a_rescaled_stack_takes_its_diameter_from_the_second_look(
     _, diameter = segment_volume(stack, load_model(tiny_model), device="cpu",
                                  return_diameter=True)
     assert seen == [14.0] and diameter == 9.0
+
+
+def test_scratch_files_give_the_same_flows_in_slabs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The 3-D pass in slabs over scratch files (a slab of a few planes here) gives the in-memory
+    # pass's outputs bit for bit, and releasing the mapped pages loses nothing.
+    from flowseg.inference.scratch import ScratchArray
+
+    net = load_model()
+    rng = np.random.default_rng(0)
+    volume = rng.random((3, 6, 40, 36)).astype(np.float16)
+    flows, cellprob = planes_to_flows(net, volume.copy(), execution=volume_module.plan_execution(
+        "cpu"))
+    monkeypatch.setattr(volume_module, "SLAB_BYTES", 3 * 4 * 3 * 40 * 36)  # 3 XY planes a slab
+    scratch_in = ScratchArray(volume.shape, np.float16)
+    scratch_in.array[...] = volume
+    scratch_in.release()
+    out = ScratchArray((4, *volume.shape[1:]), np.float32)
+    got_flows, got_cellprob = planes_to_flows(net, scratch_in, out=out,
+                                              execution=volume_module.plan_execution("cpu"))
+    out.release()
+    assert np.array_equal(got_flows, flows) and np.array_equal(got_cellprob, cellprob)
+
+
+def test_scratch_array_reserves_its_space_and_names_a_full_folder(tmp_path: Path) -> None:
+    from flowseg.inference.scratch import ScratchArray
+
+    scratch = ScratchArray((4, 5), np.uint32, folder=str(tmp_path))
+    scratch[1:3] = 7
+    scratch.release()
+    assert scratch[:, 0].tolist() == [0, 7, 7, 0] and scratch.shape == (4, 5)
+    assert list(tmp_path.iterdir()) == []  # an anonymous file: nothing left behind
+    with pytest.raises(ValueError, match=r"no room for .* GB of scratch space"):
+        ScratchArray((1 << 40,), np.uint8, folder=str(tmp_path))  # a terabyte

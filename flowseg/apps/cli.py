@@ -295,9 +295,6 @@ def _tiles(args: argparse.Namespace) -> Any:
 def _predict_dask(args: argparse.Namespace) -> int:
     if args.volume:
         raise InputError("--3d does not work with --dask: z-stacks run on one machine")
-    if args.diameter is not None:
-        raise InputError("--diameter does not work with --dask yet: blocks run at the image's "
-                         "own scale (the model's 15-60 px range)")
     if args.precision != "auto" or args.runtime != "auto":
         raise InputError("--precision and --runtime do not work with --dask: workers choose "
                          "their own (ONNX Runtime float32 on CPUs, float16 on CUDA)")
@@ -309,7 +306,7 @@ def _predict_dask(args: argparse.Namespace) -> int:
         report = predict_with_dask(
             args.input, args.output, client=client, model=args.model, device=args.device,
             blocks=BlockConfig(block=args.block), overwrite=args.overwrite,
-            tiles=_tiles(args))
+            tiles=_tiles(args), diameter=args.diameter)
     _say(args, f"{len(report['written'])} written, {len(report['skipped'])} already there, "
                f"{len(report['failed'])} failed")
     for line in report["failed"]:

@@ -25,6 +25,7 @@ def predict_with_dask(
     in_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, client: Any,
     model: str | None = None, blocks: BlockConfig = BlockConfig(), tiles: TileConfig = TileConfig(),
     masks: MaskConfig | None = None, device: str = "auto", overwrite: bool = False,
+    diameter: float | None = None,
 ) -> dict[str, list[str]]:
     """Segment a folder on a cluster: whole-slide TIFFs in blocks, other images one per task.
 
@@ -43,6 +44,8 @@ def predict_with_dask(
         As for :func:`flowseg.inference.pipeline.segment`.
     overwrite : bool
         Redo images whose label file exists.
+    diameter : float, optional
+        Typical cell diameter in pixels; None or 0: estimated per image, as one process does.
 
     Returns
     -------
@@ -69,14 +72,16 @@ def predict_with_dask(
         scratch = Path(out_dir) / f".{path.stem}.zarr"
         try:
             segment_large(path, scratch, client=client, model=model, blocks=blocks, tiles=tiles,
-                          masks=masks, device=device, tiff=label_path(path, out_dir))
+                          masks=masks, device=device, tiff=label_path(path, out_dir),
+                          diameter=diameter)
             report["written"].append(path.name)
         except (OSError, ValueError, RuntimeError) as err:
             report["failed"].append(f"{path.name}: {str(err).splitlines()[0]}")
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     jobs = client.map(_predict_file, [str(p) for p in small], out_dir=str(out_dir), model=model,
-                      tiles=tiles, masks=masks, device=device, pure=False, retries=1)
+                      tiles=tiles, masks=masks, device=device, diameter=diameter, pure=False,
+                      retries=1)
     for path, job in zip(small, jobs, strict=True):
         try:
             problem = job.result()
@@ -103,7 +108,7 @@ def _pixels(path: Path) -> int:
 
 
 def _predict_file(path: str, *, out_dir: str, model: str | None, tiles: TileConfig,
-                  masks: MaskConfig | None, device: str) -> str:
+                  masks: MaskConfig | None, device: str, diameter: float | None) -> str:
     """Segment one file on a worker; return "" when written, else why not.
 
     A bad file is an answer, not a task failure: raising would make the worker log a traceback
@@ -115,7 +120,7 @@ def _predict_file(path: str, *, out_dir: str, model: str | None, tiles: TileConf
 
     try:
         labels = segment(read_pixels(path), _worker_model(model, device), tiles=tiles, masks=masks,
-                         device=device, channel_axis=0)
+                         device=device, channel_axis=0, diameter=diameter)
         write_labels(labels, label_path(path, out_dir))
     except (OSError, ValueError, MemoryError) as err:
         return str(err).splitlines()[0] if str(err) else type(err).__name__

@@ -1,10 +1,17 @@
 """Whole-slide images on a Dask cluster, block by block.
 
 A large image (a TIFF read lazily through tifffile's zarr interface, a zarr array, a dask or a
-numpy array) is cut into square cores. Each core becomes one task: it reads the core with a margin
-of context, normalises it with percentiles computed once over the whole image, runs the network
-over it in tiles and turns the flows into masks, then keeps the masks whose centre of mass lies in
-its core (as :mod:`flowseg.inference.blocks` does in one process). Flow following is local, so a cell
+numpy array) is cut into square cores. The client first chooses the scale as one process does:
+the automatic diameter from the same crops with the same function
+(:func:`flowseg.inference.estimate.estimate_diameter`), or the diameter given. Each core becomes
+one task: it reads the core with a margin, and around that the network's context, normalises it
+with percentiles computed once over the whole image, resizes it to the network's scale window by
+window, runs the network over it in tiles (its output over the core and margin is then that of a
+whole-image run, to float rounding: :func:`flowseg.inference.scaling.run_region`), brings the
+output back to the image's scale and turns the flows into masks, then keeps the masks whose
+centre of mass lies in its core (as :mod:`flowseg.inference.blocks` does in one process). A
+resized run whose cells ask for another scale runs again at it, as in one process
+(:func:`flowseg.inference.estimate.second_look`). Flow following is local, so a cell
 smaller than the margin comes out whole in every block that sees it, and exactly one block keeps it: no
 cell is cut at a block border and none is counted twice. Kept masks go to a scratch zarr group;
 once every block is done, their ids are made global by a running sum of the counts, and a second
@@ -35,7 +42,8 @@ import numpy as np
 import numpy.typing as npt
 
 from flowseg.errors import InputError
-from flowseg.inference.blocks import core_grid, extend, keep_centred
+from flowseg.inference.blocks import Placed, core_grid, extend, keep_centred
+from flowseg.inference.scaling import mask_margin
 from flowseg.inference.tiling import TileConfig
 from flowseg.representation.masks import MaskConfig
 
@@ -128,19 +136,37 @@ def _worker_model(model_path: str | None, device: str) -> Any:
     return load_model(model_path, execution=plan_execution(device))
 
 
+class _Synchronous:
+    """A dask array read in this process (a file's handle cannot travel to the workers)."""
+
+    def __init__(self, array: Any) -> None:
+        self.array, self.shape, self.ndim = array, array.shape, array.ndim
+
+    def __getitem__(self, key: Any) -> npt.NDArray[Any]:
+        return np.asarray(self.array[key].compute(scheduler="synchronous"))
+
+
 def segment_block(
     region: npt.NDArray[Any] | str | os.PathLike[str], core: tuple[int, int, int, int],
-    ext: tuple[int, int, int, int], ranges: npt.NDArray[np.float64], scratch: str, index: int,
+    ext: tuple[int, int, int, int], reads: tuple[int, int, int, int], shape: tuple[int, int],
+    scale: float, ranges: npt.NDArray[np.float64], scratch: str, index: int,
     model_path: str | None, tiles: TileConfig, masks: MaskConfig, device: str,
-) -> int:
-    """Segment one block with its context; store the masks centred in its core; return their count.
+) -> tuple[int, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Segment one block with its context; store the masks centred in its core.
 
     Parameters
     ----------
     region : (C, h, w) ndarray, or str
-        The image over ``ext``, or the path of the image file to read it from.
+        The image over ``reads``, or the path of the image file to read it from.
     core, ext : (int, int, int, int)
-        ``y0, y1, x0, x1`` of the core and of the region around it, in image coordinates.
+        ``y0, y1, x0, x1`` of the core and of the region around it whose masks are made, in
+        image coordinates.
+    reads : (int, int, int, int)
+        The part of the image the network's window reads (``plan_region(...).reads``).
+    shape : (int, int)
+        The whole image's height and width.
+    scale : float
+        Resize factor the network runs at.
     ranges : (C, 2) ndarray
         Per-channel percentiles of the whole image.
     scratch : str
@@ -150,32 +176,43 @@ def segment_block(
         Checkpoint; the bundled model when None.
     tiles : TileConfig
     masks : MaskConfig
-        ``max_size_fraction`` already scaled to the region.
+        ``max_size_fraction`` already scaled to the region, ``min_size`` to the scale.
     device : str
 
     Returns
     -------
     count : int
         Masks kept (ids ``1..count`` in the stored array).
+    whole, cut : ndarray of int64
+        Areas of the kept masks, apart from and touching the image's edge.
     """
     import zarr
 
     from flowseg.inference.normalize import PreparedView
-    from flowseg.inference.tiling import run_tiled
+    from flowseg.inference.scaling import run_region
     from flowseg.model.execution import plan_execution
     from flowseg.representation.masks import masks_from_flows
 
     if isinstance(region, (str, os.PathLike)):
         with open_image(region) as image:
-            region = image[:, ext[0]:ext[1], ext[2]:ext[3]].compute(scheduler="synchronous")
-    view = PreparedView(np.asarray(region), ranges=ranges)
-    output = run_tiled(_worker_model(model_path, device), view, config=tiles,
-                       execution=plan_execution(device))
-    local = masks_from_flows(output[:2], output[2], config=masks)
-    kept = keep_centred(local, core, ext)
+            region = image[:, reads[0]:reads[1], reads[2]:reads[3]].compute(
+                scheduler="synchronous")
+    view = PreparedView(Placed(np.asarray(region), (reads[0], reads[2]), shape), ranges=ranges)
+    output = run_region(_worker_model(model_path, device), view, scale, ext, tiles,
+                        plan_execution(device))
+    kept = keep_centred(masks_from_flows(output[:2], output[2], config=masks), core, ext)
     zarr.open_group(scratch, mode="a").create_array(
         str(index), data=kept, chunks=kept.shape, overwrite=True)
-    return int(kept.max())
+    areas = np.bincount(kept.reshape(-1)).astype(np.int64)
+    edges = [kept[0] if ext[0] == 0 else None, kept[-1] if ext[1] == shape[0] else None,
+             kept[:, 0] if ext[2] == 0 else None, kept[:, -1] if ext[3] == shape[1] else None]
+    on_edge = np.zeros(areas.size, bool)
+    for edge in edges:
+        if edge is not None:
+            on_edge[edge] = True
+    on_edge[0] = True
+    cut = areas[on_edge[:] & (np.arange(areas.size) > 0)]
+    return int(kept.max()), areas[~on_edge], cut
 
 
 def write_chunk(
@@ -219,9 +256,13 @@ def segment_large(
     source: Any, output: str | os.PathLike[str], *, client: Any, model: str | None = None,
     blocks: BlockConfig = BlockConfig(), tiles: TileConfig = TileConfig(),
     masks: MaskConfig | None = None, device: str = "auto", tiff: str | os.PathLike[str] | None = None,
-    ranges: npt.ArrayLike | None = None,
+    ranges: npt.ArrayLike | None = None, diameter: float | None = None,
 ) -> Path:
     """Segment a large 2-D image on a Dask cluster into a zarr array of labels.
+
+    The labels are those one process gives the same image (:func:`flowseg.inference.pipeline.segment`):
+    the same scale, chosen the same way, and the network's output over every block that of a
+    whole-image run; only cells larger than the block margin can differ.
 
     Parameters
     ----------
@@ -233,6 +274,8 @@ def segment_large(
     model : str, optional
         Checkpoint path readable by every worker; the bundled model when None.
     blocks : BlockConfig
+        ``margin`` is in pixels at the network's scale: a shrunk image's blocks get a margin
+        that many times wider, its cells being that many times larger.
     tiles : TileConfig
     masks : MaskConfig, optional
         The model's saved thresholds when None.
@@ -243,6 +286,9 @@ def segment_large(
     ranges : (C, 2) array_like, optional
         Per-channel 1st and 99th percentiles to normalise with (to treat a series of slides
         alike); estimated from a strided subsample of the image when omitted.
+    diameter : float, optional
+        Typical cell diameter in pixels; None or 0 estimates it here, in the client, from the
+        crops one process would read.
 
     Returns
     -------
@@ -252,12 +298,28 @@ def segment_large(
     ------
     RuntimeError
         If a block still fails after its retries; the message names the block.
+    ValueError
+        If ``diameter`` is negative or resizes the image beyond what fits.
     """
     import zarr
 
-    from flowseg.inference.normalize import channel_ranges
+    from flowseg.inference.estimate import (
+        auto_scale,
+        diameter_of_sizes,
+        estimate_diameter,
+        look_again,
+        scale_for,
+    )
+    from flowseg.inference.normalize import PreparedView, channel_ranges
+    from flowseg.inference.scaling import check_scale, training_diameter
     from flowseg.io import write_labels_tiled
+    from flowseg.model.execution import plan_execution
 
+    if diameter is not None and not diameter >= 0:
+        raise InputError(f"diameter must be positive (or 0 for automatic), got {diameter}")
+    net = _worker_model(model, device)
+    config = masks or MaskConfig(**net.metadata.get("thresholds", {}))
+    trained = training_diameter(net)
     with open_image(source) as image:
         shape = tuple(int(n) for n in image.shape[1:])
         if ranges is None:
@@ -265,44 +327,75 @@ def segment_large(
             # Read here, chunk by chunk: a file's handle cannot travel to the workers.
             ranges = channel_ranges(image[:, ::step, ::step].compute(scheduler="synchronous"))
         ranges = np.asarray(ranges, np.float64)
-        cores = core_grid(shape, blocks.block)  # type: ignore[arg-type]
-        exts = [extend(c, shape, blocks.margin) for c in cores]  # type: ignore[arg-type]
+        if diameter:
+            scale, used = trained / diameter, float(diameter)
+            check_scale(shape, scale, diameter)
+        else:
+            view = PreparedView(_Synchronous(image), ranges=ranges)  # type: ignore[arg-type]
+            guess = estimate_diameter(net, view, tiles=tiles, masks=config,
+                                      execution=plan_execution(device))
+            scale, used = scale_for(guess, trained, shape)
+        log.info("%s: cell diameter %.1f px, run at %.2fx", output, used, scale)
         # An array travels to the tasks as dask slices; a file is opened by each task itself.
-        regions = [source if isinstance(source, (str, os.PathLike))
-                   else image[:, e[0]:e[1], e[2]:e[3]] for e in exts]
-    config = masks or MaskConfig(**_worker_model(model, device).metadata.get("thresholds", {}))
-    output = Path(output)
-    scratch = tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".parts", dir=output.parent)
-    try:
-        counts = _run_blocks(client, regions, cores, exts, ranges, scratch, model, tiles,
-                             config, device, blocks.retries, shape[0] * shape[1])
-        offsets = list(np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int))
-        if output.exists():
-            shutil.rmtree(output)
-        zarr.create_array(str(output), shape=shape, chunks=(blocks.block, blocks.block),
-                          dtype="uint32", fill_value=0)
-        jobs = [client.submit(write_chunk, core, _overlapping(core, exts), offsets, scratch,
-                              str(output), retries=blocks.retries, pure=False) for core in cores]
-        _gather(client, jobs, cores)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        lazy = None if isinstance(source, (str, os.PathLike)) else image
+        output = Path(output)
+        run = functools.partial(_run_scale, client, source, lazy, shape, ranges, output, model,
+                                blocks, tiles, config, device, net.stride)
+        scratch, counts, whole, cut = run(scale)
+        try:
+            found, cells = diameter_of_sizes(np.concatenate(whole), np.concatenate(whole + cut))
+            again = look_again(found, cells, shape, scale, trained) if scale != 1.0 else None
+            if again is not None:  # as one process: the resized run's cells ask for another
+                scale = auto_scale(shape, trained / again)
+                log.info("%s: cells of %.1f px, running again at %.2fx", output, again, scale)
+                shutil.rmtree(scratch, ignore_errors=True)
+                scratch, counts, whole, cut = run(scale)
+            cores = core_grid(shape, blocks.block)  # type: ignore[arg-type]
+            exts = [extend(c, shape, mask_margin(blocks.margin, scale)) for c in cores]  # type: ignore[arg-type]
+            offsets = list(np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int))
+            if output.exists():
+                shutil.rmtree(output)
+            zarr.create_array(str(output), shape=shape, chunks=(blocks.block, blocks.block),
+                              dtype="uint32", fill_value=0)
+            jobs = [client.submit(write_chunk, core, _overlapping(core, exts), offsets, scratch,
+                                  str(output), retries=blocks.retries, pure=False)
+                    for core in cores]
+            _gather(client, jobs, cores)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     log.info("%s: %d cells in %d blocks", output, sum(counts), len(cores))
     if tiff is not None:
         write_labels_tiled(zarr.open_array(str(output), mode="r"), tiff)
     return output
 
 
-def _run_blocks(client: Any, regions: list[Any], cores: list[tuple[int, int, int, int]],
-                exts: list[tuple[int, int, int, int]], ranges: npt.NDArray[np.float64],
-                scratch: str, model: str | None, tiles: TileConfig, config: MaskConfig,
-                device: str, retries: int, pixels: int) -> list[int]:
+def _run_scale(client: Any, source: Any, lazy: Any, shape: tuple[int, int],
+               ranges: npt.NDArray[np.float64], output: Path, model: str | None,
+               blocks: BlockConfig, tiles: TileConfig, config: MaskConfig, device: str,
+               stride: int, scale: float) -> tuple[str, list[int], list[Any], list[Any]]:
+    """Segment every block at ``scale`` into a new scratch group; return it, counts and areas."""
+    from flowseg.inference.scaling import plan_region, scale_min_size
+
+    cores = core_grid(shape, blocks.block)
+    exts = [extend(c, shape, mask_margin(blocks.margin, scale)) for c in cores]
+    scratch = tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".parts", dir=output.parent)
+    config = replace(config, min_size=scale_min_size(config.min_size, scale))
     jobs = []
-    for index, (core, ext, region) in enumerate(zip(cores, exts, regions, strict=True)):
-        local = replace(config, max_size_fraction=config.max_size_fraction * pixels
-                        / ((ext[1] - ext[0]) * (ext[3] - ext[2])))
-        jobs.append(client.submit(segment_block, region, core, ext, ranges, scratch, index,
-                                  model, tiles, local, device, retries=retries, pure=False))
-    return [int(n) for n in _gather(client, jobs, cores)]
+    try:
+        for index, (core, ext) in enumerate(zip(cores, exts, strict=True)):
+            reads = plan_region(shape, scale, ext, tiles.context, stride).reads
+            region = source if lazy is None else lazy[:, reads[0]:reads[1], reads[2]:reads[3]]
+            local = replace(config, max_size_fraction=config.max_size_fraction * shape[0]
+                            * shape[1] / ((ext[1] - ext[0]) * (ext[3] - ext[2])))
+            jobs.append(client.submit(segment_block, region, core, ext, reads, shape, scale,
+                                      ranges, scratch, index, model, tiles, local, device,
+                                      retries=blocks.retries, pure=False))
+        results = _gather(client, jobs, cores)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return (scratch, [int(r[0]) for r in results], [r[1] for r in results],
+            [r[2] for r in results])
 
 
 def _gather(client: Any, jobs: list[Any], cores: list[tuple[int, int, int, int]]) -> list[Any]:

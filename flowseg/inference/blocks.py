@@ -14,7 +14,9 @@ by voxel count (``BLOCK_VOXELS``), since a 3-D masks pass needs about 60 bytes a
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +39,7 @@ VOLUME_MARGIN = 64
 def masks_in_blocks(
     flows: npt.NDArray[np.floating], cellprob: npt.NDArray[np.floating], *,
     config: MaskConfig = MaskConfig(), block: int | None = None, margin: int | None = None,
+    out: npt.NDArray[np.uint32] | None = None, release: Callable[[], None] | None = None,
 ) -> npt.NDArray[np.uint32]:
     """Turn flows and cell probability into labels, a block at a time.
 
@@ -56,6 +59,10 @@ def masks_in_blocks(
         Context around each core (``MARGIN``; ``VOLUME_MARGIN`` for a volume). A cell reaching
         further than this past its core is seen cut: the flow check then usually drops it; if
         kept, a warning says how many were cut.
+    out : ndarray of uint32, optional
+        Zero-filled, shaped as ``cellprob``: where the labels go (a scratch file's array, say).
+    release : callable, optional
+        Called after every block (to unmap the pages of scratch arrays that block touched).
 
     Returns
     -------
@@ -80,13 +87,19 @@ def masks_in_blocks(
         raise InputError(f"block and margin must be positive, got {block} and {margin}")
     height, width = cellprob.shape[-2:]
     if height <= block and width <= block:
-        return masks_from_flows(flows, cellprob, config=config)
-    labels = np.zeros(cellprob.shape, np.uint32)
+        whole = masks_from_flows(flows, cellprob, config=config)
+        if out is None:
+            return whole
+        out[...] = whole
+        return out
+    labels = np.zeros(cellprob.shape, np.uint32) if out is None else out
     count = cut = 0
     for core in core_grid((height, width), block):
         kept, truncated = _write_block(labels, flows, cellprob, core, margin, config, count)
         count += kept
         cut += truncated
+        if release is not None:
+            release()
     if cut:
         log.warning("%d cells reach past the %d-pixel block margin and may be cut; "
                     "raise the margin for cells this large", cut, margin)
@@ -164,6 +177,58 @@ def keep_centred(local: npt.NDArray[np.uint32], core: tuple[int, int, int, int],
     lut = np.zeros(n + 1, np.uint32)
     lut[keep + 1] = np.arange(1, keep.size + 1, dtype=np.uint32)
     return lut[local]
+
+
+class Window:
+    """A window ``[y0, y1) x [x0, x1)`` of a larger image or view, sliced in its own coordinates.
+
+    Parameters
+    ----------
+    source : ndarray or view
+        Anything sliced ``source[:, y0:y1, x0:x1]`` with a ``shape``.
+    box : (int, int, int, int)
+        ``y0, y1, x0, x1`` in ``source``'s coordinates.
+    """
+
+    def __init__(self, source: Any, box: tuple[int, int, int, int]) -> None:
+        self.source, self.box = source, box
+        self.shape = (source.shape[0], box[1] - box[0], box[3] - box[2])
+        self.ndim = 3
+
+    def __getitem__(self, key: tuple[slice, slice, slice]) -> npt.NDArray[Any]:
+        y0, y1, _ = key[1].indices(self.shape[1])
+        x0, x1, _ = key[2].indices(self.shape[2])
+        oy, ox = self.box[0], self.box[2]
+        return self.source[key[0], oy + y0: oy + max(y0, y1), ox + x0: ox + max(x0, x1)]
+
+
+class Placed:
+    """Part of a larger image, sliced in the larger image's coordinates (within the part only).
+
+    Parameters
+    ----------
+    part : (C, h, w) ndarray
+    origin : (int, int)
+        Where ``part`` starts in the larger image.
+    shape : (int, int)
+        The larger image's height and width.
+    """
+
+    def __init__(self, part: npt.NDArray[Any], origin: tuple[int, int],
+                 shape: tuple[int, int]) -> None:
+        self.part, self.origin = part, origin
+        self.shape = (part.shape[0], int(shape[0]), int(shape[1]))
+        self.ndim = 3
+
+    def __getitem__(self, key: tuple[slice, slice, slice]) -> npt.NDArray[Any]:
+        y0, y1, _ = key[1].indices(self.shape[1])
+        x0, x1, _ = key[2].indices(self.shape[2])
+        oy, ox = self.origin
+        h, w = self.part.shape[1:]
+        if y0 < oy or x0 < ox or max(y0, y1) > oy + h or max(x0, x1) > ox + w:
+            raise IndexError(f"rows {y0}:{y1}, columns {x0}:{x1} lie outside the part held "
+                             f"(rows {oy}:{oy + h}, columns {ox}:{ox + w})")
+        return self.part[key[0], y0 - oy: max(y0, y1) - oy, x0 - ox: max(x0, x1) - ox]
 
 
 def _write_block(

@@ -106,7 +106,7 @@ def scale_for(guess: DiameterEstimate, trained: float,
     low, high = (f * trained for f in AUTO_RANGE)
     if not guess.found or low <= guess.diameter <= high:
         return 1.0, chosen
-    return _auto_scale(shape, trained / guess.diameter), chosen
+    return auto_scale(shape, trained / guess.diameter), chosen
 
 
 def run_estimated(net: Model, image: PreparedView, guess: DiameterEstimate, tiles: TileConfig,
@@ -142,7 +142,7 @@ def run_estimated(net: Model, image: PreparedView, guess: DiameterEstimate, tile
     found = second_look(result, scale, trained) if scale != 1.0 else None
     if found is None:
         return result
-    again = _auto_scale(shape, trained / found)
+    again = auto_scale(shape, trained / found)
     log.debug("cells of %.1f px at scale %.2f: running again at %.2f", found, scale, again)
     return run_at_scale(net, image, again, tiles, config, plan, found)
 
@@ -166,14 +166,20 @@ def second_look(result: Segmentation, scale: float, trained: float) -> float | N
         ``REFINE_STEP`` from ``scale``; None where the run stands.
     """
     found, cells = median_diameter(result.labels)
+    return look_again(found, cells, result.labels.shape, scale, trained)
+
+
+def look_again(found: float, cells: int, shape: tuple[int, ...], scale: float,
+               trained: float) -> float | None:
+    """:func:`second_look` from a run's median cell diameter and cell count (a Dask run's, say)."""
     low, high = (f * trained for f in LOOK_RANGE)
     if cells < ESTIMATE_CELLS or low <= found * scale <= high:
         return None
-    again = _auto_scale(result.labels.shape, trained / found)
+    again = auto_scale(shape, trained / found)
     return None if abs(again / scale - 1) <= REFINE_STEP else found
 
 
-def _auto_scale(shape: tuple[int, ...], scale: float) -> float:
+def auto_scale(shape: tuple[int, ...], scale: float) -> float:
     """Bound an automatic rescaling: at most 4x up, and never below 32 px a side."""
     return float(np.clip(scale, min(1.0, 32 / min(shape)), AUTO_MAX_UPSCALE))
 
@@ -258,14 +264,14 @@ def estimate_diameter(
         # however much of the foreground: pieces cover it poorly): look where it says they are.
         log.debug("first pass found %.1f px cells, the size head reads %.1f px: looking again",
                   guess.diameter, head)
-        checked, _ = look(_auto_scale((height, width), trained / head))
+        checked, _ = look(auto_scale((height, width), trained / head))
         if checked.found:
             return checked
     high = AUTO_RANGE[1] * trained
     if guess.found and SPLIT_CHECK_FROM * trained <= guess.diameter <= high:
         # Pieces of much larger cells? At half size (a quarter of the pixels) the network sees
         # them whole.
-        half, _ = look(_auto_scale((height, width), 0.5))
+        half, _ = look(auto_scale((height, width), 0.5))
         if not (half.found and half.diameter >= SPLIT_RATIO * guess.diameter):
             return guess
         log.debug("first pass found %.1f px cells, half size %.1f px: looking again",
@@ -276,7 +282,7 @@ def estimate_diameter(
     # Too few cells: they may be too small to see (look at twice the size) or too large (at
     # half); cells larger than the model knows: look again with them shrunk to its size.
     tries = [2.0, 0.5] if not guess.found else [trained / guess.diameter]
-    for scale in (_auto_scale((height, width), s) for s in tries):
+    for scale in (auto_scale((height, width), s) for s in tries):
         if abs(scale - 1.0) < 1e-3:
             continue
         refined, _ = look(scale)
@@ -317,9 +323,19 @@ def median_diameter(*labels: npt.NDArray[np.integer]) -> tuple[float, int]:
         cut = np.unique(np.concatenate([part[0], part[-1], part[:, 0], part[:, -1]]))
         counts[cut] = 0
         whole.append(counts[counts > 0])
-    sizes = np.concatenate(whole)
-    if sizes.size < ESTIMATE_CELLS:
-        sizes = np.concatenate(every)
+    return diameter_of_sizes(np.concatenate(whole), np.concatenate(every))
+
+
+def diameter_of_sizes(whole: npt.NDArray[np.integer],
+                      every: npt.NDArray[np.integer]) -> tuple[float, int]:
+    """:func:`median_diameter` from cell areas: of whole cells, and of every cell (cut ones too).
+
+    Examples
+    --------
+    >>> round(diameter_of_sizes(np.array([100] * 5), np.array([100] * 6))[0], 2)
+    11.28
+    """
+    sizes = whole if whole.size >= ESTIMATE_CELLS else every
     if not sizes.size:
         return 0.0, 0
     return float(np.median(2 * np.sqrt(sizes / np.pi))), int(sizes.size)

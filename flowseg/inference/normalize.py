@@ -287,15 +287,23 @@ class ResizedView:
         (h, w), (height, width) = self.image.shape[1:], self.shape[1:]
         y0, y1, _ = key[1].indices(height)
         x0, x1, _ = key[2].indices(width)
-        sy0, sy1 = _source_span(y0, y1, h, height)
-        sx0, sx1 = _source_span(x0, x1, w, width)
+        sy0, sy1 = source_span(y0, y1, h, height)
+        sx0, sx1 = source_span(x0, x1, w, width)
         window = np.ascontiguousarray(self.image[:, sy0:sy1, sx0:sx1], np.float32)
         return _bilinear(window, h, w, height, width, y0, max(y0, y1), x0, max(x0, x1),
                          sy0, sx0)[key[0]]
 
 
-def _source_span(start: int, stop: int, n: int, size: int) -> tuple[int, int]:
-    """Return the input rows ``[first, last)`` that outputs ``start .. stop - 1`` read."""
+def source_span(start: int, stop: int, n: int, size: int) -> tuple[int, int]:
+    """Return the rows ``[first, last)`` of an axis of ``n`` that a resize to ``size`` reads.
+
+    Outputs ``start .. stop - 1`` of :func:`resize_to` interpolate from these input rows only.
+
+    Examples
+    --------
+    >>> source_span(0, 4, 2, 8)
+    (0, 2)
+    """
     if stop <= start:
         return 0, 0
     scale = n / size
@@ -305,7 +313,7 @@ def _source_span(start: int, stop: int, n: int, size: int) -> tuple[int, int]:
 
 
 def resize_volume_to(volume: Any, shape: tuple[int, int, int], *,
-                     dtype: npt.DTypeLike = np.float32) -> npt.NDArray[np.floating]:
+                     dtype: npt.DTypeLike = np.float32, out: Any = None) -> Any:
     """Resize a ``(C, Z, Y, X)`` array to ``(C, *shape)`` with trilinear interpolation.
 
     As ``torch.nn.functional.interpolate``'s ``trilinear`` with ``align_corners=False``: z first,
@@ -318,16 +326,20 @@ def resize_volume_to(volume: Any, shape: tuple[int, int, int], *,
     shape : (int, int, int)
     dtype : numpy dtype
         Of the result (float16 halves a stack that is only read plane by plane afterwards).
+    out : (C, *shape) array, optional
+        Where to write it, plane by plane (a :class:`~flowseg.inference.scratch.ScratchArray`,
+        say); a new array when omitted.
 
     Returns
     -------
-    resized : (C, shape[0], shape[1], shape[2]) ndarray of ``dtype``
+    resized : (C, shape[0], shape[1], shape[2]) ndarray of ``dtype``, or ``out``
     """
-    if isinstance(volume, np.ndarray) and volume.dtype == dtype and \
+    if out is None and isinstance(volume, np.ndarray) and volume.dtype == dtype and \
             tuple(volume.shape[1:]) == tuple(shape):
         return volume
     depth = volume.shape[1]
-    out = np.empty((volume.shape[0], *shape), dtype)
+    if out is None:
+        out = np.empty((volume.shape[0], *shape), dtype)
     same = tuple(volume.shape[2:]) == tuple(shape[1:])
     for z, (z0, z1, weight) in enumerate(zip(*_linear_sources(depth, shape[0]), strict=True)):
         plane = np.asarray(volume[:, z0], np.float32)

@@ -15,8 +15,8 @@ import numpy as np
 import numpy.typing as npt
 
 from flowseg.errors import InputError
-from flowseg.inference.blocks import masks_in_blocks
-from flowseg.inference.normalize import PreparedView, ResizedView, resize_to, scaled_shape
+from flowseg.inference.blocks import MARGIN, Placed, Window, masks_in_blocks
+from flowseg.inference.normalize import PreparedView, ResizedView, resize_to, scaled_shape, source_span
 from flowseg.inference.tiling import TileConfig, run_tiled
 from flowseg.model.execution import Execution
 from flowseg.model.runtime import Model, release_memory
@@ -140,5 +140,101 @@ def run_at_scale(net: Model, image: PreparedView | npt.NDArray[np.float32], scal
     if output.shape[1:] != shape:
         output = resize_to(output, shape)
     config = replace(config, min_size=scale_min_size(config.min_size, scale))
-    labels = masks_in_blocks(output[:2], output[2], config=config)
+    labels = masks_in_blocks(output[:2], output[2], config=config, margin=mask_margin(MARGIN, scale))
     return Segmentation(labels, output[:2], output[2], diameter)
+
+
+def mask_margin(margin: int, scale: float) -> int:
+    """Margin of a masks block, in image pixels, for an image run ``scale`` times resized.
+
+    Cells are about the training diameter at the network's scale: shrunk images (scale < 1) hold
+    cells larger in the image's own pixels, so the margin grows with them; it never shrinks.
+
+    Examples
+    --------
+    >>> mask_margin(128, 2.0), mask_margin(128, 0.5)
+    (128, 256)
+    """
+    return int(np.ceil(margin / min(scale, 1.0)))
+
+
+def network_scale(shape: tuple[int, int], scale: float) -> tuple[int, int]:
+    """Return the image's size at the network's scale (its own when ``scale`` is 1 within 0.1 %)."""
+    return tuple(shape) if abs(scale - 1.0) <= 1e-3 else scaled_shape(shape, scale)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class RegionPlan:
+    """Where the network runs so that its output over one region is the whole image's run's.
+
+    Attributes
+    ----------
+    full : (int, int)
+        The image's size at the network's scale.
+    needed : (int, int, int, int)
+        ``y0, y1, x0, x1`` at the network's scale that the region's output interpolates from.
+    window : (int, int, int, int)
+        What runs: ``needed`` with the tiles' context on every side (clipped to the image),
+        starting on the network's stride grid, as every tile of a whole run does.
+    reads : (int, int, int, int)
+        The part of the image (its own pixels) that the window is resized from.
+    """
+
+    full: tuple[int, int]
+    needed: tuple[int, int, int, int]
+    window: tuple[int, int, int, int]
+    reads: tuple[int, int, int, int]
+
+
+def plan_region(shape: tuple[int, int], scale: float, region: tuple[int, int, int, int],
+                context: int, stride: int) -> RegionPlan:
+    """Plan the network's run for ``region`` (``y0, y1, x0, x1`` of an image of ``shape``).
+
+    The tiles' context covers the network's receptive field (:class:`TileConfig`), so outputs
+    ``context`` pixels inside a window's cut edges are those of a whole-image run, to float
+    rounding; at the image's own edges the window meets them as a whole run does.
+    """
+    full = network_scale(shape, scale)
+    resized = full != tuple(shape)
+    context = -(-context // stride) * stride
+    needed, window, reads = [], [], []
+    for axis, (start, stop) in enumerate(((region[0], region[1]), (region[2], region[3]))):
+        n, size = shape[axis], full[axis]
+        low, high = source_span(start, stop, size, n) if resized else (start, stop)
+        w0, w1 = max(0, low - context) // stride * stride, min(size, high + context)
+        needed += [low, high]
+        window += [w0, w1]
+        reads += list(source_span(w0, w1, n, size) if resized else (w0, w1))
+    return RegionPlan(full, tuple(needed), tuple(window), tuple(reads))  # type: ignore[arg-type]
+
+
+def run_region(net: Model, image: PreparedView, scale: float, region: tuple[int, int, int, int],
+               tiles: TileConfig, plan: Execution) -> npt.NDArray[np.float32]:
+    """Return the network's output over one region of an image, as a whole-image run has it.
+
+    Parameters
+    ----------
+    net : FlowUNet or OnnxModel
+    image : PreparedView
+        The whole image (its raw array may be a :class:`~flowseg.inference.blocks.Placed` part
+        holding only :func:`plan_region`'s ``reads``).
+    scale : float
+    region : (int, int, int, int)
+        ``y0, y1, x0, x1`` in the image's pixels.
+    tiles : TileConfig
+    plan : Execution
+
+    Returns
+    -------
+    output : (3, y1 - y0, x1 - x0) ndarray of float32
+        Flows and cell-probability logit, brought back to the image's scale.
+    """
+    where = plan_region(image.shape[1:], scale, region, tiles.context, net.stride)
+    source = image if where.full == tuple(image.shape[1:]) else ResizedView(image, where.full)
+    out = run_tiled(net, Window(source, where.window), config=tiles, execution=plan)
+    (ny0, ny1, nx0, nx1), (wy0, _, wx0, _) = where.needed, where.window
+    part = out[:, ny0 - wy0: ny1 - wy0, nx0 - wx0: nx1 - wx0]
+    if where.full == tuple(image.shape[1:]):
+        return np.ascontiguousarray(part)
+    back = ResizedView(Placed(part, (ny0, nx0), where.full), image.shape[1:])
+    return back[:, region[0]:region[1], region[2]:region[3]]

@@ -33,11 +33,11 @@ from flowseg.inference.normalize import (
     NET_CHANNELS,
     PreparedView,
     channel_ranges,
-    resize_labels_to,
     resize_volume_to,
 )
 from flowseg.inference.pipeline import load_model
 from flowseg.inference.scaling import run_at_scale, training_diameter
+from flowseg.inference.scratch import ScratchArray
 from flowseg.inference.tiling import TileConfig, run_tiled
 from flowseg.model.execution import Execution, plan_execution
 from flowseg.model.runtime import Model, release_memory
@@ -55,6 +55,9 @@ VOLUME_FLOW_THRESHOLD = 0.8
 # shared sub-volume (45 px nuclei) and a synthetic stack (24 px) every resampling towards 30 px
 # scored worse than none (F1 0.18 against 0.82; 0.16 against 0.55).
 VOLUME_NATIVE_RANGE = (0.5, 2.0)
+# The 3-D network pass reads (and adds its outputs to) this many bytes of planes at a time, in
+# float32: with the masks pass's block, what the process holds beyond the stack and its labels.
+SLAB_BYTES = 128 << 20
 
 
 @dataclass(frozen=True)
@@ -171,16 +174,42 @@ def segment_volume(
     zoom = (config.anisotropy * scale, scale, scale)
     shape = tuple(max(1, round(n * f)) for n, f in zip(raw.shape[::2] + raw.shape[3:], zoom,
                                                        strict=True))
-    # The network input, normalised plane by plane into float16 (6 bytes a voxel); the masks pass
-    # then holds the combined outputs (16 bytes), the labels (4) and one block.
-    network_input = resize_volume_to(_Planes(views), shape, dtype=np.float16)
-    flows, cellprob = planes_to_flows(net, network_input, tiles=tiles, execution=plan)
+    # What grows with the stack at the network's scale lies in scratch files, mapped a slab at a
+    # time: the network input (float16, 6 bytes a voxel), the combined outputs (16) and, when the
+    # stack was resized, the labels (4). The process holds the stack, its labels and one block.
+    native = (raw.shape[0], *raw.shape[2:])
+    network_input = ScratchArray((NET_CHANNELS, *shape), np.float16)
+    resize_volume_to(_Planes(views), shape, dtype=np.float16, out=network_input)
+    combined = ScratchArray((4, *shape), np.float32)
+    flows, cellprob = planes_to_flows(net, network_input, tiles=tiles, execution=plan,
+                                      out=combined)
     del network_input
     release_memory(net)
+    at_scale = ScratchArray(shape, np.uint32) if shape != native else None
+
+    def release() -> None:
+        combined.release()
+        if at_scale is not None:
+            at_scale.release()
+
     labels = masks_in_blocks(flows, cellprob, config=masks or replace(
-        mask_config, flow_threshold=VOLUME_FLOW_THRESHOLD))
-    labels = resize_labels_to(labels, (raw.shape[0], *raw.shape[2:]))
+        mask_config, flow_threshold=VOLUME_FLOW_THRESHOLD),
+        out=None if at_scale is None else at_scale.array, release=release)
+    if at_scale is not None:
+        labels = _resize_planes(at_scale, native)
     return (labels, float(diameter)) if return_diameter else labels
+
+
+def _resize_planes(labels: ScratchArray, shape: tuple[int, ...]) -> npt.NDArray[np.uint32]:
+    """Resize labels in a scratch file as ``normalize.resize_labels_to`` does, plane by plane."""
+    out = np.empty(shape, np.uint32)
+    index = [np.minimum(((np.arange(n) + 0.5) * m / n).astype(np.intp), m - 1)
+             for n, m in zip(shape, labels.shape, strict=True)]
+    rows = np.ix_(index[1], index[2])
+    for z, source in enumerate(index[0]):
+        out[z] = labels[int(source)][rows]
+    labels.release()
+    return out
 
 
 class _Planes:
@@ -207,8 +236,8 @@ def _as_zcyx(volume: npt.ArrayLike) -> npt.NDArray[np.generic]:
 
 
 def planes_to_flows(
-    net: Model, volume: npt.NDArray[np.float32], *, tiles: TileConfig = TileConfig(),
-    execution: Execution | None = None,
+    net: Model, volume: Any, *, tiles: TileConfig = TileConfig(),
+    execution: Execution | None = None, out: Any = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Run the 2-D network on every XY, ZY and ZX plane and combine the outputs in 3-D.
 
@@ -220,41 +249,63 @@ def planes_to_flows(
     sub-volume, whose 13-plane ZY and ZX planes are mostly context otherwise, that ran 5x fewer
     pixels and matched the true dz better (correlation 0.60 against 0.37).
 
+    Planes are read, and their outputs added in, a slab of ``SLAB_BYTES`` at a time, so that
+    ``volume`` and ``out`` may be :class:`~flowseg.inference.scratch.ScratchArray` files that
+    never become resident whole.
+
     Parameters
     ----------
     net : FlowUNet or OnnxModel
-    volume : (3, Z, Y, X) ndarray of float32 or float16
+    volume : (3, Z, Y, X) ndarray of float32 or float16, or ScratchArray
         The network's input, normalised, with cubic voxels.
     tiles : TileConfig
     execution : Execution, optional
+    out : (4, Z, Y, X) float32 array or ScratchArray, optional
+        Zero-filled; where the combined outputs go. A new array when omitted.
 
     Returns
     -------
     flows : (3, Z, Y, X) ndarray of float32
-        ``dz, dy, dx`` in ``FLOW_SCALE`` units.
+        ``dz, dy, dx`` in ``FLOW_SCALE`` units (a view of ``out``).
     cellprob : (Z, Y, X) ndarray of float32
     """
     if volume.ndim != 4 or volume.shape[0] != NET_CHANNELS:
         raise InputError(f"volume must be ({NET_CHANNELS}, Z, Y, X), got {volume.shape}")
     plan = execution or plan_execution("auto")
-    out = np.zeros((4, *volume.shape[1:]), np.float32)
+    if out is None:
+        out = np.zeros((4, *volume.shape[1:]), np.float32)
     # Plane axis, then the volume axes that the plane's (dy, dx) outputs stand for.
     for axis, (first, second) in ((1, (1, 2)), (2, (0, 2)), (3, (0, 1))):
         plane_shape = [n for a, n in enumerate(volume.shape[1:], start=1) if a != axis]
         config = replace(tiles, context=0) if max(plane_shape) <= tiles.tile else tiles
-        for i in range(volume.shape[axis]):
-            where = (slice(None),) * (axis - 1) + (i,)
-            plane = np.take(volume, i, axis=axis).astype(np.float32)
-            result = run_tiled(net, plane, config=config, execution=plan)
-            out[(first, *where)] += result[0]
-            out[(second, *where)] += result[1]
-            out[(3, *where)] += result[2]
-    flows, cellprob = out[:3], out[3]  # views: no copies of the whole volume
-    for z in range(flows.shape[1]):
-        plane = flows[:, z]
+        step = max(1, SLAB_BYTES // (4 * NET_CHANNELS * int(np.prod(plane_shape))))
+        for s0 in range(0, volume.shape[axis], step):
+            s1 = min(volume.shape[axis], s0 + step)
+            slab = np.asarray(volume[(slice(None),) * axis + (slice(s0, s1),)], np.float32)
+            _release(volume)
+            added = np.zeros((3, *slab.shape[1:]), np.float32)  # first, second, cellprob
+            for i in range(s1 - s0):
+                plane = np.ascontiguousarray(np.take(slab, i, axis=axis))
+                where = (slice(None),) * (axis - 1) + (i,)
+                added[(slice(None), *where)] = run_tiled(net, plane, config=config, execution=plan)
+            del slab
+            part = (slice(None),) * (axis - 1) + (slice(s0, s1),)
+            for channel, values in zip((first, second, 3), added, strict=True):
+                out[(channel, *part)] = out[(channel, *part)] + values
+            _release(out)
+    for z in range(volume.shape[1]):
+        plane = out[:3, z]
         plane *= np.float32(FLOW_SCALE) / np.maximum(np.sqrt((plane**2).sum(axis=0)), 1e-6)
-    cellprob /= np.float32(3)
-    return flows, cellprob
+        out[:3, z] = plane
+        out[3, z] = out[3, z] / np.float32(3)
+    _release(out)
+    array = out.array if isinstance(out, ScratchArray) else out
+    return array[:3], array[3]  # views: no copies of the whole volume
+
+
+def _release(array: Any) -> None:
+    if isinstance(array, ScratchArray):
+        array.release()
 
 
 def stitch_planes(labels: npt.ArrayLike, *, threshold: float = 0.25) -> npt.NDArray[np.uint32]:
