@@ -173,3 +173,32 @@ def test_blocks_take_the_scale_one_process_takes(tmp_path: Path, client: Client,
     blocked = np.asarray(zarr.open_array(str(out), mode="r")[:])
     agreement = match_labels(single, blocked)
     assert blocked.max() > 30 and agreement.f1 >= 0.999 and agreement.mean_iou >= 0.99
+
+
+def test_blocks_write_geojson_of_the_slides_cells(tmp_path: Path, client: Client) -> None:
+    import json
+
+    from tests.test_geojson import fill
+
+    image, _ = make_sample((384, 416), "nuclei", seed=8, diameter=24.0)
+    out = segment_large(image, tmp_path / "x.zarr", client=client, device="cpu", diameter=30,
+                        blocks=BlockConfig(block=128, margin=48), geojson=tmp_path / "x.geojson")
+    labels = np.asarray(zarr.open_array(str(out), mode="r")[:])
+    features = json.loads((tmp_path / "x.geojson").read_text())["features"]
+    ids = [f["properties"]["label"] for f in features]
+    assert sorted(ids) == list(range(1, int(labels.max()) + 1))  # every cell once
+    for feature in features:  # polygons in the slide's own pixels, cells split by no block
+        cell = labels == feature["properties"]["label"]
+        np.testing.assert_array_equal(fill(feature["geometry"], labels.shape), cell)
+        assert feature["properties"]["measurements"]["area"] == cell.sum()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no scratch
+
+
+def test_dask_refuses_the_outputs_it_does_not_write(tmp_path: Path,
+                                                    capfd: pytest.CaptureFixture[str]) -> None:
+    from flowseg.apps.cli import main
+
+    (tmp_path / "in").mkdir()
+    code = main(["predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--dask",
+                 "--save-csv", "--save-rois"])
+    assert code == 1 and "--save-csv, --save-rois do not work with --dask" in capfd.readouterr().err

@@ -139,6 +139,10 @@ def _add_predict_outputs(predict: argparse.ArgumentParser) -> None:
                             "and intensities per cell")
     group.add_argument("--save-rois", action=argparse.BooleanOptionalAction, default=False,
                        help="also write <name>_rois.zip: one ImageJ polygon ROI per cell")
+    group.add_argument("--save-geojson", action=argparse.BooleanOptionalAction, default=False,
+                       help="also write <name>_cells.geojson: one QuPath detection per cell "
+                            "(polygon, holes kept, with the --save-csv measurements; File > "
+                            "Import objects, or drag and drop); works with --dask")
     group.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=False,
                        help="redo images whose label file exists")
     group.add_argument("--max-pixels", type=int, default=250_000_000,
@@ -256,7 +260,7 @@ def _predict(args: argparse.Namespace) -> int:
     load_numba_without_scipy()
 
     outputs = Outputs(flows=args.save_flows, overlays=args.save_overlays, csv=args.save_csv,
-                      rois=args.save_rois)
+                      rois=args.save_rois, geojson=args.save_geojson)
     report = predict_folder(
         args.input, args.output, model=args.model, device=args.device, diameter=args.diameter,
         precision=args.precision, tiles=_tiles(args), overwrite=args.overwrite, outputs=outputs,
@@ -295,6 +299,13 @@ def _tiles(args: argparse.Namespace) -> Any:
 def _predict_dask(args: argparse.Namespace) -> int:
     if args.volume:
         raise InputError("--3d does not work with --dask: z-stacks run on one machine")
+    ignored = [name for name, on in (("--save-flows", args.save_flows),
+                                     ("--save-overlays", args.save_overlays),
+                                     ("--save-csv", args.save_csv), ("--save-rois", args.save_rois))
+               if on]
+    if ignored:
+        raise InputError(f"{', '.join(ignored)} do{'es' if len(ignored) == 1 else ''} not work "
+                         "with --dask (--save-geojson does, with the --save-csv measurements)")
     if args.precision != "auto" or args.runtime != "auto":
         raise InputError("--precision and --runtime do not work with --dask: workers choose "
                          "their own (ONNX Runtime float32 on CPUs, float16 on CUDA)")
@@ -306,7 +317,7 @@ def _predict_dask(args: argparse.Namespace) -> int:
         report = predict_with_dask(
             args.input, args.output, client=client, model=args.model, device=args.device,
             blocks=BlockConfig(block=args.block), overwrite=args.overwrite,
-            tiles=_tiles(args), diameter=args.diameter)
+            tiles=_tiles(args), diameter=args.diameter, geojson=args.save_geojson)
     _say(args, f"{len(report['written'])} written, {len(report['skipped'])} already there, "
                f"{len(report['failed'])} failed")
     for line in report["failed"]:

@@ -25,7 +25,7 @@ def predict_with_dask(
     in_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, client: Any,
     model: str | None = None, blocks: BlockConfig = BlockConfig(), tiles: TileConfig = TileConfig(),
     masks: MaskConfig | None = None, device: str = "auto", overwrite: bool = False,
-    diameter: float | None = None,
+    diameter: float | None = None, geojson: bool = False,
 ) -> dict[str, list[str]]:
     """Segment a folder on a cluster: whole-slide TIFFs in blocks, other images one per task.
 
@@ -46,6 +46,8 @@ def predict_with_dask(
         Redo images whose label file exists.
     diameter : float, optional
         Typical cell diameter in pixels; None or 0: estimated per image, as one process does.
+    geojson : bool
+        Also write ``<name>_cells.geojson`` (QuPath detections, :mod:`flowseg.apps.geojson`).
 
     Returns
     -------
@@ -73,15 +75,16 @@ def predict_with_dask(
         try:
             segment_large(path, scratch, client=client, model=model, blocks=blocks, tiles=tiles,
                           masks=masks, device=device, tiff=label_path(path, out_dir),
-                          diameter=diameter)
+                          diameter=diameter, geojson=_geojson_path(path, out_dir) if geojson
+                          else None)
             report["written"].append(path.name)
         except (OSError, ValueError, RuntimeError) as err:
             report["failed"].append(f"{path.name}: {str(err).splitlines()[0]}")
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     jobs = client.map(_predict_file, [str(p) for p in small], out_dir=str(out_dir), model=model,
-                      tiles=tiles, masks=masks, device=device, diameter=diameter, pure=False,
-                      retries=1)
+                      tiles=tiles, masks=masks, device=device, diameter=diameter,
+                      geojson=geojson, pure=False, retries=1)
     for path, job in zip(small, jobs, strict=True):
         try:
             problem = job.result()
@@ -92,6 +95,10 @@ def predict_with_dask(
         else:
             report["written"].append(path.name)
     return report
+
+
+def _geojson_path(path: Path, out_dir: str | os.PathLike[str]) -> Path:
+    return Path(out_dir) / f"{path.stem}_cells.geojson"
 
 
 def _pixels(path: Path) -> int:
@@ -108,7 +115,8 @@ def _pixels(path: Path) -> int:
 
 
 def _predict_file(path: str, *, out_dir: str, model: str | None, tiles: TileConfig,
-                  masks: MaskConfig | None, device: str, diameter: float | None) -> str:
+                  masks: MaskConfig | None, device: str, diameter: float | None,
+                  geojson: bool) -> str:
     """Segment one file on a worker; return "" when written, else why not.
 
     A bad file is an answer, not a task failure: raising would make the worker log a traceback
@@ -119,8 +127,13 @@ def _predict_file(path: str, *, out_dir: str, model: str | None, tiles: TileConf
     from flowseg.io.files import label_path
 
     try:
-        labels = segment(read_pixels(path), _worker_model(model, device), tiles=tiles, masks=masks,
+        image = read_pixels(path)
+        labels = segment(image, _worker_model(model, device), tiles=tiles, masks=masks,
                          device=device, channel_axis=0, diameter=diameter)
+        if geojson:
+            from flowseg.apps.geojson import write_geojson
+
+            write_geojson(labels, _geojson_path(Path(path), out_dir), image=image)
         write_labels(labels, label_path(path, out_dir))
     except (OSError, ValueError, MemoryError) as err:
         return str(err).splitlines()[0] if str(err) else type(err).__name__

@@ -71,19 +71,24 @@ class Outputs:
         ``<name>_cells.csv``: one row per cell (:func:`flowseg.apps.measure.measure`).
     rois : bool
         ``<name>_rois.zip``: one ImageJ polygon ROI per cell, named by its label.
+    geojson : bool
+        ``<name>_cells.geojson``: one QuPath detection per cell, with the measurements of
+        ``csv`` (:mod:`flowseg.apps.geojson`).
     """
 
     flows: bool = False
     overlays: bool = False
     csv: bool = False
     rois: bool = False
+    geojson: bool = False
 
     def paths(self, image: Path, out_dir: Path) -> dict[str, Path]:
         """Return every requested output's path, the labels first."""
         stem = image.stem
         wanted = {"labels": label_path(image, out_dir)}
         for name, suffix in (("flows", "_flows.tiff"), ("overlays", "_overlay.png"),
-                             ("csv", "_cells.csv"), ("rois", "_rois.zip")):
+                             ("csv", "_cells.csv"), ("rois", "_rois.zip"),
+                             ("geojson", "_cells.geojson")):
             if getattr(self, name):
                 wanted[name] = out_dir / f"{stem}{suffix}"
         return wanted
@@ -218,6 +223,10 @@ def _write_outputs(image: npt.NDArray[Any], result: Segmentation, wanted: dict[s
         write_csv(measure(result.labels, image), wanted["csv"])
     if "rois" in wanted:
         write_rois(result.labels, wanted["rois"])
+    if "geojson" in wanted:
+        from flowseg.apps.geojson import write_geojson
+
+        write_geojson(result.labels, wanted["geojson"], image=image)
     write_labels(result.labels, wanted["labels"], description=settings)
 
 

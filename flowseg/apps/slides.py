@@ -257,6 +257,7 @@ def segment_large(
     blocks: BlockConfig = BlockConfig(), tiles: TileConfig = TileConfig(),
     masks: MaskConfig | None = None, device: str = "auto", tiff: str | os.PathLike[str] | None = None,
     ranges: npt.ArrayLike | None = None, diameter: float | None = None,
+    geojson: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Segment a large 2-D image on a Dask cluster into a zarr array of labels.
 
@@ -289,6 +290,10 @@ def segment_large(
     diameter : float, optional
         Typical cell diameter in pixels; None or 0 estimates it here, in the client, from the
         crops one process would read.
+    geojson : str or PathLike, optional
+        Also write the cells as a QuPath GeoJSON FeatureCollection (:mod:`flowseg.apps.geojson`):
+        each block's features are made by its own task into a part file, and the parts are
+        joined line by line, so no process holds the polygons of more than a block.
 
     Returns
     -------
@@ -361,6 +366,13 @@ def segment_large(
                                   str(output), retries=blocks.retries, pure=False)
                     for core in cores]
             _gather(client, jobs, cores)
+            if geojson is not None:
+                regions = [source if lazy is None else lazy[:, e[0]:e[1], e[2]:e[3]] for e in exts]
+                jobs = [client.submit(block_features, index, region, core, ext, offsets[index],
+                                      scratch, retries=blocks.retries, pure=False)
+                        for index, (core, ext, region) in enumerate(zip(cores, exts, regions,
+                                                                        strict=True))]
+                _join_features(_gather(client, jobs, cores), geojson)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     log.info("%s: %d cells in %d blocks", output, sum(counts), len(cores))
@@ -396,6 +408,48 @@ def _run_scale(client: Any, source: Any, lazy: Any, shape: tuple[int, int],
         raise
     return (scratch, [int(r[0]) for r in results], [r[1] for r in results],
             [r[2] for r in results])
+
+
+def block_features(index: int, region: npt.NDArray[Any] | str | os.PathLike[str],
+                   core: tuple[int, int, int, int], ext: tuple[int, int, int, int], offset: int,
+                   scratch: str) -> str:
+    """Write the GeoJSON features of one block's kept cells, a line each; return the part's path.
+
+    ``region`` is the image over ``ext`` (or the file to read it from), for the intensity
+    measurements; ids are the global ones (``offset`` added).
+    """
+    import json
+
+    import zarr
+
+    from flowseg.apps.geojson import cell_features
+
+    if isinstance(region, (str, os.PathLike)):
+        with open_image(region) as image:
+            region = image[:, ext[0]:ext[1], ext[2]:ext[3]].compute(scheduler="synchronous")
+    kept = np.asarray(zarr.open_array(f"{scratch}/{index}", mode="r")[:])
+    part = Path(scratch) / f"features_{index}.jsonl"
+    with open(part, "w") as stream:
+        for feature in cell_features(kept, image=np.asarray(region), origin=(ext[0], ext[2]),
+                                     offset=offset):
+            stream.write(json.dumps(feature) + "\n")
+    return str(part)
+
+
+def _join_features(parts: list[str], path: str | os.PathLike[str]) -> None:
+    """Join the blocks' feature lines into one FeatureCollection, atomically, line by line."""
+    from flowseg.apps.geojson import GeoJsonWriter
+    from flowseg.io import write_atomic
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w") as out:
+            writer = GeoJsonWriter(out)
+            for part in parts:
+                with open(part) as stream:
+                    writer.add_json(stream)
+            writer.close()
+
+    write_atomic(path, write)
 
 
 def _gather(client: Any, jobs: list[Any], cores: list[tuple[int, int, int, int]]) -> list[Any]:
