@@ -124,6 +124,11 @@ def _add_predict_network(predict: argparse.ArgumentParser) -> None:
                             "30 px). auto or 0 (default): estimated per image, and the image "
                             "resized only if the estimate is outside 25.5-42 px (0.85-1.4x "
                             "the training diameter)")
+    group.add_argument("--diameter-um", type=_micrometres, default=None, metavar="UM",
+                       help="typical cell diameter in micrometres (nuclei: about 6-10 at any "
+                            "magnification), converted per image with the pixel size its file "
+                            "gives (OME-TIFF, Aperio SVS, ImageJ or TIFF resolution tags); an "
+                            "image without one is reported and skipped")
     group.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
                        help="average over mirrored copies (4x slower)")
 
@@ -220,6 +225,16 @@ def _diameter(text: str) -> float | None:
     return value or None
 
 
+def _micrometres(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of micrometres, got {text!r}") from None
+    if not 0 < value < 1e4:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 10,000 um, got {text}")
+    return value
+
+
 def _train(args: argparse.Namespace) -> int:
     from flowseg.training.dataset import DataConfig
     from flowseg.training.train import FINETUNE_LEARNING_RATE, TrainConfig, train
@@ -252,6 +267,8 @@ def _pretrained(name: str) -> str | None:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    if args.diameter and args.diameter_um:
+        raise InputError("give --diameter (pixels) or --diameter-um (micrometres), not both")
     if args.dask is not None:
         return _predict_dask(args)
     from flowseg.apps.predict import Outputs, predict_folder
@@ -263,6 +280,7 @@ def _predict(args: argparse.Namespace) -> int:
                       rois=args.save_rois, geojson=args.save_geojson)
     report = predict_folder(
         args.input, args.output, model=args.model, device=args.device, diameter=args.diameter,
+        diameter_um=args.diameter_um,
         precision=args.precision, tiles=_tiles(args), overwrite=args.overwrite, outputs=outputs,
         max_pixels=args.max_pixels, volume=_volume(args), runtime=args.runtime)
     if report.ignored:
@@ -317,7 +335,8 @@ def _predict_dask(args: argparse.Namespace) -> int:
         report = predict_with_dask(
             args.input, args.output, client=client, model=args.model, device=args.device,
             blocks=BlockConfig(block=args.block), overwrite=args.overwrite,
-            tiles=_tiles(args), diameter=args.diameter, geojson=args.save_geojson)
+            tiles=_tiles(args), diameter=args.diameter, geojson=args.save_geojson,
+            diameter_um=args.diameter_um)
     _say(args, f"{len(report['written'])} written, {len(report['skipped'])} already there, "
                f"{len(report['failed'])} failed")
     for line in report["failed"]:

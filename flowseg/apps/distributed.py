@@ -18,6 +18,7 @@ import numpy as np
 from flowseg.apps.slides import BlockConfig, _worker_model, segment_large
 from flowseg.errors import InputError
 from flowseg.inference.tiling import TileConfig
+from flowseg.io.pixelsize import read_pixel_size
 from flowseg.representation.masks import MaskConfig
 
 
@@ -25,7 +26,7 @@ def predict_with_dask(
     in_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, client: Any,
     model: str | None = None, blocks: BlockConfig = BlockConfig(), tiles: TileConfig = TileConfig(),
     masks: MaskConfig | None = None, device: str = "auto", overwrite: bool = False,
-    diameter: float | None = None, geojson: bool = False,
+    diameter: float | None = None, geojson: bool = False, diameter_um: float | None = None,
 ) -> dict[str, list[str]]:
     """Segment a folder on a cluster: whole-slide TIFFs in blocks, other images one per task.
 
@@ -48,6 +49,9 @@ def predict_with_dask(
         Typical cell diameter in pixels; None or 0: estimated per image, as one process does.
     geojson : bool
         Also write ``<name>_cells.geojson`` (QuPath detections, :mod:`flowseg.apps.geojson`).
+    diameter_um : float, optional
+        Typical cell diameter in micrometres, converted per image with its file's pixel size;
+        an image without one is reported as failed.
 
     Returns
     -------
@@ -68,6 +72,13 @@ def predict_with_dask(
     report: dict[str, list[str]] = {"written": [], "skipped": [], "failed": []}
     todo = [p for p in images if overwrite or not label_path(p, out_dir).exists()]
     report["skipped"] = [p.name for p in images if p not in todo]
+    sizes = {p: read_pixel_size(p) for p in todo}
+    if diameter_um:
+        report["failed"] += [f"{p.name}: --diameter-um needs the pixel size, and this file gives "
+                             "none" for p in todo if sizes[p] is None]
+        todo = [p for p in todo if sizes[p] is not None]
+    wanted = {p: diameter_um / sizes[p].mean if diameter_um else diameter  # type: ignore[union-attr]
+              for p in todo}
     large = [p for p in todo if _pixels(p) > 4 * blocks.block**2]
     small = [p for p in todo if p not in large]
     for path in large:
@@ -75,15 +86,15 @@ def predict_with_dask(
         try:
             segment_large(path, scratch, client=client, model=model, blocks=blocks, tiles=tiles,
                           masks=masks, device=device, tiff=label_path(path, out_dir),
-                          diameter=diameter, geojson=_geojson_path(path, out_dir) if geojson
-                          else None)
+                          diameter=wanted[path], geojson=_geojson_path(path, out_dir) if geojson
+                          else None, pixel_size=sizes[path])
             report["written"].append(path.name)
         except (OSError, ValueError, RuntimeError) as err:
             report["failed"].append(f"{path.name}: {str(err).splitlines()[0]}")
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    jobs = client.map(_predict_file, [str(p) for p in small], out_dir=str(out_dir), model=model,
-                      tiles=tiles, masks=masks, device=device, diameter=diameter,
+    jobs = client.map(_predict_file, [str(p) for p in small], [wanted[p] for p in small],
+                      out_dir=str(out_dir), model=model, tiles=tiles, masks=masks, device=device,
                       geojson=geojson, pure=False, retries=1)
     for path, job in zip(small, jobs, strict=True):
         try:
@@ -114,9 +125,8 @@ def _pixels(path: Path) -> int:
         return 0
 
 
-def _predict_file(path: str, *, out_dir: str, model: str | None, tiles: TileConfig,
-                  masks: MaskConfig | None, device: str, diameter: float | None,
-                  geojson: bool) -> str:
+def _predict_file(path: str, diameter: float | None, *, out_dir: str, model: str | None,
+                  tiles: TileConfig, masks: MaskConfig | None, device: str, geojson: bool) -> str:
     """Segment one file on a worker; return "" when written, else why not.
 
     A bad file is an answer, not a task failure: raising would make the worker log a traceback
@@ -130,11 +140,13 @@ def _predict_file(path: str, *, out_dir: str, model: str | None, tiles: TileConf
         image = read_pixels(path)
         labels = segment(image, _worker_model(model, device), tiles=tiles, masks=masks,
                          device=device, channel_axis=0, diameter=diameter)
+        size = read_pixel_size(path)
         if geojson:
             from flowseg.apps.geojson import write_geojson
 
-            write_geojson(labels, _geojson_path(Path(path), out_dir), image=image)
-        write_labels(labels, label_path(path, out_dir))
+            write_geojson(labels, _geojson_path(Path(path), out_dir), image=image,
+                          pixel_size=size.mean if size else None)
+        write_labels(labels, label_path(path, out_dir), pixel_size=size)
     except (OSError, ValueError, MemoryError) as err:
         return str(err).splitlines()[0] if str(err) else type(err).__name__
     return ""

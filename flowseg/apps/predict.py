@@ -29,6 +29,7 @@ from flowseg.inference.tiling import TileConfig
 from flowseg.inference.volume import VolumeConfig, segment_volume
 from flowseg.io import MAX_PIXELS, read_description, read_pixels, read_volume, write_atomic, write_labels
 from flowseg.io.files import IMAGE_SUFFIXES, label_path, resolve_inputs
+from flowseg.io.pixelsize import PixelSize, read_pixel_size
 from flowseg.model.execution import plan_execution
 from flowseg.model.runtime import Model, model_fingerprint
 from flowseg.representation.masks import MaskConfig
@@ -100,6 +101,7 @@ def predict_folder(
     masks: MaskConfig | None = None, diameter: float | None = None, device: str = "auto",
     precision: str = "auto", overwrite: bool = False, outputs: Outputs = Outputs(),
     max_pixels: int = MAX_PIXELS, volume: VolumeConfig | None = None, runtime: str = "auto",
+    diameter_um: float | None = None,
 ) -> PredictReport:
     """Segment every image of a folder (or one file, or a glob's matches) into ``out_dir``.
 
@@ -132,6 +134,14 @@ def predict_folder(
     runtime : {"auto", "torch", "onnxruntime"}
         What runs the network (:func:`flowseg.model.execution.plan_execution`): auto is ONNX Runtime for
         float32 on the CPU where it is installed, torch otherwise.
+    diameter_um : float, optional
+        Typical cell diameter in micrometres, converted per image with the pixel size its file
+        gives (:func:`flowseg.io.pixelsize.read_pixel_size`); an image without one fails with a
+        message naming it. Not with ``diameter``.
+
+    Label files carry the image's pixel size, where it has one, as TIFF resolution tags in
+    centimetres (Fiji, QuPath and tifffile read them); the per-image line gives the diameter in
+    micrometres too.
 
     Returns
     -------
@@ -163,7 +173,10 @@ def predict_folder(
            else model)
     log.debug("running on %s in %s through %s%s", plan.device, plan.precision, plan.runtime,
               ", channels-last" if plan.channels_last else "")
-    settings = _settings(net, tiles, masks, diameter, volume)
+    if diameter and diameter_um:
+        raise InputError("give --diameter (pixels) or --diameter-um (micrometres), not both")
+    asked = f"{diameter_um:g} um" if diameter_um else diameter
+    settings = _settings(net, tiles, masks, asked, volume)
     for path in tqdm(images, desc="segmenting", unit="image", disable=None):
         wanted = outputs.paths(path, out)
         if not overwrite and all(p.exists() for p in wanted.values()):
@@ -173,19 +186,24 @@ def predict_folder(
             log.info("%s: redoing, its labels were made with other settings or model", path.name)
         start = time.perf_counter()
         try:
+            size = read_pixel_size(path)
+            if size is not None:
+                log.debug("%s: pixel size %.4g x %.4g um (%s)", path.name, size.y, size.x,
+                          size.source)
+            wanted_px = _pixels_for(diameter_um, size, path) if diameter_um else diameter
             if volume is not None:
                 stack = read_volume(path, max_pixels=max_pixels)
                 labels, used_px = segment_volume(stack, net, config=volume, tiles=tiles,
-                                                 masks=masks, diameter=diameter, execution=plan,
+                                                 masks=masks, diameter=wanted_px, execution=plan,
                                                  return_diameter=True)
-                write_labels(labels, wanted["labels"], description=settings)
-                used = f"{used_px:.1f} px"
+                write_labels(labels, wanted["labels"], description=settings, pixel_size=size)
             else:
                 image = read_pixels(path, max_pixels=max_pixels)
                 result = segment_with_outputs(image, net, tiles=tiles, masks=masks,
-                                              diameter=diameter, channel_axis=0, execution=plan)
-                _write_outputs(image, result, wanted, settings)
-                labels, used = result.labels, f"{result.diameter:.1f} px"
+                                              diameter=wanted_px, channel_axis=0, execution=plan)
+                _write_outputs(image, result, wanted, settings, size)
+                labels, used_px = result.labels, result.diameter
+            used = f"{used_px:.1f} px" + (f" ({used_px * size.mean:.1f} um)" if size else "")
         except (OSError, ValueError, MemoryError, RuntimeError) as err:
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             report.failed.append(f"{path.name}: {reason.replace(str(path) + ': ', '')}")
@@ -197,8 +215,17 @@ def predict_folder(
     return report
 
 
+def _pixels_for(diameter_um: float, size: PixelSize | None, path: Path) -> float:
+    """Convert a diameter in micrometres to pixels of this image (an error naming it if unknown)."""
+    if size is None:
+        raise InputError(f"{path}: --diameter-um needs the pixel size, and this file gives none "
+                         "(OME-TIFF, Aperio SVS, ImageJ or TIFF resolution tags); give "
+                         "--diameter in pixels")
+    return diameter_um / size.mean
+
+
 def _settings(net: Model, tiles: TileConfig, masks: MaskConfig | None,
-              diameter: float | None, volume: VolumeConfig | None = None) -> str:
+              diameter: float | str | None, volume: VolumeConfig | None = None) -> str:
     """Describe what makes a label file, to store in it: a rerun with other settings redoes it."""
     import json
     from dataclasses import asdict
@@ -211,7 +238,7 @@ def _settings(net: Model, tiles: TileConfig, masks: MaskConfig | None,
 
 
 def _write_outputs(image: npt.NDArray[Any], result: Segmentation, wanted: dict[str, Path],
-                   settings: str) -> None:
+                   settings: str, size: PixelSize | None = None) -> None:
     """Write the labels and every requested output; the labels last, so a rerun sees the rest."""
     from flowseg.apps.measure import measure, write_csv, write_rois
 
@@ -226,8 +253,9 @@ def _write_outputs(image: npt.NDArray[Any], result: Segmentation, wanted: dict[s
     if "geojson" in wanted:
         from flowseg.apps.geojson import write_geojson
 
-        write_geojson(result.labels, wanted["geojson"], image=image)
-    write_labels(result.labels, wanted["labels"], description=settings)
+        write_geojson(result.labels, wanted["geojson"], image=image,
+                      pixel_size=size.mean if size else None)
+    write_labels(result.labels, wanted["labels"], description=settings, pixel_size=size)
 
 
 def _write_flows(result: Segmentation, path: Path) -> None:

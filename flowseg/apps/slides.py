@@ -257,7 +257,7 @@ def segment_large(
     blocks: BlockConfig = BlockConfig(), tiles: TileConfig = TileConfig(),
     masks: MaskConfig | None = None, device: str = "auto", tiff: str | os.PathLike[str] | None = None,
     ranges: npt.ArrayLike | None = None, diameter: float | None = None,
-    geojson: str | os.PathLike[str] | None = None,
+    geojson: str | os.PathLike[str] | None = None, pixel_size: Any = None,
 ) -> Path:
     """Segment a large 2-D image on a Dask cluster into a zarr array of labels.
 
@@ -294,6 +294,9 @@ def segment_large(
         Also write the cells as a QuPath GeoJSON FeatureCollection (:mod:`flowseg.apps.geojson`):
         each block's features are made by its own task into a part file, and the parts are
         joined line by line, so no process holds the polygons of more than a block.
+    pixel_size : PixelSize, optional
+        The slide's (:func:`flowseg.io.pixelsize.read_pixel_size`): written into the label TIFF
+        and, in micrometres, into the GeoJSON measurements.
 
     Returns
     -------
@@ -368,8 +371,9 @@ def segment_large(
             _gather(client, jobs, cores)
             if geojson is not None:
                 regions = [source if lazy is None else lazy[:, e[0]:e[1], e[2]:e[3]] for e in exts]
+                micrometres = pixel_size.mean if pixel_size is not None else None
                 jobs = [client.submit(block_features, index, region, core, ext, offsets[index],
-                                      scratch, retries=blocks.retries, pure=False)
+                                      scratch, micrometres, retries=blocks.retries, pure=False)
                         for index, (core, ext, region) in enumerate(zip(cores, exts, regions,
                                                                         strict=True))]
                 _join_features(_gather(client, jobs, cores), geojson)
@@ -377,7 +381,7 @@ def segment_large(
             shutil.rmtree(scratch, ignore_errors=True)
     log.info("%s: %d cells in %d blocks", output, sum(counts), len(cores))
     if tiff is not None:
-        write_labels_tiled(zarr.open_array(str(output), mode="r"), tiff)
+        write_labels_tiled(zarr.open_array(str(output), mode="r"), tiff, pixel_size=pixel_size)
     return output
 
 
@@ -412,7 +416,7 @@ def _run_scale(client: Any, source: Any, lazy: Any, shape: tuple[int, int],
 
 def block_features(index: int, region: npt.NDArray[Any] | str | os.PathLike[str],
                    core: tuple[int, int, int, int], ext: tuple[int, int, int, int], offset: int,
-                   scratch: str) -> str:
+                   scratch: str, pixel_size: float | None = None) -> str:
     """Write the GeoJSON features of one block's kept cells, a line each; return the part's path.
 
     ``region`` is the image over ``ext`` (or the file to read it from), for the intensity
@@ -431,7 +435,7 @@ def block_features(index: int, region: npt.NDArray[Any] | str | os.PathLike[str]
     part = Path(scratch) / f"features_{index}.jsonl"
     with open(part, "w") as stream:
         for feature in cell_features(kept, image=np.asarray(region), origin=(ext[0], ext[2]),
-                                     offset=offset):
+                                     offset=offset, pixel_size=pixel_size):
             stream.write(json.dumps(feature) + "\n")
     return str(part)
 

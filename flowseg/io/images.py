@@ -109,7 +109,13 @@ def _decode(path: Path, max_pixels: int = MAX_PIXELS) -> npt.NDArray[np.generic]
                          "allowed (--max-pixels; --dask reads large TIFFs a block at a time)")
     try:
         if suffix in TIFF_SUFFIXES:
-            array = np.asarray(tifffile.imread(path))
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                if len(series.levels) > 1:
+                    log.debug("%s: a pyramid of %d levels (%s); reading level 0", path.name,
+                              len(series.levels), ", ".join(
+                                  " x ".join(map(str, level.shape)) for level in series.levels))
+                array = np.asarray(series.asarray())
         else:
             array = _drop_alpha(np.asarray(imagecodecs.imread(str(path))))
     except Exception as err:  # decoders raise many types; the user needs the file and the reason

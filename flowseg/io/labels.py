@@ -99,7 +99,7 @@ def as_labels(array: npt.ArrayLike, *, name: str = "labels",
 
 
 def write_labels(labels: npt.ArrayLike, path: str | os.PathLike[str], *,
-                 description: str | None = None) -> Path:
+                 description: str | None = None, pixel_size: Any = None) -> Path:
     """Write labels as a compressed TIFF, atomically.
 
     The data go to a temporary file in the same folder, which is then renamed over ``path``, so a
@@ -113,6 +113,9 @@ def write_labels(labels: npt.ArrayLike, path: str | os.PathLike[str], *,
         Destination; its folder is created if needed.
     description : str, optional
         Stored as the TIFF's ImageDescription (predict stores its settings there).
+    pixel_size : PixelSize, optional
+        The image's pixel size (:func:`flowseg.io.pixelsize.read_pixel_size`), stored as
+        resolution tags in centimetres, so that the labels overlay the image at its scale.
 
     Returns
     -------
@@ -130,7 +133,15 @@ def write_labels(labels: npt.ArrayLike, path: str | os.PathLike[str], *,
     # minisblack: a stack of 3 or 4 planes would otherwise be stored as one RGB(A) image.
     return write_atomic(path, lambda tmp: tifffile.imwrite(
         tmp, data, compression="zlib", description=description, metadata=None,
-        photometric="minisblack"))
+        photometric="minisblack", **_resolution(pixel_size)))
+
+
+def _resolution(pixel_size: Any) -> dict[str, Any]:
+    """TIFF resolution tags (pixels per centimetre) for a pixel size in micrometres."""
+    if pixel_size is None:
+        return {}
+    return {"resolution": (1e4 / pixel_size.x, 1e4 / pixel_size.y),
+            "resolutionunit": "CENTIMETER"}
 
 
 def read_description(path: str | os.PathLike[str]) -> str:
@@ -153,7 +164,8 @@ def read_description(path: str | os.PathLike[str]) -> str:
 
 
 
-def write_labels_tiled(labels: Any, path: str | os.PathLike[str], *, tile: int = 512) -> Path:
+def write_labels_tiled(labels: Any, path: str | os.PathLike[str], *, tile: int = 512,
+                       pixel_size: Any = None) -> Path:
     """Write a large label array as a tiled, compressed TIFF, a band of rows at a time, atomically.
 
     Parameters
@@ -164,6 +176,8 @@ def write_labels_tiled(labels: Any, path: str | os.PathLike[str], *, tile: int =
     path : str or PathLike
     tile : int
         TIFF tile side, a multiple of 16.
+    pixel_size : PixelSize, optional
+        Stored as resolution tags in centimetres, as :func:`write_labels` does.
 
     Returns
     -------
@@ -188,7 +202,7 @@ def write_labels_tiled(labels: Any, path: str | os.PathLike[str], *, tile: int =
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         tifffile.imwrite(tmp, tiles(), shape=(height, width), dtype=dtype, tile=(tile, tile),
-                         compression="zlib")
+                         compression="zlib", **_resolution(pixel_size))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
