@@ -156,3 +156,18 @@ def test_scratch_array_reserves_its_space_and_names_a_full_folder(tmp_path: Path
     assert list(tmp_path.iterdir()) == []  # an anonymous file: nothing left behind
     with pytest.raises(ValueError, match=r"no room for .* GB of scratch space"):
         ScratchArray((1 << 40,), np.uint8, folder=str(tmp_path))  # a terabyte
+
+
+def test_a_stack_resized_past_the_voxel_budget_is_refused_before_any_work(tiny_model: Path) -> None:
+    # --anisotropy 100 on a 384-px stack ran past 120 s; a budget now names the cause at once.
+    with pytest.raises(ValueError, match=r"anisotropy 20 and diameter 3.0 px resize this "
+                                         r"40 x 64 x 64 stack to .* voxels \(at most"):
+        segment_volume(np.zeros((40, 64, 64), np.uint16), load_model(tiny_model), diameter=3.0,
+                       config=VolumeConfig(anisotropy=20.0))
+
+
+def test_tiles_refuse_a_border_that_would_only_waste_time() -> None:
+    from flowseg.inference.tiling import TileConfig
+
+    with pytest.raises(ValueError, match=r"border=100000 \(0 to 1024\)"):
+        TileConfig(border=100_000)

@@ -71,7 +71,8 @@ def _add_train(commands: Any) -> None:
                             "for the bundled one; none from scratch)")
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                        help="(default: auto, CUDA where there is one)")
-    train.add_argument("--workers", type=int, default=1, help="data loader processes (default: 1)")
+    train.add_argument("--workers", type=_within(0, 64), default=1,
+                       help="data loader processes (default: 1)")
     train.add_argument("--seed", type=_seed, default=0, help="(default: 0)")
     train.add_argument("--size-head", action=argparse.BooleanOptionalAction, default=True,
                        help="refit the automatic diameter's size head on the training images "
@@ -110,11 +111,12 @@ def _add_predict(commands: Any) -> None:
 
 def _add_predict_network(predict: argparse.ArgumentParser) -> None:
     group = predict.add_argument_group("how the network runs")
-    group.add_argument("--tile", type=int, default=1024,
-                       help="largest kept inner tile side; the network sees 2 x 128 px more "
+    group.add_argument("--tile", type=_within(128, 16384), default=1024,
+                       help="largest kept inner tile side; the network sees 2 x 224 px more "
                             "(default: 1024)")
-    group.add_argument("--batch", type=int, default=1, help="tiles per forward pass (default: 1)")
-    group.add_argument("--border", type=int, default=32, metavar="PX",
+    group.add_argument("--batch", type=_within(1, 256), default=1,
+                       help="tiles per forward pass (default: 1)")
+    group.add_argument("--border", type=_within(0, 1024), default=32, metavar="PX",
                        help="empty background shown to the network past every image edge, as "
                             "in training, so that cells cut by the edge are segmented (default: "
                             "32); 0 mirrors the image there instead, which drops most of them")
@@ -150,7 +152,7 @@ def _add_predict_outputs(predict: argparse.ArgumentParser) -> None:
                             "Import objects, or drag and drop); works with --dask")
     group.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=False,
                        help="redo images whose label file exists")
-    group.add_argument("--max-pixels", type=int, default=250_000_000,
+    group.add_argument("--max-pixels", type=_within(1, 10**12), default=250_000_000,
                        help="refuse larger images, by their header, before decoding "
                             "(default: 250,000,000)")
 
@@ -164,14 +166,14 @@ def _add_predict_stacks_and_clusters(predict: argparse.ArgumentParser) -> None:
     group.add_argument("--stitch", type=float, default=None, metavar="IOU",
                        help="with --3d: segment plane by plane instead and link masks that "
                             "overlap at this IoU in neighbouring planes (3x less work)")
-    group.add_argument("--anisotropy", type=float, default=1.0,
-                       help="with --3d: z step over xy pixel size (default: 1)")
+    group.add_argument("--anisotropy", type=_anisotropy, default=1.0,
+                       help="with --3d: z step over xy pixel size, 0.1 to 20 (default: 1)")
     group.add_argument("--dask", nargs="?", const="", default=None, metavar="ADDRESS",
                        help="run on a Dask cluster: a scheduler's address, or none to start a "
                             "local one (needs the dask extra)")
-    group.add_argument("--block", type=int, default=2048,
+    group.add_argument("--block", type=_within(64, 65536), default=2048,
                        help="with --dask: block side for whole-slide TIFFs (default: 2048)")
-    group.add_argument("--workers", type=int, default=2,
+    group.add_argument("--workers", type=_within(1, 1024), default=2,
                        help="with --dask and no address: local worker processes (default: 2)")
 
 
@@ -223,6 +225,31 @@ def _diameter(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"a cell diameter under 2 px cannot be segmented, got "
                                          f"{text} (0 or auto estimates it)")
     return value or None
+
+
+def _within(low: int, high: int):  # type: ignore[no-untyped-def]
+    """Return an argparse type that takes a whole number from ``low`` to ``high``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low:,} to {high:,}, got {text}")
+        return value
+
+    return parse
+
+
+def _anisotropy(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.1 <= value <= 20:
+        raise argparse.ArgumentTypeError(f"the z step over the xy pixel size must be from 0.1 "
+                                         f"to 20, got {text}")
+    return value
 
 
 def _micrometres(text: str) -> float:

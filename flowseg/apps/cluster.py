@@ -9,6 +9,8 @@ import logging
 import os
 from typing import Any
 
+from flowseg.errors import InputError
+
 log = logging.getLogger(__name__)
 
 
@@ -99,7 +101,11 @@ def start_client(address: str | None = None, *, workers: int = 2) -> Any:
     from distributed import Client
 
     if address:
-        return Client(address)
+        try:
+            return Client(address, timeout="20s")
+        except (ValueError, OSError, TimeoutError) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise InputError(f"--dask {address}: no scheduler reached there ({reason})") from None
     client = Client(local_cluster(workers))
     log.warning("dask dashboard: %s", client.dashboard_link)
     return client

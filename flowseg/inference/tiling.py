@@ -54,6 +54,9 @@ OUT_CHANNELS = 3  # dy, dx, cell-probability logit (as flowseg.model.net.OUT_CHA
 Source: TypeAlias = "npt.NDArray[np.floating] | PreparedView | ResizedView"
 
 log = logging.getLogger(__name__)
+# Background shown past an image's edges beyond this is work with nothing in it (and a border of
+# 100,000 px ran for minutes on a 64-px image).
+MAX_BORDER = 1024
 
 
 @dataclass(frozen=True)
@@ -98,11 +101,11 @@ class TileConfig:
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.context < 0 or self.ramp < 1 or self.tile < 2 * self.ramp + 64 \
-                or self.border < 0:
+                or not 0 <= self.border <= MAX_BORDER:
             raise InputError(
                 f"invalid tiling: tile={self.tile} (at least 2 x ramp + 64), "
                 f"context={self.context} (>= 0), ramp={self.ramp} (>= 1), batch={self.batch} "
-                f"(>= 1), border={self.border} (>= 0)")
+                f"(>= 1), border={self.border} (0 to {MAX_BORDER})")
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,9 @@ VOLUME_NATIVE_RANGE = (0.5, 2.0)
 # The 3-D network pass reads (and adds its outputs to) this many bytes of planes at a time, in
 # float32: with the masks pass's block, what the process holds beyond the stack and its labels.
 SLAB_BYTES = 128 << 20
+# A stack resized (by anisotropy and diameter) to more voxels than this is refused before any
+# work: its scratch files alone would take 26 GB of disk, its network pass hours on a laptop.
+MAX_VOLUME_VOXELS = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -171,13 +174,18 @@ def segment_volume(
                   for v in views]
         labels = stitch_planes(np.stack(planes), threshold=stitch)
         return (labels, float(diameter)) if return_diameter else labels
+    native = (raw.shape[0], *raw.shape[2:])
     zoom = (config.anisotropy * scale, scale, scale)
     shape = tuple(max(1, round(n * f)) for n, f in zip(raw.shape[::2] + raw.shape[3:], zoom,
                                                        strict=True))
+    if np.prod(shape, dtype=np.float64) > MAX_VOLUME_VOXELS:
+        raise InputError(f"anisotropy {config.anisotropy:g} and diameter {diameter:.1f} px resize "
+                         f"this {' x '.join(map(str, native))} stack to "
+                         f"{' x '.join(map(str, shape))} voxels (at most {MAX_VOLUME_VOXELS:,}); "
+                         "give a smaller anisotropy or a larger diameter, or --stitch")
     # What grows with the stack at the network's scale lies in scratch files, mapped a slab at a
     # time: the network input (float16, 6 bytes a voxel), the combined outputs (16) and, when the
     # stack was resized, the labels (4). The process holds the stack, its labels and one block.
-    native = (raw.shape[0], *raw.shape[2:])
     network_input = ScratchArray((NET_CHANNELS, *shape), np.float16)
     resize_volume_to(_Planes(views), shape, dtype=np.float16, out=network_input)
     combined = ScratchArray((4, *shape), np.float32)
