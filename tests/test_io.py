@@ -178,3 +178,22 @@ def test_a_stack_of_three_label_planes_is_not_written_as_rgb(tmp_path: Path) -> 
     with tifffile.TiffFile(tmp_path / "s_label.tiff") as tif:
         assert len(tif.pages) == 3 and tif.pages[0].photometric == tifffile.PHOTOMETRIC.MINISBLACK
     np.testing.assert_array_equal(read_labels(tmp_path / "s_label.tiff", ndim=3), stack)
+
+
+@pytest.mark.parametrize("shape", [(3, 100, 3), (1, 50, 3), (2, 40, 4), (2, 2, 3), (4, 4, 2)])
+def test_tiny_pictures_keep_their_channels_last(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    # A 3-pixel-high RGB PNG was read as 3 channels of 100 x 3: labels of another shape.
+    import imagecodecs
+
+    from flowseg.io import read_pixels
+
+    array = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
+    for suffix, encode in ((".png", imagecodecs.png_encode), (".bmp", imagecodecs.bmp_encode)):
+        if suffix == ".bmp" and shape[-1] not in (3, 4):
+            continue
+        path = tmp_path / f"tiny{suffix}"
+        path.write_bytes(encode(array))
+        image = read_pixels(path)
+        channels = {2: 1, 3: 3, 4: 3}[shape[-1]]  # alpha dropped
+        assert image.shape == (channels, *shape[:2]), suffix
+        np.testing.assert_array_equal(image[0], array[..., 0])

@@ -238,3 +238,14 @@ def test_cpu_model_and_flags_come_from_cpuinfo(monkeypatch, tmp_path):
     assert not execution.cpu_has_native_bfloat16()
     cpuinfo.unlink()
     assert execution.read_cpu_model_and_flags() is None
+
+
+def test_a_corrupt_cached_export_is_rebuilt_not_trusted():
+    net = small_net()
+    path = export_path(net)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"half an export")  # a disk that filled up, a copy cut short
+    run = onnx_runner(net, threads=1)
+    batch = np.random.default_rng(2).normal(size=(1, 3, 64, 64)).astype(np.float32)
+    np.testing.assert_allclose(run(batch), torch_forward(net, batch), atol=1e-4, rtol=1e-4)
+    assert path.stat().st_size > 1000  # written anew

@@ -88,7 +88,11 @@ def read_pixels(path: str | os.PathLike[str], *,
     array = _decode(path, max_pixels)
     if array.dtype == bool or array.dtype.kind not in "uif":
         raise InputError(f"{path}: unsupported pixel type {array.dtype}")
-    image = _to_channels_first(array, path)
+    if path.suffix.lower() not in TIFF_SUFFIXES and array.ndim == 3:
+        # png, bmp and jpg decode to (H, W, C) always: a 3 x 100 RGB picture is not 3 channels
+        image = np.moveaxis(array, -1, 0)
+    else:
+        image = _to_channels_first(array, path)
     if image.shape[1] < 1 or image.shape[2] < 1:
         raise InputError(f"{path}: empty image of shape {array.shape}")
     return image

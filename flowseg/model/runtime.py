@@ -218,7 +218,15 @@ def onnx_runner(net: FlowUNet | OnnxModel, threads: int | None = None) -> Runner
                     "torch", err)
         _sessions[net] = (versions, None)
         return None
-    run = Session(model, threads or torch.get_num_threads())
+    try:
+        run = Session(model, threads or torch.get_num_threads())
+    except Exception as err:  # a cached file cut short or overwritten: rebuilt, never trusted
+        if not isinstance(model, str):
+            raise
+        log.warning("the cached ONNX export %s cannot be loaded (%s): rebuilding it", model,
+                    str(err).splitlines()[0] if str(err) else type(err).__name__)
+        Path(model).unlink(missing_ok=True)
+        run = Session(_exported(net, path), threads or torch.get_num_threads())
     _sessions[net] = (versions, run)
     return run
 
