@@ -197,3 +197,18 @@ def test_tiny_pictures_keep_their_channels_last(tmp_path: Path, shape: tuple[int
         channels = {2: 1, 3: 3, 4: 3}[shape[-1]]  # alpha dropped
         assert image.shape == (channels, *shape[:2]), suffix
         np.testing.assert_array_equal(image[0], array[..., 0])
+
+
+def test_jpegs_with_long_metadata_or_fill_bytes_are_read(tmp_path: Path) -> None:
+    # libjpeg reads both; the header check refused them ("no frame header in the first 64 KiB").
+    import imagecodecs
+
+    from flowseg.io import read_pixels
+
+    array = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    plain = bytes(imagecodecs.jpeg8_encode(array))
+    exif = b"".join(b"\xff\xe1" + (60002).to_bytes(2, "big") + b"x" * 60000 for _ in range(3))
+    (tmp_path / "metadata.jpg").write_bytes(plain[:2] + exif + plain[2:])
+    (tmp_path / "fill.jpg").write_bytes(plain[:2] + b"\xff\xff\xff" + plain[3:])
+    for name in ("metadata.jpg", "fill.jpg"):
+        assert read_pixels(tmp_path / name).shape == (3, 40, 60), name

@@ -46,7 +46,9 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
             head = stream.read(1 << 16)
             stream.seek(max(0, path.stat().st_size - 1024))
             tail = stream.read()
-        reader = {".png": _png_size, ".bmp": _bmp_size}.get(suffix, _jpeg_size)
+        if suffix in (".jpg", ".jpeg"):
+            return _jpeg_size(path, tail, path.stat().st_size)
+        reader = {".png": _png_size, ".bmp": _bmp_size}[suffix]
         return reader(head, tail, path.stat().st_size)
     except (ValueError, OSError, IndexError, struct.error, tifffile.TiffFileError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -75,21 +77,36 @@ def _bmp_size(head: bytes, tail: bytes, size: int) -> tuple[int, int]:
     return height, abs(width)
 
 
-def _jpeg_size(head: bytes, tail: bytes, size: int) -> tuple[int, int]:
-    if head[:2] != b"\xff\xd8":
-        raise InputError("not a JPEG file (no start-of-image marker)")
+def _jpeg_size(path: Path, tail: bytes, size: int) -> tuple[int, int]:
+    """Walk the JPEG's segments to its frame header, seeking past metadata of any length.
+
+    Fill bytes (0xFF repeated) may precede a marker, and an APPn block (EXIF, ICC, XMP) may be
+    far longer than a buffer: libjpeg reads both, and so does this.
+    """
     if b"\xff\xd9" not in tail:
         raise InputError("truncated JPEG (no end-of-image marker)")
-    i = 2
-    while i + 9 < len(head):
-        if head[i] != 0xFF:
-            raise InputError("corrupt JPEG header")
-        marker = head[i + 1]
-        length = int.from_bytes(head[i + 2:i + 4], "big")
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
-            return int.from_bytes(head[i + 5:i + 7], "big"), int.from_bytes(head[i + 7:i + 9], "big")
-        i += 2 + length
-    raise InputError("no JPEG frame header in the first 64 KiB")
+    with open(path, "rb") as stream:
+        if stream.read(2) != b"\xff\xd8":
+            raise InputError("not a JPEG file (no start-of-image marker)")
+        while True:
+            byte = stream.read(1)
+            if byte != b"\xff":
+                raise InputError("corrupt JPEG header" if byte else "no JPEG frame header")
+            marker = stream.read(1)
+            while marker == b"\xff":  # fill bytes before the marker
+                marker = stream.read(1)
+            if not marker:
+                raise InputError("no JPEG frame header")
+            code = marker[0]
+            if code == 0x01 or 0xD0 <= code <= 0xD7:  # markers without a length
+                continue
+            length = int.from_bytes(stream.read(2), "big")
+            if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):  # start of frame
+                frame = stream.read(5)
+                return int.from_bytes(frame[1:3], "big"), int.from_bytes(frame[3:5], "big")
+            if length < 2:
+                raise InputError("corrupt JPEG header")
+            stream.seek(length - 2, os.SEEK_CUR)
 
 
 def _tiff_size(path: Path) -> tuple[int, int]:
