@@ -212,3 +212,23 @@ def test_jpegs_with_long_metadata_or_fill_bytes_are_read(tmp_path: Path) -> None
     (tmp_path / "fill.jpg").write_bytes(plain[:2] + b"\xff\xff\xff" + plain[3:])
     for name in ("metadata.jpg", "fill.jpg"):
         assert read_pixels(tmp_path / name).shape == (3, 40, 60), name
+
+
+def test_the_budget_bounds_decoded_bytes_not_only_pixels(tmp_path: Path) -> None:
+    # A 16-bit RGBA PNG and a multi-page TIFF within the pixel budget decode to far more bytes.
+    import imagecodecs
+
+    from flowseg.io import read_pixels
+
+    (tmp_path / "rgba16.png").write_bytes(imagecodecs.png_encode(np.zeros((300, 400, 4),
+                                                                          np.uint16)))
+    tifffile.imwrite(tmp_path / "pages.tif", np.zeros((50, 200, 200), np.uint8))
+    with pytest.raises(ValueError, match=r"rgba16.png: decodes to 1.0 MB, more than the 0.8 MB"):
+        read_pixels(tmp_path / "rgba16.png", max_pixels=200_000)
+    with pytest.raises(ValueError, match=r"pages.tif: decodes to 2.0 MB, more than the 0.4 MB"):
+        read_pixels(tmp_path / "pages.tif", max_pixels=100_000)
+    # evaluate --gt reads labels the same way: a page bomb (sparse: 1.2 GB, nothing on disk)
+    tifffile.imwrite(tmp_path / "bomb_label.tiff", shape=(300, 2000, 2000), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"bomb_label.tiff: decodes to 1.2 GB, more than the"):
+        read_labels(tmp_path / "bomb_label.tiff")
+    assert read_pixels(tmp_path / "rgba16.png").shape == (3, 300, 400)  # within the default

@@ -55,6 +55,45 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
         raise InputError(f"{path}: cannot read the header ({reason})") from None
 
 
+def decoded_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes the decoder will produce for an image file, from its header (nothing decoded).
+
+    PNG: height x width x channels (palettes count as RGB) x bytes a sample; BMP: bytes a pixel;
+    JPEG: three samples a pixel at most; TIFF: every page of its first series (a multi-page TIFF
+    read as one image decodes them all) x samples x bytes a sample.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A file :func:`image_size` has read.
+
+    Returns
+    -------
+    nbytes : int
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in TIFF_SUFFIXES:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            count = 1
+            for n in series.shape:
+                count *= int(n)
+            return count * series.dtype.itemsize
+    height, width = image_size(path)
+    if suffix == ".png":
+        with open(path, "rb") as stream:
+            head = stream.read(26)
+        depth, colour = head[24], head[25]
+        channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour, 4)
+        return height * width * channels * max(1, depth // 8)
+    if suffix == ".bmp":
+        with open(path, "rb") as stream:
+            bits = int.from_bytes(stream.read(30)[28:30], "little")
+        return height * width * max(1, bits // 8)
+    return height * width * 3
+
+
 def _png_size(head: bytes, tail: bytes, size: int) -> tuple[int, int]:
     if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
         raise InputError("not a PNG file (no PNG signature and IHDR)")

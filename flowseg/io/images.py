@@ -18,7 +18,7 @@ import tifffile
 
 from flowseg.errors import InputError
 from flowseg.io.files import IMAGE_SUFFIXES
-from flowseg.io.headers import TIFF_SUFFIXES, image_size
+from flowseg.io.headers import TIFF_SUFFIXES, decoded_bytes, image_size
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,9 @@ MAX_CHANNELS = 16
 # 15,800^2 slide (0.75 GB as 8-bit RGB; predict's peak then stays near 5 GB). Larger images need
 # --max-pixels or --dask (which reads TIFFs lazily, a block at a time).
 MAX_PIXELS = 250_000_000
+# The decoded data may take this many bytes per pixel of that budget (1 GB by default): 8-bit RGB
+# and 16-bit gray fit, a 16-bit RGBA image or a stack of pages of the same size does not.
+BYTES_PER_PIXEL = 4
 
 
 def read_image(path: str | os.PathLike[str]) -> npt.NDArray[np.float32]:
@@ -111,6 +114,11 @@ def _decode(path: Path, max_pixels: int = MAX_PIXELS) -> npt.NDArray[np.generic]
     if height * width > max_pixels:
         raise InputError(f"{path}: {height} x {width} pixels is more than the {max_pixels:,} "
                          "allowed (--max-pixels; --dask reads large TIFFs a block at a time)")
+    nbytes = decoded_bytes(path)
+    if nbytes > BYTES_PER_PIXEL * max_pixels:
+        raise InputError(f"{path}: decodes to {_size(nbytes)}, more than the "
+                         f"{_size(BYTES_PER_PIXEL * max_pixels)} allowed ({BYTES_PER_PIXEL} bytes "
+                         "a pixel of --max-pixels: many channels, pages or 16-bit samples)")
     try:
         if suffix in TIFF_SUFFIXES:
             with tifffile.TiffFile(path) as tif:
@@ -128,6 +136,10 @@ def _decode(path: Path, max_pixels: int = MAX_PIXELS) -> npt.NDArray[np.generic]
     if array.size == 0:
         raise InputError(f"{path}: cannot decode image (no pixel data)")
     return array
+
+
+def _size(nbytes: float) -> str:
+    return f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
 
 
 def _drop_alpha(array: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
