@@ -232,3 +232,13 @@ def test_the_budget_bounds_decoded_bytes_not_only_pixels(tmp_path: Path) -> None
     with pytest.raises(ValueError, match=r"bomb_label.tiff: decodes to 1.2 GB, more than the"):
         read_labels(tmp_path / "bomb_label.tiff")
     assert read_pixels(tmp_path / "rgba16.png").shape == (3, 300, 400)  # within the default
+
+
+def test_a_stack_cut_short_is_refused_not_read_as_its_first_plane(tmp_path: Path) -> None:
+    stack = np.random.default_rng(0).integers(0, 4000, (16, 64, 64), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "whole.tif", stack, compression="zlib")
+    data = (tmp_path / "whole.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
+    assert read_volume(tmp_path / "whole.tif").shape == (16, 1, 64, 64)
+    with pytest.raises(ValueError, match=r"cut.tif: a damaged or truncated stack \(.*invalid page"):
+        read_volume(tmp_path / "cut.tif")

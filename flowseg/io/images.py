@@ -7,8 +7,10 @@ multi-channel; :func:`read_image` returns them as ``(C, H, W) float32`` with the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import imagecodecs
@@ -31,6 +33,8 @@ MAX_PIXELS = 250_000_000
 # The decoded data may take this many bytes per pixel of that budget (1 GB by default): 8-bit RGB
 # and 16-bit gray fit, a 16-bit RGBA image or a stack of pages of the same size does not.
 BYTES_PER_PIXEL = 4
+# What tifffile logs when pages of a stack are lost (the file cut short, an offset overwritten).
+LOST_PAGES = ("invalid page offset", "failed to reshape", "truncat", "corrupt")
 
 
 def read_image(path: str | os.PathLike[str]) -> npt.NDArray[np.float32]:
@@ -200,9 +204,11 @@ def read_volume(path: str | os.PathLike[str], *,
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
-        with tifffile.TiffFile(path) as tif:
+        with tifffile.TiffFile(path) as tif, _tifffile_complaints() as complaints:
             series = tif.series[0]
             axes, shape = series.axes, series.shape
+            if complaints:  # a stack cut short reads as its first pages, with only a log line
+                raise OverflowError(f"a damaged or truncated stack ({complaints[0]})")
             if int(np.prod(shape, dtype=np.int64)) > max_pixels:
                 raise OverflowError(f"{' x '.join(map(str, shape))} voxels is more than the "
                                     f"{max_pixels:,} allowed (--max-pixels)")
@@ -215,6 +221,31 @@ def read_volume(path: str | os.PathLike[str], *,
     if array.dtype == bool or array.dtype.kind not in "uif":
         raise InputError(f"{path}: unsupported pixel type {array.dtype}")
     return _volume_axes(array, axes, path)
+
+
+@contextlib.contextmanager
+def _tifffile_complaints() -> Iterator[list[str]]:
+    """Collect what tifffile logs meanwhile of pages it lost (an invalid page offset, say).
+
+    Other warnings (an odd tag in a valid file) are not complaints about the data.
+    """
+    heard: list[str] = []
+
+    class Listener(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage().splitlines()[0]
+            if any(word in message for word in LOST_PAGES):
+                heard.append(message)
+
+    logger, listener = logging.getLogger("tifffile"), Listener(logging.WARNING)
+    level = logger.level
+    logger.addHandler(listener)
+    logger.setLevel(min(level or logging.WARNING, logging.WARNING))
+    try:
+        yield heard
+    finally:
+        logger.removeHandler(listener)
+        logger.setLevel(level)
 
 
 def _volume_axes(array: npt.NDArray[np.generic], axes: str, path: Path) -> npt.NDArray[np.generic]:
