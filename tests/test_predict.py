@@ -152,3 +152,18 @@ def test_predict_sh_runs_outside_docker(tmp_path: Path, tiny_model: Path) -> Non
     env["FLOWSEG_INPUTS"] = str(tmp_path / "empty")
     run = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and "nothing to segment" in run.stdout
+
+
+def test_a_redo_leaves_no_output_of_the_run_before(tmp_path: Path) -> None:
+    # A redo with other settings rewrote the labels and left the old CSV and overlay beside them.
+    from flowseg.apps.predict import Outputs, predict_folder
+    from flowseg.training.synthetic import make_sample
+
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "a.tif", make_sample((96, 96), "nuclei", seed=1)[0])
+    predict_folder(tmp_path / "in", tmp_path / "out", device="cpu",
+                   outputs=Outputs(csv=True, overlays=True))
+    assert (tmp_path / "out" / "a_cells.csv").exists()
+    predict_folder(tmp_path / "in", tmp_path / "out", device="cpu", diameter=20.0,
+                   outputs=Outputs(rois=True))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_label.tiff", "a_rois.zip"]

@@ -58,6 +58,11 @@ class PredictReport:
     ignored: list[str] = field(default_factory=list)
 
 
+# The files written beside <name>_label.tiff, by Outputs attribute.
+OUTPUT_SUFFIXES = {"flows": "_flows.tiff", "overlays": "_overlay.png", "csv": "_cells.csv",
+                   "rois": "_rois.zip", "geojson": "_cells.geojson"}
+
+
 @dataclass(frozen=True)
 class Outputs:
     """Which files :func:`predict_folder` writes beside each ``<name>_label.tiff``.
@@ -87,12 +92,16 @@ class Outputs:
         """Return every requested output's path, the labels first."""
         stem = image.stem
         wanted = {"labels": label_path(image, out_dir)}
-        for name, suffix in (("flows", "_flows.tiff"), ("overlays", "_overlay.png"),
-                             ("csv", "_cells.csv"), ("rois", "_rois.zip"),
-                             ("geojson", "_cells.geojson")):
+        for name, suffix in OUTPUT_SUFFIXES.items():
             if getattr(self, name):
                 wanted[name] = out_dir / f"{stem}{suffix}"
         return wanted
+
+    def stale(self, image: Path, out_dir: Path) -> list[Path]:
+        """List the outputs of an earlier run for this image that this run will not write anew."""
+        return [out_dir / f"{image.stem}{suffix}" for name, suffix in OUTPUT_SUFFIXES.items()
+                if not getattr(self, name) and (out_dir / f"{image.stem}{suffix}").exists()]
+
 
 
 def predict_folder(
@@ -184,6 +193,12 @@ def predict_folder(
                 report.skipped.append(wanted["labels"])
                 continue
             log.info("%s: redoing, its labels were made with other settings or model", path.name)
+        if wanted["labels"].exists():
+            # A redo leaves nothing of the run before it: outputs not asked for now would
+            # describe other labels (65 CSV rows beside a 62-cell label image).
+            for old in outputs.stale(path, out):
+                old.unlink()
+                log.info("%s: removed %s, from the run before", path.name, old.name)
         start = time.perf_counter()
         try:
             size = read_pixel_size(path)
