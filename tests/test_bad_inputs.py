@@ -242,3 +242,18 @@ def test_labels_of_a_good_run_are_whole(tmp_path: Path, tiny_model: Path) -> Non
     assert main(["predict", "-i", str(inp), "-o", str(tmp_path / "o"), "--model",
                  str(tiny_model), "--device", "cpu"]) == 0
     assert read_labels(tmp_path / "o" / "good_label.tiff").shape == GOOD.shape
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from flowseg.apps import predict as predict_module
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(predict_module, "predict_folder", interrupted)
+    (tmp_path / "in").mkdir()
+    code = main(["predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 130 and err.strip() == "flowseg predict: interrupted; every file written " \
+        "so far is whole" and "Traceback" not in err

@@ -410,6 +410,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
         return int(args.handler(args))
+    except KeyboardInterrupt:  # Ctrl-C: outputs are atomic, so nothing half-written is left
+        print(f"flowseg {args.command}: interrupted; every file written so far is whole",
+              file=sys.stderr)
+        return 130
     except (InputError, OSError, MemoryError) as err:  # what the user can fix: one line
         if args.verbosity > 0:
             log.exception("flowseg %s failed", args.command)

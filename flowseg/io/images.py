@@ -238,14 +238,17 @@ def _tifffile_complaints() -> Iterator[list[str]]:
                 heard.append(message)
 
     logger, listener = logging.getLogger("tifffile"), Listener(logging.WARNING)
-    level = logger.level
+    level, propagate = logger.level, logger.propagate
     logger.addHandler(listener)
-    logger.setLevel(min(level or logging.WARNING, logging.WARNING))
+    if logger.getEffectiveLevel() > logging.WARNING:  # quietened (predict without -v): hear,
+        logger.setLevel(logging.WARNING)  # but pass nothing on; flowseg says it in one line
+        logger.propagate = False
     try:
         yield heard
     finally:
         logger.removeHandler(listener)
         logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def _volume_axes(array: npt.NDArray[np.generic], axes: str, path: Path) -> npt.NDArray[np.generic]:
