@@ -150,6 +150,10 @@ def _add_predict_outputs(predict: argparse.ArgumentParser) -> None:
                        help="also write <name>_cells.geojson: one QuPath detection per cell "
                             "(polygon, holes kept, with the --save-csv measurements; File > "
                             "Import objects, or drag and drop); works with --dask")
+    group.add_argument("--save-ome-zarr", action=argparse.BooleanOptionalAction, default=False,
+                       help="also write <name>_labels.ome.zarr: the labels as an OME-NGFF "
+                            "image-label with its pyramid, at the image's pixel size "
+                            "(napari-ome-zarr opens it); works with --dask")
     group.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=False,
                        help="redo images whose label file exists")
     group.add_argument("--max-pixels", type=_within(1, 10**12), default=250_000_000,
@@ -304,7 +308,8 @@ def _predict(args: argparse.Namespace) -> int:
     load_numba_without_scipy()
 
     outputs = Outputs(flows=args.save_flows, overlays=args.save_overlays, csv=args.save_csv,
-                      rois=args.save_rois, geojson=args.save_geojson)
+                      rois=args.save_rois, geojson=args.save_geojson,
+                      ome_zarr=args.save_ome_zarr)
     report = predict_folder(
         args.input, args.output, model=args.model, device=args.device, diameter=args.diameter,
         diameter_um=args.diameter_um,
@@ -363,7 +368,7 @@ def _predict_dask(args: argparse.Namespace) -> int:
             args.input, args.output, client=client, model=args.model, device=args.device,
             blocks=BlockConfig(block=args.block), overwrite=args.overwrite,
             tiles=_tiles(args), diameter=args.diameter, geojson=args.save_geojson,
-            diameter_um=args.diameter_um)
+            diameter_um=args.diameter_um, ome_zarr=args.save_ome_zarr)
     _say(args, f"{len(report['written'])} written, {len(report['skipped'])} already there, "
                f"{len(report['failed'])} failed")
     for line in report["failed"]:

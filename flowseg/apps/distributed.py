@@ -18,6 +18,7 @@ import numpy as np
 from flowseg.apps.slides import BlockConfig, _worker_model, segment_large
 from flowseg.errors import InputError
 from flowseg.inference.tiling import TileConfig
+from flowseg.io.omezarr import LABELS_SUFFIX, write_ome_zarr_labels
 from flowseg.io.pixelsize import read_pixel_size
 from flowseg.representation.masks import MaskConfig
 
@@ -27,6 +28,7 @@ def predict_with_dask(
     model: str | None = None, blocks: BlockConfig = BlockConfig(), tiles: TileConfig = TileConfig(),
     masks: MaskConfig | None = None, device: str = "auto", overwrite: bool = False,
     diameter: float | None = None, geojson: bool = False, diameter_um: float | None = None,
+    ome_zarr: bool = False,
 ) -> dict[str, list[str]]:
     """Segment a folder on a cluster: whole-slide TIFFs in blocks, other images one per task.
 
@@ -52,6 +54,8 @@ def predict_with_dask(
     diameter_um : float, optional
         Typical cell diameter in micrometres, converted per image with its file's pixel size;
         an image without one is reported as failed.
+    ome_zarr : bool
+        Also write ``<name>_labels.ome.zarr`` (NGFF labels with their pyramid).
 
     Returns
     -------
@@ -87,7 +91,8 @@ def predict_with_dask(
             segment_large(path, scratch, client=client, model=model, blocks=blocks, tiles=tiles,
                           masks=masks, device=device, tiff=label_path(path, out_dir),
                           diameter=wanted[path], geojson=_geojson_path(path, out_dir) if geojson
-                          else None, pixel_size=sizes[path])
+                          else None, pixel_size=sizes[path],
+                          ome_zarr=_sibling(path, out_dir, LABELS_SUFFIX) if ome_zarr else None)
             report["written"].append(path.name)
         except (OSError, ValueError, RuntimeError) as err:
             report["failed"].append(f"{path.name}: {str(err).splitlines()[0]}")
@@ -95,7 +100,7 @@ def predict_with_dask(
             shutil.rmtree(scratch, ignore_errors=True)
     jobs = client.map(_predict_file, [str(p) for p in small], [wanted[p] for p in small],
                       out_dir=str(out_dir), model=model, tiles=tiles, masks=masks, device=device,
-                      geojson=geojson, pure=False, retries=1)
+                      geojson=geojson, ome_zarr=ome_zarr, pure=False, retries=1)
     for path, job in zip(small, jobs, strict=True):
         try:
             problem = job.result()
@@ -108,14 +113,26 @@ def predict_with_dask(
     return report
 
 
+def _sibling(path: Path, out_dir: str | os.PathLike[str], suffix: str) -> Path:
+    return Path(out_dir) / f"{path.stem}{suffix}"
+
+
 def _geojson_path(path: Path, out_dir: str | os.PathLike[str]) -> Path:
-    return Path(out_dir) / f"{path.stem}_cells.geojson"
+    return _sibling(path, out_dir, "_cells.geojson")
 
 
 def _pixels(path: Path) -> int:
-    """Pixels of a TIFF from its header (0 for other formats and unreadable files)."""
+    """Pixels of a TIFF or OME-Zarr image from its metadata (0 for others and unreadable ones)."""
     import tifffile
 
+    if path.suffix.lower() == ".zarr":
+        from flowseg.io.omezarr import as_cyx, open_level0
+
+        try:
+            array, axes, _, _ = open_level0(path)
+            return int(np.prod(as_cyx(array, axes, path).shape[1:]))
+        except (OSError, ValueError):
+            return 0
     if path.suffix.lower() not in (".tif", ".tiff"):
         return 0
     try:
@@ -126,7 +143,8 @@ def _pixels(path: Path) -> int:
 
 
 def _predict_file(path: str, diameter: float | None, *, out_dir: str, model: str | None,
-                  tiles: TileConfig, masks: MaskConfig | None, device: str, geojson: bool) -> str:
+                  tiles: TileConfig, masks: MaskConfig | None, device: str, geojson: bool,
+                  ome_zarr: bool) -> str:
     """Segment one file on a worker; return "" when written, else why not.
 
     A bad file is an answer, not a task failure: raising would make the worker log a traceback
@@ -146,6 +164,9 @@ def _predict_file(path: str, diameter: float | None, *, out_dir: str, model: str
 
             write_geojson(labels, _geojson_path(Path(path), out_dir), image=image,
                           pixel_size=size.mean if size else None)
+        if ome_zarr:
+            write_ome_zarr_labels(labels, _sibling(Path(path), out_dir, LABELS_SUFFIX),
+                                  pixel_size=size)
         write_labels(labels, label_path(path, out_dir), pixel_size=size)
     except (OSError, ValueError, MemoryError) as err:
         return str(err).splitlines()[0] if str(err) else type(err).__name__

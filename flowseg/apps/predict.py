@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +61,8 @@ class PredictReport:
 
 # The files written beside <name>_label.tiff, by Outputs attribute.
 OUTPUT_SUFFIXES = {"flows": "_flows.tiff", "overlays": "_overlay.png", "csv": "_cells.csv",
-                   "rois": "_rois.zip", "geojson": "_cells.geojson"}
+                   "rois": "_rois.zip", "geojson": "_cells.geojson",
+                   "ome_zarr": "_labels.ome.zarr"}
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,9 @@ class Outputs:
     geojson : bool
         ``<name>_cells.geojson``: one QuPath detection per cell, with the measurements of
         ``csv`` (:mod:`flowseg.apps.geojson`).
+    ome_zarr : bool
+        ``<name>_labels.ome.zarr``: the labels as an NGFF image-label with its pyramid
+        (:func:`flowseg.io.omezarr.write_ome_zarr_labels`).
     """
 
     flows: bool = False
@@ -87,6 +92,7 @@ class Outputs:
     csv: bool = False
     rois: bool = False
     geojson: bool = False
+    ome_zarr: bool = False
 
     def paths(self, image: Path, out_dir: Path) -> dict[str, Path]:
         """Return every requested output's path, the labels first."""
@@ -197,7 +203,7 @@ def predict_folder(
             # A redo leaves nothing of the run before it: outputs not asked for now would
             # describe other labels (65 CSV rows beside a 62-cell label image).
             for old in outputs.stale(path, out):
-                old.unlink()
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
                 log.info("%s: removed %s, from the run before", path.name, old.name)
         start = time.perf_counter()
         try:
@@ -270,6 +276,10 @@ def _write_outputs(image: npt.NDArray[Any], result: Segmentation, wanted: dict[s
 
         write_geojson(result.labels, wanted["geojson"], image=image,
                       pixel_size=size.mean if size else None)
+    if "ome_zarr" in wanted:
+        from flowseg.io.omezarr import write_ome_zarr_labels
+
+        write_ome_zarr_labels(result.labels, wanted["ome_zarr"], pixel_size=size)
     write_labels(result.labels, wanted["labels"], description=settings, pixel_size=size)
 
 

@@ -83,8 +83,8 @@ def open_image(source: Any) -> Iterator[Any]:
     ----------
     source : str, PathLike, zarr array, dask array or ndarray
         A TIFF file (read through tifffile's zarr interface, tile by tile; closed when the block
-        ends), a ``.zarr`` path, or an array of shape ``(H, W)``, ``(C, H, W)`` or ``(H, W, C)``
-        (C at most 16).
+        ends), a ``.zarr`` path (an OME-Zarr image's level 0, or a zarr array), or an array of
+        shape ``(H, W)``, ``(C, H, W)`` or ``(H, W, C)`` (C at most 16).
 
     Yields
     ------
@@ -111,8 +111,11 @@ def open_image(source: Any) -> Iterator[Any]:
 
             store = tifffile.imread(path, aszarr=True)
             array = da.from_zarr(zarr.open(store, mode="r"))
-        else:
-            array = da.from_zarr(str(path))
+        else:  # an OME-Zarr image (its level 0), or a zarr array
+            from flowseg.io.omezarr import as_cyx, open_level0
+
+            level0, axes, _, _ = open_level0(path)
+            array = as_cyx(level0, axes, path)
     else:
         array = source if isinstance(source, da.Array) else da.asarray(source)
     try:
@@ -258,6 +261,7 @@ def segment_large(
     masks: MaskConfig | None = None, device: str = "auto", tiff: str | os.PathLike[str] | None = None,
     ranges: npt.ArrayLike | None = None, diameter: float | None = None,
     geojson: str | os.PathLike[str] | None = None, pixel_size: Any = None,
+    ome_zarr: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Segment a large 2-D image on a Dask cluster into a zarr array of labels.
 
@@ -297,6 +301,9 @@ def segment_large(
     pixel_size : PixelSize, optional
         The slide's (:func:`flowseg.io.pixelsize.read_pixel_size`): written into the label TIFF
         and, in micrometres, into the GeoJSON measurements.
+    ome_zarr : str or PathLike, optional
+        Also write the labels as an NGFF image-label with its pyramid in this new OME-Zarr store
+        (:func:`flowseg.io.omezarr.write_ome_zarr_labels`), chunk by chunk from ``output``.
 
     Returns
     -------
@@ -382,7 +389,21 @@ def segment_large(
     log.info("%s: %d cells in %d blocks", output, sum(counts), len(cores))
     if tiff is not None:
         write_labels_tiled(zarr.open_array(str(output), mode="r"), tiff, pixel_size=pixel_size)
+    if ome_zarr is not None:
+        import dask.array as da
+
+        from flowseg.io.omezarr import write_ome_zarr_labels
+
+        with dask_config_synchronous():
+            write_ome_zarr_labels(da.from_zarr(str(output)), ome_zarr, pixel_size=pixel_size)
     return output
+
+
+def dask_config_synchronous() -> Any:
+    """Compute dask graphs in this process (a pyramid of labels read from the scratch zarr)."""
+    import dask
+
+    return dask.config.set(scheduler="synchronous")
 
 
 def _run_scale(client: Any, source: Any, lazy: Any, shape: tuple[int, int],

@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 LABEL_SUFFIX = "_label.tiff"
+# An OME-Zarr image is a folder: ``slide.ome.zarr`` (flowseg's own ``*_labels.ome.zarr`` outputs
+# are not inputs).
+ZARR_SUFFIX = ".zarr"
 
 
 def find_pairs(
@@ -82,8 +85,8 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
         raise FileNotFoundError(f"{folder}: no such folder")
     images = sorted(
         p for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-        and not p.name.endswith(LABEL_SUFFIX)
+        if (p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+            and not p.name.endswith(LABEL_SUFFIX)) or _is_zarr_image(p)
     )
     stems = [p.stem for p in images]
     twins = sorted({s for s in stems if stems.count(s) > 1})
@@ -119,6 +122,8 @@ def resolve_inputs(spec: str | os.PathLike[str]) -> tuple[list[Path], list[str]]
     """
     text = os.fspath(spec)
     path = Path(text)
+    if path.is_dir() and path.suffix.lower() == ZARR_SUFFIX:  # one OME-Zarr image
+        return [path], []
     if path.is_dir():
         candidates = sorted(path.iterdir())
     elif path.is_file():
@@ -132,6 +137,9 @@ def resolve_inputs(spec: str | os.PathLike[str]) -> tuple[list[Path], list[str]]
     images, ignored = [], []
     for p in candidates:
         is_image = p.suffix.lower() in IMAGE_SUFFIXES and not p.name.endswith(LABEL_SUFFIX)
+        if _is_zarr_image(p):
+            images.append(p)
+            continue
         if p.is_dir() or (p.name.startswith(".") and not is_image):
             continue
         if p.name.startswith("."):  # .name.png: hidden, perhaps a temporary copy; say so
@@ -150,6 +158,11 @@ def resolve_inputs(spec: str | os.PathLike[str]) -> tuple[list[Path], list[str]]
         raise InputError(f"{text}: several images share the name {_few(twins)}; "
                          "their label files would collide")
     return images, ignored
+
+
+def _is_zarr_image(path: Path) -> bool:
+    return (path.suffix.lower() == ZARR_SUFFIX and path.is_dir() and not path.name.startswith(".")
+            and not path.name.endswith("_labels.ome.zarr"))
 
 
 def _list_label_files(folder: Path) -> list[Path]:

@@ -107,6 +107,10 @@ def read_pixels(path: str | os.PathLike[str], *,
 
 def _decode(path: Path, max_pixels: int = MAX_PIXELS) -> npt.NDArray[np.generic]:
     suffix = path.suffix.lower()
+    if suffix == ".zarr" and path.is_dir():  # an OME-Zarr image: level 0, (C, H, W)
+        from flowseg.io.omezarr import read_ome_zarr
+
+        return np.moveaxis(read_ome_zarr(path, max_pixels), 0, -1)
     if suffix not in IMAGE_SUFFIXES:
         raise InputError(f"{path}: unsupported format '{suffix}' (expected one of "
                          f"{', '.join(IMAGE_SUFFIXES)})")

@@ -6,6 +6,7 @@ to pixels needs the file's pixel size. Sources, most specific first:
 - OME-TIFF (OME-XML ``Pixels`` ``PhysicalSizeX``/``PhysicalSizeY`` with their units);
 - Aperio SVS (``MPP = 0.4990`` in the description);
 - ImageJ TIFF (``unit=micron`` in its description, the size from the resolution tags);
+- OME-Zarr (level 0's scale, in the unit its axes name);
 - other TIFFs (NDPI, scanners, Bio-Formats exports): the resolution tags in centimetres, or in
   inches where they give under 100 um a pixel (a 72 or 300 dpi default is a screen's or a
   printer's, not a microscope's).
@@ -74,6 +75,11 @@ def read_pixel_size(path: str | os.PathLike[str]) -> PixelSize | None:
     PixelSize(y=0.5, x=0.5, source='TIFF resolution')
     """
     path = Path(path)
+    if path.suffix.lower() == ".zarr":
+        from flowseg.io.omezarr import ome_zarr_pixel_size
+
+        found = ome_zarr_pixel_size(path)
+        return _checked(found[0], found[1], "OME-Zarr") if found else None
     if path.suffix.lower() not in TIFF_SUFFIXES:
         return None
     try:
