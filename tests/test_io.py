@@ -242,3 +242,22 @@ def test_a_stack_cut_short_is_refused_not_read_as_its_first_plane(tmp_path: Path
     assert read_volume(tmp_path / "whole.tif").shape == (16, 1, 64, 64)
     with pytest.raises(ValueError, match=r"cut.tif: a damaged or truncated stack \(.*invalid page"):
         read_volume(tmp_path / "cut.tif")
+
+
+def test_large_label_tiffs_get_a_pyramid_with_the_pixel_size(tmp_path: Path) -> None:
+    from flowseg.io import write_labels_tiled
+    from flowseg.io.pixelsize import PixelSize, read_pixel_size
+
+    labels = np.zeros((9000, 600), np.uint32)
+    labels[100:200, 300:400] = 70_000  # an id past uint16
+    labels[8000:8100, 10:110] = 3
+    write_labels_tiled(labels, tmp_path / "big_label.tiff", pixel_size=PixelSize(0.25, 0.25, "t"))
+    with tifffile.TiffFile(tmp_path / "big_label.tiff") as tif:
+        levels = tif.series[0].levels
+        assert [level.shape for level in levels] == [(9000, 600), (4500, 300), (2250, 150)]
+        np.testing.assert_array_equal(levels[2].asarray(), labels[::4, ::4])  # ids stay ids
+    np.testing.assert_array_equal(read_labels(tmp_path / "big_label.tiff"), labels)
+    assert read_pixel_size(tmp_path / "big_label.tiff").x == 0.25
+    write_labels_tiled(labels[:4000], tmp_path / "small_label.tiff")
+    with tifffile.TiffFile(tmp_path / "small_label.tiff") as tif:
+        assert len(tif.series[0].levels) == 1

@@ -136,11 +136,11 @@ def write_labels(labels: npt.ArrayLike, path: str | os.PathLike[str], *,
         photometric="minisblack", **_resolution(pixel_size)))
 
 
-def _resolution(pixel_size: Any) -> dict[str, Any]:
-    """TIFF resolution tags (pixels per centimetre) for a pixel size in micrometres."""
+def _resolution(pixel_size: Any, step: int = 1) -> dict[str, Any]:
+    """TIFF resolution tags (pixels per centimetre) for a pixel size in micrometres, x ``step``."""
     if pixel_size is None:
         return {}
-    return {"resolution": (1e4 / pixel_size.x, 1e4 / pixel_size.y),
+    return {"resolution": (1e4 / (pixel_size.x * step), 1e4 / (pixel_size.y * step)),
             "resolutionunit": "CENTIMETER"}
 
 
@@ -168,16 +168,23 @@ def write_labels_tiled(labels: Any, path: str | os.PathLike[str], *, tile: int =
                        pixel_size: Any = None) -> Path:
     """Write a large label array as a tiled, compressed TIFF, a band of rows at a time, atomically.
 
+    Labels larger than ``PYRAMID_FROM`` pixels a side get a pyramid in SubIFDs (as OME-TIFF
+    slides have it): each level half the one before, by nearest neighbour (every other pixel, so
+    ids stay ids), down to ``PYRAMID_FROM / 2``; slide viewers and QuPath then open them at any
+    zoom without reading level 0.
+
     Parameters
     ----------
     labels : (H, W) array-like of non-negative integers
         Anything that slices into numpy arrays (a zarr array, a memory map, an ndarray); it is
-        read ``tile`` rows at a time, so the whole never needs to fit in memory.
+        read ``tile`` rows at a time (``tile`` x 2^k rows for level k), so the whole never
+        needs to fit in memory.
     path : str or PathLike
     tile : int
         TIFF tile side, a multiple of 16.
     pixel_size : PixelSize, optional
-        Stored as resolution tags in centimetres, as :func:`write_labels` does.
+        Stored as resolution tags in centimetres, as :func:`write_labels` does (each level's
+        scaled to it).
 
     Returns
     -------
@@ -187,11 +194,15 @@ def write_labels_tiled(labels: Any, path: str | os.PathLike[str], *, tile: int =
     height, width = labels.shape
     top = max(int(np.asarray(labels[y: y + tile]).max(initial=0)) for y in range(0, height, tile))
     dtype = np.uint16 if top <= np.iinfo(np.uint16).max else np.uint32
+    levels = 0
+    while max(height, width) // 2 ** levels > PYRAMID_FROM:
+        levels += 1
 
-    def tiles() -> Iterator[npt.NDArray[Any]]:
-        for y in range(0, height, tile):
-            rows = np.asarray(labels[y: y + tile])
-            for x in range(0, width, tile):
+    def tiles(step: int) -> Iterator[npt.NDArray[Any]]:
+        rows_per_band = tile * step
+        for y in range(0, height, rows_per_band):
+            rows = np.asarray(labels[y: y + rows_per_band])[::step, ::step]
+            for x in range(0, rows.shape[1], tile):
                 part = np.zeros((tile, tile), dtype)
                 block = rows[:, x: x + tile]
                 part[: block.shape[0], : block.shape[1]] = block
@@ -201,10 +212,21 @@ def write_labels_tiled(labels: Any, path: str | os.PathLike[str], *, tile: int =
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tifffile.imwrite(tmp, tiles(), shape=(height, width), dtype=dtype, tile=(tile, tile),
-                         compression="zlib", **_resolution(pixel_size))
+        with tifffile.TiffWriter(tmp, bigtiff=height * width * 4 > 2**31) as tif:
+            tif.write(tiles(1), shape=(height, width), dtype=dtype, tile=(tile, tile),
+                      compression="zlib", subifds=levels, **_resolution(pixel_size))
+            for k in range(1, levels + 1):
+                step = 2 ** k
+                shape = (-(-height // step), -(-width // step))
+                tif.write(tiles(step), shape=shape, dtype=dtype, tile=(tile, tile),
+                          compression="zlib", subfiletype=1,
+                          **_resolution(pixel_size, step))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+# Label TIFFs with a side over this many pixels get a pyramid (write_labels_tiled).
+PYRAMID_FROM = 4096
