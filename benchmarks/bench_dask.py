@@ -28,18 +28,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from memory import peak_rss_mb
 
 
-def make_tiff(size: int, folder: Path, cells: float | None) -> Path:
+def make_tiff(size: int, folder: Path, cells: float | None, pyramid: bool = False) -> Path:
     import tifffile
 
     from flowseg.training.synthetic import make_sample
 
-    path = folder / f"slide_{size}{f'_{cells:g}px' if cells else ''}.tif"
+    kind = "_pyramid.ome" if pyramid else ""
+    path = folder / f"slide_{size}{f'_{cells:g}px' if cells else ''}{kind}.tif"
     if not path.exists():
         # The sample bench_predict uses (gray, 16-bit), stored here as a whole-slide file would be.
         image, _ = make_sample((size, size), "fluorescence", seed=size, diameter=cells)
         assert image.ndim == 2, "a multi-channel sample needs an explicit channel axis in the TIFF"
-        tifffile.imwrite(path, image, tile=(512, 512), compression="zlib",
-                         photometric="minisblack")
+        if not pyramid:
+            tifffile.imwrite(path, image, tile=(512, 512), compression="zlib",
+                             photometric="minisblack")
+            return path
+        # An OME-TIFF slide as converters write it: SubIFD levels, the pixel size in OME-XML.
+        with tifffile.TiffWriter(path, bigtiff=True) as tif:
+            tif.write(image, subifds=3, tile=(512, 512), compression="zlib",
+                      photometric="minisblack", metadata={
+                          "axes": "YX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+            for k in (2, 4, 8):
+                tif.write(image[::k, ::k], subfiletype=1, tile=(512, 512),
+                          compression="zlib", photometric="minisblack")
     return path
 
 
@@ -55,7 +66,8 @@ def single_process(path: Path, out: Path) -> dict[str, float]:
             "threads": torch_threads(), "diameter": result.diameter}
 
 
-def on_cluster(path: Path, workers: int, block: int, out: Path) -> dict[str, object]:
+def on_cluster(path: Path, workers: int, block: int, out: Path,
+               extras: bool = False) -> dict[str, object]:
     import cloudpickle
     import memory
     from distributed import Client
@@ -67,7 +79,13 @@ def on_cluster(path: Path, workers: int, block: int, out: Path) -> dict[str, obj
     with local_cluster(workers) as cluster, \
             Client(cluster) as client:
         start = time.perf_counter()
-        segment_large(path, out, client=client, blocks=BlockConfig(block=block), device="cpu")
+        from flowseg.io.pixelsize import read_pixel_size
+
+        more = {} if not extras else {
+            "geojson": out.with_suffix(".geojson"), "ome_zarr": out.with_name(
+                f"{out.stem}_labels.ome.zarr"), "pixel_size": read_pixel_size(path)}
+        segment_large(path, out, client=client, blocks=BlockConfig(block=block), device="cpu",
+                      **more)
         seconds = time.perf_counter() - start
         rss = client.run(peak_rss_mb)
         threads = set(client.run(torch_threads).values())
@@ -86,6 +104,10 @@ def main() -> int:
     parser.add_argument("--blocks", type=int, nargs="+", default=[2048])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--cells", type=float, default=None, help="cell diameter of the sample")
+    parser.add_argument("--pyramid", action="store_true",
+                        help="store the slide as a pyramidal OME-TIFF (SubIFDs, 0.5 um pixels)")
+    parser.add_argument("--extras", action="store_true",
+                        help="also run each cluster writing GeoJSON and OME-Zarr labels")
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "flowseg-bench")
     parser.add_argument("--single", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -98,7 +120,7 @@ def main() -> int:
     from flowseg.metrics import match_labels
 
     args.folder.mkdir(parents=True, exist_ok=True)
-    path = make_tiff(args.size, args.folder, args.cells)
+    path = make_tiff(args.size, args.folder, args.cells, args.pyramid)
     single_out = args.folder / f"single_{path.stem}_label.tiff"
     proc = subprocess.run([sys.executable, __file__, "--single", str(path), str(single_out)],
                           capture_output=True, text=True, check=True)
@@ -113,14 +135,17 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|---|")
     print(f"| single process | - | {single['seconds']:.1f} | {single['seconds'] / mp:.2f} "
           f"| {single['cells']} | {single['rss_mb']:.0f} | {single['threads']} | - | - |", flush=True)
-    for block, workers in ((b, w) for b in args.blocks for w in args.workers):
+    runs = [(b, w, e) for b in args.blocks for w in args.workers
+            for e in ((False, True) if args.extras else (False,))]
+    for block, workers, extras in runs:
         out = args.folder / f"dask_{workers}.zarr"
-        result = on_cluster(path, workers, block, out)
+        result = on_cluster(path, workers, block, out, extras)
         labels = np.asarray(zarr.open_array(str(out), mode="r")[:])
         match = match_labels(reference, labels)
         rss = ", ".join(f"{r:.0f}" for r in result["worker_rss_mb"])  # type: ignore[attr-defined]
         threads = ", ".join(map(str, sorted(result["threads"])))  # type: ignore[call-overload]
-        print(f"| LocalCluster, {workers} worker{'s' if workers > 1 else ''} | {block} "
+        what = " + GeoJSON + OME-Zarr" if extras else ""
+        print(f"| LocalCluster, {workers} worker{'s' if workers > 1 else ''}{what} | {block} "
               f"| {result['seconds']:.1f} | {float(result['seconds']) / mp:.2f} "  # type: ignore[arg-type]
               f"| {int(labels.max())} | {rss} | {threads} | {match.f1:.4f} "
               f"| {match.mean_iou:.4f} |", flush=True)

@@ -202,3 +202,16 @@ def test_dask_refuses_the_outputs_it_does_not_write(tmp_path: Path,
     code = main(["predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--dask",
                  "--save-csv", "--save-rois"])
     assert code == 1 and "--save-csv, --save-rois do not work with --dask" in capfd.readouterr().err
+
+
+def test_blocks_read_level_0_of_a_pyramidal_slide(tmp_path: Path, client: Client) -> None:
+    from tests.test_pixelsize import write_ome_pyramid
+
+    image, _ = make_sample((384, 352), "nuclei", seed=9, diameter=24.0)
+    image = image if image.ndim == 2 else image[..., 2]
+    write_ome_pyramid(tmp_path / "slide.ome.tif", image, 0.5)
+    out = segment_large(tmp_path / "slide.ome.tif", tmp_path / "x.zarr", client=client,
+                        device="cpu", blocks=BlockConfig(block=128, margin=48), diameter=30)
+    blocked = np.asarray(zarr.open_array(str(out), mode="r")[:])
+    assert blocked.shape == (384, 352)
+    assert match_labels(segment(image, device="cpu", diameter=30), blocked).f1 >= 0.999

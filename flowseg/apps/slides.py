@@ -110,7 +110,12 @@ def open_image(source: Any) -> Iterator[Any]:
             import tifffile
 
             store = tifffile.imread(path, aszarr=True)
-            array = da.from_zarr(zarr.open(store, mode="r"))
+            node = zarr.open(store, mode="r")
+            if isinstance(node, zarr.Group):  # a pyramid (SubIFDs, SVS levels): level 0
+                log.debug("%s: a pyramid of %d levels; reading level 0", path.name,
+                          len(list(node.array_keys())))
+                node = node["0"]
+            array = da.from_zarr(node)
         else:  # an OME-Zarr image (its level 0), or a zarr array
             from flowseg.io.omezarr import as_cyx, open_level0
 
