@@ -85,3 +85,14 @@ def test_a_stack_is_refused_with_the_function_that_takes_it() -> None:
         as_channels_first(np.zeros((5, 32, 32)))
     named = re.search(r"(flowseg(?:\.\w+)+)\.(\w+), not as channels", str(info.value))
     assert named and hasattr(importlib.import_module(named.group(1)), named.group(2))
+
+
+def test_pixels_must_be_real_numbers_and_booleans_are_0_and_1() -> None:
+    from flowseg.inference.pipeline import as_channels_first
+
+    mask = np.zeros((40, 40), bool)
+    mask[10:20, 10:20] = True
+    assert as_channels_first(mask).dtype == np.uint8 and as_channels_first(mask).max() == 1
+    for bad in (np.zeros((40, 40), complex), np.full((40, 40), "a"), np.zeros((40, 40), object)):
+        with pytest.raises(ValueError, match=f"image of dtype {bad.dtype}: pixels must be real"):
+            as_channels_first(bad)

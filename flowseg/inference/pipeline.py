@@ -93,8 +93,8 @@ def as_channels_first(image: npt.ArrayLike, *, channel_axis: int | None = None,
     Raises
     ------
     ValueError
-        If the shape is not 2-D or 3-D, or the channel axis is ambiguous (the message says what
-        to pass).
+        If the shape is not 2-D or 3-D, the channel axis is ambiguous (the message says what
+        to pass), or the pixels are not real numbers (complex, text); booleans count as 0 and 1.
 
     Examples
     --------
@@ -104,6 +104,11 @@ def as_channels_first(image: npt.ArrayLike, *, channel_axis: int | None = None,
     (1, 5, 6)
     """
     array = np.asarray(image)
+    if array.dtype == bool:  # a mask drawn as a picture: 0 and 1
+        array = array.astype(np.uint8)
+    elif array.dtype.kind not in "uif":
+        raise InputError(f"image of dtype {array.dtype}: pixels must be real numbers "
+                         "(integers or floats)")
     if array.ndim == 2 and channel_axis is None:
         return array[np.newaxis]
     if array.ndim != 3:
