@@ -53,3 +53,19 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path: Path) -> None:
 def test_bad_config() -> None:
     with pytest.raises(ValueError, match="skip"):
         NetConfig(skip="sum")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda p: p.pop("net_config"), "holds no network configuration"),
+    (lambda p: p["net_config"].update(colour="red"), "unknown fields colour"),
+    (lambda p: p["net_config"].update(widths=[10**6] * 5), "larger than any flowseg model"),
+    (lambda p: p["net_config"].update(widths=["a"]), "is not numbers"),
+])
+def test_a_checkpoint_with_a_bad_stored_config_is_named(tmp_path: Path, tiny_model: Path,
+                                                          change, message: str) -> None:  # type: ignore[no-untyped-def]
+    payload = torch.load(tiny_model, weights_only=True)
+    payload["net_config"] = dict(payload["net_config"])
+    change(payload)
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match=f"bad.pt: .*{message}"):
+        load_net(tmp_path / "bad.pt")

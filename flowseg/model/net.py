@@ -295,9 +295,7 @@ def load_net(path: str | os.PathLike[str]) -> FlowUNet:
         If it is not a flowseg checkpoint or its weights do not fit its configuration.
     """
     payload = read_checkpoint(path)
-    raw = dict(payload["net_config"])
-    raw["widths"] = tuple(raw["widths"])
-    net = FlowUNet(NetConfig(**raw))
+    net = FlowUNet(_stored_config(payload.get("net_config"), path))
     try:
         net.load_state_dict(payload["state_dict"])
     except RuntimeError as err:
@@ -306,6 +304,36 @@ def load_net(path: str | os.PathLike[str]) -> FlowUNet:
                     if k not in ("format", "net_config", "state_dict", "optimizer", "scheduler",
                                  "rng")}
     return net.eval()
+
+
+# A stored network wider or deeper than this is no flowseg model (the bundled one: widths up to
+# 256, 5 levels): building it would take the memory before any weight is checked.
+LARGEST_WIDTH, DEEPEST = 4096, 8
+
+
+def _stored_config(raw: Any, path: str | os.PathLike[str]) -> NetConfig:
+    """Rebuild a checkpoint's NetConfig, refusing one missing, of unknown fields, or huge."""
+    fields = set(NetConfig.__dataclass_fields__)
+    if not isinstance(raw, dict) or not raw:
+        raise InputError(f"{path}: the checkpoint holds no network configuration")
+    unknown = sorted(set(map(str, raw)) - fields)
+    if unknown:
+        raise InputError(f"{path}: the stored network configuration has unknown fields "
+                         f"{', '.join(unknown[:5])}")
+    config = dict(raw)
+    try:
+        config["widths"] = tuple(int(w) for w in config.get("widths", NetConfig.widths))
+        for name in ("in_channels", "full_res", "blocks"):
+            if name in config:
+                config[name] = int(config[name])
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: the stored network configuration is not numbers") from None
+    sizes = (*config["widths"], config.get("in_channels", 3), config.get("full_res", 8))
+    if len(config["widths"]) > DEEPEST or max(sizes) > LARGEST_WIDTH or \
+            config.get("blocks", 1) > DEEPEST:
+        raise InputError(f"{path}: the stored network is larger than any flowseg model "
+                         f"(widths {config['widths'][:8]}, blocks {config.get('blocks', 1)})")
+    return NetConfig(**config)
 
 
 def pick_device(name: str = "auto") -> torch.device:
