@@ -45,3 +45,15 @@ def test_find_pairs_in_one_folder_and_empty(tmp_path: Path) -> None:
 
 def test_label_path() -> None:
     assert label_path("/in/cell.01.png", "/out") == Path("/out/cell.01_label.tiff")
+
+
+def test_outputs_written_beside_their_images_are_not_inputs_again(tmp_path: Path) -> None:
+    # predict -i same -o same --save-overlays: the rerun segmented a_overlay.png as an image.
+    from flowseg.io.files import list_images, resolve_inputs
+
+    for name in ("a.tif", "a_overlay.png", "a_flows.tiff", "b_overlay.png"):
+        (tmp_path / name).write_bytes(b"x")
+    images, ignored = resolve_inputs(tmp_path)
+    assert [p.name for p in images] == ["a.tif", "b_overlay.png"]  # b's own image is not here
+    assert "a_overlay.png (an output of flowseg)" in ignored
+    assert [p.name for p in list_images(tmp_path)] == ["a.tif", "b_overlay.png"]

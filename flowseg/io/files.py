@@ -20,6 +20,8 @@ LABEL_SUFFIX = "_label.tiff"
 # An OME-Zarr image is a folder: ``slide.ome.zarr`` (flowseg's own ``*_labels.ome.zarr`` outputs
 # are not inputs).
 ZARR_SUFFIX = ".zarr"
+# predict's own outputs that are image files: beside their image (-o == -i), never inputs.
+OUTPUT_IMAGE_SUFFIXES = ("_overlay.png", "_flows.tiff")
 
 
 def find_pairs(
@@ -88,6 +90,7 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
         if (p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
             and not p.name.endswith(LABEL_SUFFIX)) or _is_zarr_image(p)
     )
+    images = [p for p in images if p not in _outputs_among(images)]
     stems = [p.stem for p in images]
     twins = sorted({s for s in stems if stems.count(s) > 1})
     if twins:
@@ -152,12 +155,22 @@ def resolve_inputs(spec: str | os.PathLike[str]) -> tuple[list[Path], list[str]]
             reason = ("a label file" if p.name.endswith(LABEL_SUFFIX) else
                       "a broken link" if p.is_symlink() and not p.exists() else "not an image")
             ignored.append(f"{p.name} ({reason})")
+    outputs = _outputs_among(images)
+    ignored += [f"{p.name} (an output of flowseg)" for p in outputs]
+    images = [p for p in images if p not in outputs]
     stems = [p.stem for p in images]
     twins = sorted({s for s in stems if stems.count(s) > 1})
     if twins:
         raise InputError(f"{text}: several images share the name {_few(twins)}; "
                          "their label files would collide")
     return images, ignored
+
+
+def _outputs_among(images: list[Path]) -> list[Path]:
+    """Return the overlays and flows predict wrote beside another of these images (-o == -i)."""
+    stems = {(p.parent, p.stem) for p in images}
+    return [p for p in images for suffix in OUTPUT_IMAGE_SUFFIXES
+            if p.name.endswith(suffix) and (p.parent, p.name[: -len(suffix)]) in stems]
 
 
 def _is_zarr_image(path: Path) -> bool:
