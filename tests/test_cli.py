@@ -182,3 +182,14 @@ def test_predict_help_states_the_automatic_range(capsys: pytest.CaptureFixture[s
     text = " ".join(capsys.readouterr().out.split())
     low, high = (f * 30 for f in AUTO_RANGE)
     assert f"outside {low:g}-{high:g} px ({AUTO_RANGE[0]:g}-{AUTO_RANGE[1]:g}x" in text
+
+
+def test_the_first_run_says_it_compiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capfd: pytest.CaptureFixture[str]) -> None:
+    # The first predict after install spent ~16 s compiling numba kernels without a word.
+    import flowseg.apps.cli as cli
+
+    monkeypatch.setattr(cli, "_numba_cache_present", lambda: False)
+    (tmp_path / "in").mkdir()
+    cli.main(["predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out")])
+    assert "first run: compiling flowseg's numba kernels once" in capfd.readouterr().err

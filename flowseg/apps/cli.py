@@ -256,6 +256,14 @@ def _anisotropy(text: str) -> float:
     return value
 
 
+def _numba_cache_present() -> bool:
+    """Whether the flow-following kernels were compiled before (numba's cache beside them)."""
+    import flowseg.representation.masks as masks
+
+    cache = Path(masks.__file__).parent / "__pycache__"
+    return cache.is_dir() and any(cache.glob("masks.*.nbi"))
+
+
 def _micrometres(text: str) -> float:
     try:
         value = float(text)
@@ -306,6 +314,9 @@ def _predict(args: argparse.Namespace) -> int:
     from flowseg.model.execution import load_numba_without_scipy
 
     load_numba_without_scipy()
+    if not _numba_cache_present():
+        log.info("first run: compiling flowseg's numba kernels once (about 15 s; later runs "
+                 "load them from the cache)")
 
     outputs = Outputs(flows=args.save_flows, overlays=args.save_overlays, csv=args.save_csv,
                       rois=args.save_rois, geojson=args.save_geojson,
