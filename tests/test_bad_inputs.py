@@ -257,3 +257,55 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path: Path, monkeypatch: pytest.Mon
     err = capsys.readouterr().err
     assert code == 130 and err.strip() == "flowseg predict: interrupted; every file written " \
         "so far is whole" and "Traceback" not in err
+
+
+def _value_options(command: str) -> list[str]:
+    """The options of a subcommand that take a value (from the parser itself)."""
+    import argparse
+
+    from flowseg.apps.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sorted(o for action in sub.choices[command]._actions if action.nargs != 0
+                  and action.option_strings for o in action.option_strings if o.startswith("--")
+                  and o not in ("--data_path", "--out", "--pred", "--gt", "--input", "--output",
+                                "--model", "--pretrained", "--csv", "--dask"))
+
+
+ODD_VALUES = st.one_of(
+    st.sampled_from(["", "0", "-1", "nan", "inf", "-inf", "1e308", "1e-308", "99999999999999",
+                     "auto", "none", "  3 ", "0x10", "1,000", "tcp://", "\x00", "é"]),
+    st.integers(-10**12, 10**12).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.text(max_size=12))
+
+
+@settings(max_examples=150, deadline=10_000,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(command=st.sampled_from(["predict", "train", "evaluate"]), data=st.data())
+def test_fuzzed_option_values_are_an_exit_code_and_one_line(
+        tmp_path_factory: pytest.TempPathFactory, command: str, data: st.DataObject) -> None:
+    # Any value of any option: exit 1 or 2 (nothing to segment, train or score here, so no value
+    # can lead to work), one line of error, no traceback, nothing written anywhere.
+    import contextlib
+    import io
+
+    option = data.draw(st.sampled_from(_value_options(command)), label="option")
+    value = data.draw(ODD_VALUES, label="value")
+    root = tmp_path_factory.mktemp("fuzz")
+    empty = root / "empty"
+    empty.mkdir()
+    paths = {"predict": ["-i", str(empty), "-o", str(root / "out")],
+             "train": ["--data_path", str(empty), "--out", str(root / "run")],
+             "evaluate": ["--pred", str(empty), "--gt", str(empty)]}[command]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main([command, *paths, option, value])
+        except SystemExit as stop:
+            code = int(stop.code or 0)
+    text = err.getvalue()
+    assert code in (1, 2), (option, value, code, text)
+    assert "Traceback" not in text and "internal error" not in text, (option, value, text)
+    assert len([ln for ln in text.splitlines() if "error" in ln]) == 1, (option, value, text)
+    assert sorted(p.name for p in root.iterdir()) == ["empty"] and not any(empty.iterdir())
