@@ -223,8 +223,9 @@ def _diameter(text: str) -> float | None:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of pixels or auto, got {text!r}") from None
-    if value < 0 or value != value:
-        raise argparse.ArgumentTypeError(f"must be positive, or 0/auto to estimate, got {text}")
+    if value < 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of pixels, or 0/auto to "
+                                         f"estimate, got {text}")
     if 0 < value < 2:
         raise argparse.ArgumentTypeError(f"a cell diameter under 2 px cannot be segmented, got "
                                          f"{text} (0 or auto estimates it)")
