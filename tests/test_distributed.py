@@ -215,3 +215,17 @@ def test_blocks_read_level_0_of_a_pyramidal_slide(tmp_path: Path, client: Client
     blocked = np.asarray(zarr.open_array(str(out), mode="r")[:])
     assert blocked.shape == (384, 352)
     assert match_labels(segment(image, device="cpu", diameter=30), blocked).f1 >= 0.999
+
+
+def test_predict_on_dask_prints_a_line_per_image_and_not_dasks_logs(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    from flowseg.apps.cli import main
+
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "a.tif", make_sample((96, 96), "nuclei", seed=2)[0])
+    assert main(["predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--dask",
+                 "--workers", "1", "--device", "cpu"]) == 0
+    out, err = capfd.readouterr()
+    lines = [ln for ln in (out + err).splitlines() if ln.strip()]
+    assert "a.tif: written" in lines and "1 written, 0 already there, 0 failed" in lines
+    assert len(lines) <= 4, lines  # dask's scheduler and nanny lines (~30) stay out

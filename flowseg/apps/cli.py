@@ -425,6 +425,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("tifffile").setLevel(logging.DEBUG if args.verbosity > 0 else logging.CRITICAL)
     for name in ("distributed", "numba"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # distributed sets its own loggers (distributed.scheduler, ...) to INFO: ~30 lines a --dask
+    # run. Only their errors reach the console, unless -v.
+    for handler in logging.getLogger().handlers if args.verbosity <= 0 else ():
+        handler.addFilter(_quiet_dask)
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:  # Ctrl-C: outputs are atomic, so nothing half-written is left
@@ -442,6 +446,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"flowseg {args.command}: internal error: {_reason(err)} (a bug: run again with "
               "-v for the traceback, and report it)", file=sys.stderr)
         return 1
+
+
+def _quiet_dask(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR or not record.name.startswith(("distributed",
+                                                                           "bokeh", "tornado"))
 
 
 def _reason(err: BaseException) -> str:

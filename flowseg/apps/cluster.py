@@ -72,8 +72,10 @@ def local_cluster(workers: int, *, cores: int | None = None, dashboard_address: 
     os.environ.pop(trim, None)
     try:
         with dask.config.set({key: environ}):
+            # silence_logs: the workers' own INFO lines (~30 a run) are dask's business
             return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                dashboard_address=dashboard_address)
+                                dashboard_address=dashboard_address,
+                                silence_logs=logging.ERROR)
     finally:
         for name, value in saved.items():
             if value is None:
@@ -107,5 +109,5 @@ def start_client(address: str | None = None, *, workers: int = 2) -> Any:
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise InputError(f"--dask {address}: no scheduler reached there ({reason})") from None
     client = Client(local_cluster(workers))
-    log.warning("dask dashboard: %s", client.dashboard_link)
+    log.info("dask dashboard: %s", client.dashboard_link)
     return client

@@ -8,6 +8,7 @@ Needs the ``dask`` extra: ``pip install "flowseg[dask]"``.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -21,6 +22,8 @@ from flowseg.inference.tiling import TileConfig
 from flowseg.io.omezarr import LABELS_SUFFIX, write_ome_zarr_labels
 from flowseg.io.pixelsize import read_pixel_size
 from flowseg.representation.masks import MaskConfig
+
+log = logging.getLogger(__name__)
 
 
 def predict_with_dask(
@@ -94,6 +97,7 @@ def predict_with_dask(
                           else None, pixel_size=sizes[path],
                           ome_zarr=_sibling(path, out_dir, LABELS_SUFFIX) if ome_zarr else None)
             report["written"].append(path.name)
+            log.info("%s: written, block by block", path.name)
         except (OSError, ValueError, RuntimeError) as err:
             report["failed"].append(f"{path.name}: {str(err).splitlines()[0]}")
         finally:
@@ -110,6 +114,7 @@ def predict_with_dask(
             report["failed"].append(f"{path.name}: {problem.replace(str(path) + ': ', '')}")
         else:
             report["written"].append(path.name)
+            log.info("%s: written", path.name)
     return report
 
 
