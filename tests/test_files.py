@@ -57,3 +57,13 @@ def test_outputs_written_beside_their_images_are_not_inputs_again(tmp_path: Path
     assert [p.name for p in images] == ["a.tif", "b_overlay.png"]  # b's own image is not here
     assert "a_overlay.png (an output of flowseg)" in ignored
     assert [p.name for p in list_images(tmp_path)] == ["a.tif", "b_overlay.png"]
+
+
+def test_a_long_name_fits_its_temporary_file_too(tmp_path: Path) -> None:
+    # A 236-character image name: its 247-character label file was fine, the temporary file it
+    # is written through (".<name>.<random>.tmp") passed the file system's 255.
+    from flowseg.io import write_atomic
+
+    path = write_atomic(tmp_path / ("n" * 236 + "_label.tiff"), b"x")
+    assert path.read_bytes() == b"x" and len(path.name) == 247
+    write_labels(np.ones((4, 4), np.uint8), tmp_path / ("m" * 240 + "_label.tiff"))

@@ -420,7 +420,7 @@ def _run_scale(client: Any, source: Any, lazy: Any, shape: tuple[int, int],
 
     cores = core_grid(shape, blocks.block)
     exts = [extend(c, shape, mask_margin(blocks.margin, scale)) for c in cores]
-    scratch = tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".parts", dir=output.parent)
+    scratch = tempfile.mkdtemp(prefix=f".{output.name[:100]}.", suffix=".parts", dir=output.parent)
     config = replace(config, min_size=scale_min_size(config.min_size, scale))
     jobs = []
     try:

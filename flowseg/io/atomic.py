@@ -8,6 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# Characters of the destination's name kept in its temporary file's: with the dot, the random part
+# and ".tmp" it stays within the file systems' 255 (a 250-character label name did not).
+TEMP_NAME = 100
+
 
 def write_atomic(path: str | os.PathLike[str], content: bytes | Callable[[Path], Any]) -> Path:
     """Write a file so that no reader and no crash ever sees it half-written.
@@ -35,7 +39,7 @@ def write_atomic(path: str | os.PathLike[str], content: bytes | Callable[[Path],
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name[:TEMP_NAME]}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     tmp = Path(name)
     try:

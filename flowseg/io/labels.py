@@ -210,7 +210,7 @@ def write_labels_tiled(labels: Any, path: str | os.PathLike[str], *, tile: int =
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name[:100]}.{os.getpid()}.tmp")
     try:
         with tifffile.TiffWriter(tmp, bigtiff=height * width * 4 > 2**31) as tif:
             tif.write(tiles(1), shape=(height, width), dtype=dtype, tile=(tile, tile),

@@ -198,7 +198,7 @@ def write_ome_zarr_labels(labels: Any, path: str | os.PathLike[str], *,
     if pixel_size is not None:
         scale = {"y": float(pixel_size.y), "x": float(pixel_size.x)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name[:100]}.", suffix=".tmp", dir=path.parent))
     try:
         root = zarr.open_group(str(tmp), mode="w")
         write_labels(data, root, name=name, axes="yx", scaler=None,
