@@ -261,3 +261,20 @@ def test_large_label_tiffs_get_a_pyramid_with_the_pixel_size(tmp_path: Path) -> 
     write_labels_tiled(labels[:4000], tmp_path / "small_label.tiff")
     with tifffile.TiffFile(tmp_path / "small_label.tiff") as tif:
         assert len(tif.series[0].levels) == 1
+
+
+def test_a_stack_read_in_2d_is_refused_or_named(tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    # predict without --3d on a 13-plane stack read its planes as channels without a word.
+    from flowseg.io import read_pixels
+
+    stack = np.zeros((13, 32, 32), np.uint16)
+    tifffile.imwrite(tmp_path / "z.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    with pytest.raises(ValueError, match=r"z.tif: a stack of 13 planes along Z .*--3d"):
+        read_pixels(tmp_path / "z.tif")
+    tifffile.imwrite(tmp_path / "pages.tif", stack)
+    with caplog.at_level("WARNING", logger="flowseg.io.images"):
+        assert read_pixels(tmp_path / "pages.tif").shape == (13, 32, 32)
+    assert "pages.tif: 13 pages without axis names, read as 13 channels" in caplog.text
+    tifffile.imwrite(tmp_path / "c.tif", stack[:3], imagej=True, metadata={"axes": "CYX"})
+    assert read_pixels(tmp_path / "c.tif").shape == (3, 32, 32)

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 # More channels than this on the first or last axis reads as a 3-D stack, which we refuse.
 MAX_CHANNELS = 16
+# Pages of a TIFF whose axes are not named are read as channels in 2-D; more than this many may
+# be a z-stack's planes, and a warning says so.
+PAGES_AS_CHANNELS = 4
 # Largest image decoded into memory, checked from the file's header before decoding: 250 MP is a
 # 15,800^2 slide (0.75 GB as 8-bit RGB; predict's peak then stays near 5 GB). Larger images need
 # --max-pixels or --dask (which reads TIFFs lazily, a block at a time).
@@ -135,15 +138,35 @@ def _decode(path: Path, max_pixels: int = MAX_PIXELS) -> npt.NDArray[np.generic]
                     log.debug("%s: a pyramid of %d levels (%s); reading level 0", path.name,
                               len(series.levels), ", ".join(
                                   " x ".join(map(str, level.shape)) for level in series.levels))
+                _check_planes(series.axes, series.shape, path)
                 array = np.asarray(series.asarray())
         else:
             array = _drop_alpha(np.asarray(imagecodecs.imread(str(path))))
+    except InputError:
+        raise
     except Exception as err:  # decoders raise many types; the user needs the file and the reason
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise InputError(f"{path}: cannot decode image ({reason})") from err
     if array.size == 0:
         raise InputError(f"{path}: cannot decode image (no pixel data)")
     return array
+
+
+def _check_planes(axes: str, shape: tuple[int, ...], path: Path) -> None:
+    """Refuse a TIFF z-stack read as a 2-D image, and say so of pages that may be one.
+
+    Axes the file names z or time (ImageJ, OME) never count as channels: refused. Pages without
+    names (tifffile's ``Q``/``I``) are channels, as a multichannel image saved without metadata
+    has them; beyond ``PAGES_AS_CHANNELS`` a warning names the file (a 13-plane stack was read as
+    13 channels without a word).
+    """
+    for axis, size in zip(axes.upper(), shape, strict=True):
+        if size > 1 and axis in "ZT":
+            raise InputError(f"{path}: a stack of {size} planes along {axis} (axes {axes}); "
+                             "segment it with --3d, or one plane at a time")
+        if size > PAGES_AS_CHANNELS and axis in "QI":
+            log.warning("%s: %d pages without axis names, read as %d channels; a z-stack or a "
+                        "time series is segmented with --3d", path.name, size, size)
 
 
 def _size(nbytes: float) -> str:
