@@ -53,7 +53,7 @@ def test_outputs_written_beside_their_images_are_not_inputs_again(tmp_path: Path
 
     for name in ("a.tif", "a_overlay.png", "a_flows.tiff", "b_overlay.png"):
         (tmp_path / name).write_bytes(b"x")
-    images, ignored = resolve_inputs(tmp_path)
+    images, ignored, _ = resolve_inputs(tmp_path)
     assert [p.name for p in images] == ["a.tif", "b_overlay.png"]  # b's own image is not here
     assert "a_overlay.png (an output of flowseg)" in ignored
     assert [p.name for p in list_images(tmp_path)] == ["a.tif", "b_overlay.png"]
@@ -67,3 +67,16 @@ def test_a_long_name_fits_its_temporary_file_too(tmp_path: Path) -> None:
     path = write_atomic(tmp_path / ("n" * 236 + "_label.tiff"), b"x")
     assert path.read_bytes() == b"x" and len(path.name) == 247
     write_labels(np.ones((4, 4), np.uint8), tmp_path / ("m" * 240 + "_label.tiff"))
+
+
+def test_two_images_of_one_name_fail_as_a_pair_and_the_rest_go_on(tmp_path: Path) -> None:
+    # a.tif beside a.png refused the whole run up front.
+    from flowseg.io.files import resolve_inputs
+
+    for name in ("a.tif", "a.png", "b.png"):
+        (tmp_path / name).write_bytes(b"x")
+    images, _, clashes = resolve_inputs(tmp_path)
+    assert [p.name for p in images] == ["b.png"]
+    assert clashes == ["a.png: shares the name a with a.tif (their label files would collide; "
+                       "rename one)", "a.tif: shares the name a with a.png (their label files "
+                       "would collide; rename one)"]

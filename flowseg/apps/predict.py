@@ -176,8 +176,12 @@ def predict_folder(
     if volume is not None and outputs != Outputs():
         raise InputError("flows, overlays, csv and rois are written for 2-D images only, not "
                          "with z-stacks")
-    images, ignored = resolve_inputs(in_dir)
-    report = PredictReport(ignored=ignored)
+    images, ignored, clashes = resolve_inputs(in_dir)
+    report = PredictReport(ignored=ignored, failed=clashes)
+    for clash in clashes:
+        log.warning("failed: %s", clash)
+    if not images and clashes:
+        return report
     if not images:
         raise InputError(f"{in_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
     out = Path(out_dir)

@@ -112,7 +112,11 @@ def resolve_inputs(spec: str | os.PathLike[str]) -> tuple[list[Path], list[str]]
     images : list of Path
         Sorted by name.
     ignored : list of str
-        Names of the other files found (not images, label files, broken links), to be reported.
+        Names of the other files found (not images, label files, broken links, outputs of an
+        earlier run written beside their images), to be reported.
+    clashes : list of str
+        ``file: reason`` for images that share a name with another (``a.tif`` beside
+        ``a.png``): left out, since their label files would collide; the others go on.
 
     Raises
     ------
@@ -120,8 +124,6 @@ def resolve_inputs(spec: str | os.PathLike[str]) -> tuple[list[Path], list[str]]
         If nothing matches.
     PermissionError
         If a folder cannot be listed.
-    ValueError
-        If two images share a name (their outputs would collide).
     """
     text = os.fspath(spec)
     path = Path(text)
@@ -159,11 +161,11 @@ def resolve_inputs(spec: str | os.PathLike[str]) -> tuple[list[Path], list[str]]
     ignored += [f"{p.name} (an output of flowseg)" for p in outputs]
     images = [p for p in images if p not in outputs]
     stems = [p.stem for p in images]
-    twins = sorted({s for s in stems if stems.count(s) > 1})
-    if twins:
-        raise InputError(f"{text}: several images share the name {_few(twins)}; "
-                         "their label files would collide")
-    return images, ignored
+    twins = {s for s in stems if stems.count(s) > 1}
+    clashes = [f"{p.name}: shares the name {p.stem} with "
+               f"{', '.join(q.name for q in images if q.stem == p.stem and q != p)} (their "
+               "label files would collide; rename one)" for p in images if p.stem in twins]
+    return [p for p in images if p.stem not in twins], ignored, clashes
 
 
 def _outputs_among(images: list[Path]) -> list[Path]:
