@@ -167,3 +167,21 @@ def test_a_redo_leaves_no_output_of_the_run_before(tmp_path: Path) -> None:
     predict_folder(tmp_path / "in", tmp_path / "out", device="cpu", diameter=20.0,
                    outputs=Outputs(rois=True))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_label.tiff", "a_rois.zip"]
+
+
+def test_the_next_run_removes_what_an_interrupted_one_left(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    # SIGKILL mid-write left .NAME.tmp files that no later run removed or reported.
+    from flowseg.training.synthetic import make_sample
+
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "a.tif", make_sample((64, 64), "nuclei", seed=1)[0])
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".a_label.tiff.k3j9x.tmp").write_bytes(b"half")
+    (tmp_path / "out" / ".big.zarr.x1.parts").mkdir()
+    (tmp_path / "out" / ".keep_me.txt").write_bytes(b"not ours")
+    assert main(["predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+                 "--device", "cpu"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".keep_me.txt",
+                                                                     "a_label.tiff"]
+    assert "removed 2 temporary files left by an interrupted run" in capfd.readouterr().err

@@ -187,6 +187,7 @@ def predict_folder(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: output path is a file, not a folder")
+    _remove_leftovers(out)
     plan = plan_execution(device, precision, runtime=runtime)
     net = (load_model(model, execution=plan) if model is None or isinstance(model, (str, os.PathLike))
            else model)
@@ -238,6 +239,26 @@ def predict_folder(
         log.info("%s: %d cells, %s, diameter %s, %.2f s", path.name, int(labels.max()),
                  " x ".join(map(str, labels.shape)), used, time.perf_counter() - start)
     return report
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Remove what an interrupted run left in the output folder: its temporary files.
+
+    Outputs are written as ``.<name>.<random>.tmp`` and renamed into place (Dask's scratch is a
+    ``.<name>.<random>.parts`` folder); SIGKILL or a power cut leaves them behind. They are
+    never results, so the next run removes them and says so (two runs into one output folder at
+    once are not supported: they would write the same files).
+    """
+    if not out.is_dir():
+        return
+    found = [p for p in out.iterdir() if p.name.startswith(".")
+             and (p.name.endswith(".tmp") or (p.name.endswith(".parts") and p.is_dir()))]
+    for path in found:
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    if found:
+        log.info("removed %d temporary file%s left by an interrupted run: %s", len(found),
+                 "s" * (len(found) > 1), ", ".join(sorted(p.name for p in found)[:3])
+                 + (", ..." if len(found) > 3 else ""))
 
 
 def _pixels_for(diameter_um: float, size: PixelSize | None, path: Path) -> float:
