@@ -229,3 +229,17 @@ def test_predict_on_dask_prints_a_line_per_image_and_not_dasks_logs(
     lines = [ln for ln in (out + err).splitlines() if ln.strip()]
     assert "a.tif: written" in lines and "1 written, 0 already there, 0 failed" in lines
     assert len(lines) <= 4, lines  # dask's scheduler and nanny lines (~30) stay out
+
+
+def test_a_foreign_folder_in_the_output_is_left_alone(tmp_path: Path, client: Client) -> None:
+    # The scratch of a whole-slide TIFF had the fixed name .<name>.zarr, and was removed after.
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "big.tif", make_sample((256, 256), "nuclei", seed=3)[0],
+                     tile=(64, 64))
+    foreign = tmp_path / "out" / ".big.zarr"
+    foreign.mkdir(parents=True)
+    (foreign / "mine.txt").write_text("someone's")
+    report = predict_with_dask(tmp_path / "in", tmp_path / "out", client=client, device="cpu",
+                               blocks=BlockConfig(block=64, margin=16), diameter=30)
+    assert report["written"] == ["big.tif"] and (foreign / "mine.txt").read_text() == "someone's"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".big.zarr", "big_label.tiff"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,9 @@ def predict_with_dask(
     large = [p for p in todo if _pixels(p) > 4 * blocks.block**2]
     small = [p for p in todo if p not in large]
     for path in large:
-        scratch = Path(out_dir) / f".{path.stem}.zarr"
+        # A folder of its own (a fixed name could be someone else's, and was removed after)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{path.stem[:100]}.", suffix=".parts",
+                                        dir=out_dir)) / "labels.zarr"
         try:
             segment_large(path, scratch, client=client, model=model, blocks=blocks, tiles=tiles,
                           masks=masks, device=device, tiff=label_path(path, out_dir),
@@ -101,7 +104,7 @@ def predict_with_dask(
         except (OSError, ValueError, RuntimeError) as err:
             report["failed"].append(f"{path.name}: {str(err).splitlines()[0]}")
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            shutil.rmtree(scratch.parent, ignore_errors=True)
     jobs = client.map(_predict_file, [str(p) for p in small], [wanted[p] for p in small],
                       out_dir=str(out_dir), model=model, tiles=tiles, masks=masks, device=device,
                       geojson=geojson, ome_zarr=ome_zarr, pure=False, retries=1)
