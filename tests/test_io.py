@@ -278,3 +278,33 @@ def test_a_stack_read_in_2d_is_refused_or_named(tmp_path: Path,
     assert "pages.tif: 13 pages without axis names, read as 13 channels" in caplog.text
     tifffile.imwrite(tmp_path / "c.tif", stack[:3], imagej=True, metadata={"axes": "CYX"})
     assert read_pixels(tmp_path / "c.tif").shape == (3, 32, 32)
+
+
+def test_an_unnamed_4d_stack_says_how_it_was_read(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    # (4, 17, 32, 32) without axis names: 17 planes of 4 channels (a 17-channel stack is beyond
+    # what flowseg reads as channels), and the log says so; named axes decide otherwise.
+    tifffile.imwrite(tmp_path / "s.tif", np.zeros((4, 17, 32, 32), np.uint16))
+    with caplog.at_level("INFO", logger="flowseg.io.images"):
+        assert read_volume(tmp_path / "s.tif").shape == (17, 4, 32, 32)
+    assert "read as 17 planes of 4 channels (C, Z, Y, X)" in caplog.text
+    tifffile.imwrite(tmp_path / "n.tif", np.zeros((4, 3, 32, 32), np.uint16), imagej=True,
+                     metadata={"axes": "ZCYX"})
+    assert read_volume(tmp_path / "n.tif").shape == (4, 3, 32, 32)
+
+
+def test_exif_orientation_is_not_applied(tmp_path: Path) -> None:
+    # A decision: labels overlay the pixels as stored (Fiji, tifffile and QuPath read them so).
+    import imagecodecs
+
+    from flowseg.io import read_pixels
+
+    array = np.zeros((30, 50, 3), np.uint8)
+    array[:, :10] = 255  # a bright band on the left as stored
+    plain = bytes(imagecodecs.jpeg8_encode(array, level=95))
+    tiff = b"II*\x00\x08\x00\x00\x00\x01\x00" + b"\x12\x01\x03\x00\x01\x00\x00\x00\x06\x00\x00\x00"
+    exif = b"Exif\x00\x00" + tiff + b"\x00\x00\x00\x00"  # orientation 6: rotate 90 to view
+    segment = b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif
+    (tmp_path / "phone.jpg").write_bytes(plain[:2] + segment + plain[2:])
+    image = read_pixels(tmp_path / "phone.jpg")
+    assert image.shape == (3, 30, 50) and image[0, :, :10].mean() > 200

@@ -289,6 +289,9 @@ def _volume_axes(array: npt.NDArray[np.generic], axes: str, path: Path) -> npt.N
         array, axes = np.moveaxis(array, channel, 0), axes[channel] + axes.replace(axes[channel], "")
     elif array.ndim == 4:  # no names: (Z, C, Y, X) when the second axis can be channels
         array = np.moveaxis(array, 1, 0) if array.shape[1] <= MAX_CHANNELS else array
+        log.info("%s: axes not named in the file; read as %d planes of %d channels (%s); name "
+                 "them (ImageJ or OME axes) to choose otherwise", path.name, array.shape[1],
+                 array.shape[0], "Z, C, Y, X" if original[1] <= MAX_CHANNELS else "C, Z, Y, X")
     else:
         array = array[np.newaxis]
     if array.ndim == 3:  # one plane with channels, or one channel and no planes
