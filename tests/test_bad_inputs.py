@@ -310,3 +310,23 @@ def test_fuzzed_option_values_are_an_exit_code_and_one_line(
     assert "Traceback" not in text and "internal error" not in text, (option, value, text)
     assert len([ln for ln in text.splitlines() if "error" in ln]) == 1, (option, value, text)
     assert sorted(p.name for p in root.iterdir()) == ["empty"] and not any(empty.iterdir())
+
+
+def test_a_full_disk_is_one_line_per_image_and_leaves_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import errno
+
+    import flowseg.io.labels as labels_module
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    (tmp_path / "in").mkdir()
+    for k in range(2):
+        tifffile.imwrite(tmp_path / "in" / f"img{k}.tif", GOOD)
+    monkeypatch.setattr(labels_module.tifffile, "imwrite", full)
+    code = main(["predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+                 "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("No space left on device") == 2 and "Traceback" not in err
+    assert list((tmp_path / "out").iterdir()) == []  # no temporary file, no partial label
