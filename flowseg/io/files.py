@@ -128,7 +128,7 @@ def resolve_inputs(spec: str | os.PathLike[str]) -> tuple[list[Path], list[str]]
     text = os.fspath(spec)
     path = Path(text)
     if path.is_dir() and path.suffix.lower() == ZARR_SUFFIX:  # one OME-Zarr image
-        return [path], []
+        return [path], [], []
     if path.is_dir():
         candidates = sorted(path.iterdir())
     elif path.is_file():
