@@ -4,10 +4,11 @@
 
 Training data (written under --work on the first run, then reused):
 - synthetic: ``--per-modality`` images of 320^2 for every generator in flowseg.training.synthetic but the
-  one ``--hold-out`` names (``bacteria`` by default; the twelfth model holds out none, since
-  fine-tuning is now measured on real images; the eleventh held out bacteria, those before it
-  DIC), seeds 1000 m + i for the m-th generator, cell diameters log-uniform from half
-  to twice the modality's typical size (>= 8 px);
+  one ``--hold-out`` names (``bacteria`` by default; the twelfth and thirteenth models hold out
+  none, since fine-tuning is now measured on real images; the eleventh held out bacteria, those
+  before it DIC), seeds 1000 m + i for the m-th generator (the three generators added for the
+  thirteenth, membrane, fluobacteria and debris, come last, so the others' samples are
+  unchanged), cell diameters log-uniform from half to twice the modality's typical size (>= 8 px);
 - z-stack planes: ``--volumes`` synthetic nuclei stacks (flowseg.training.synthetic.make_nuclei_volume),
   three ZY and three ZX planes of each, half of them after the z-sampling that predict --3d's
   ``--anisotropy`` undoes (every 2nd or 3rd plane, interpolated back), so that the network has
