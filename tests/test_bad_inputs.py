@@ -158,7 +158,7 @@ def test_an_empty_path_is_refused_by_option(argv: list[str], option: str,
     (["train", "--batch_size", "0"], "invalid training settings"),
     (["train", "--epochs", "0"], "invalid training settings"),
     (["train", "--crop", "0"], "invalid data settings"),
-    (["train", "--seed", "-1"], "argument --seed: must be 0 or more, got -1"),
+    (["train", "--seed", "-1"], "argument --seed: must be from 0 to 4,294,967,295, got -1"),
 ])
 def test_argument_errors_are_reported_once_before_any_image(
         argv: list[str], message: str, tmp_path: Path, tiny_model: Path,

@@ -73,7 +73,7 @@ def _add_train(commands: Any) -> None:
                        help="(default: auto, CUDA where there is one)")
     train.add_argument("--workers", type=_within(0, 64), default=1,
                        help="data loader processes (default: 1)")
-    train.add_argument("--seed", type=_seed, default=0, help="(default: 0)")
+    train.add_argument("--seed", type=_within(0, 2**32 - 1), default=0, help="(default: 0)")
     train.add_argument("--size-head", action=argparse.BooleanOptionalAction, default=True,
                        help="refit the automatic diameter's size head on the training images "
                             "at the end (default: on)")
@@ -202,17 +202,6 @@ def _path(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path (give a file or folder, '.' for here)")
     return text
-
-
-def _seed(text: str) -> int:
-    """Check a random seed: a whole number from 0 (numpy's generators take no negative seed)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
 
 
 def _diameter(text: str) -> float | None:

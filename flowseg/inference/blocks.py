@@ -30,9 +30,10 @@ log = logging.getLogger(__name__)
 # 27% more flow following than one pass; cells up to about 100 px come out whole.
 BLOCK = 2048
 MARGIN = 128
-# A volume's block, margin included, holds at most this many voxels (about 1 GB in its masks pass);
+# A volume's block, margin included, holds at most this many voxels (about 0.5 GB in its masks
+# pass; 2^24 put a 100 x 1024^2 stack's peak at 2.97 GB, past 1 GB + 16 B a voxel);
 # its margin is in voxels at the network's scale, where cells are about 30 across.
-BLOCK_VOXELS = 1 << 24
+BLOCK_VOXELS = 1 << 23
 VOLUME_MARGIN = 64
 
 

@@ -10,9 +10,11 @@ neighbouring planes share an id (:func:`stitch_planes`): a third of the network'
 cells that are large across the planes.
 
 The network sees one plane at a time, tiled as in 2-D, so its memory is that of one plane; the
-masks pass holds one block of at most ``BLOCK_VOXELS`` voxels (about 1 GB) whatever the stack's
-size; the rest grows with the voxels at the network's scale: the network input, the combined
-outputs and the labels (measured in benchmarks/RESULTS.md).
+masks pass holds one block of at most ``BLOCK_VOXELS`` voxels (about 0.5 GB) whatever the stack's
+size; what grows with the voxels at the network's scale (the network input, the combined
+outputs, the labels of a resized stack) lies in scratch files mapped a slab of planes at a time
+(:mod:`flowseg.inference.scratch`), so resident memory holds the stack, its labels and one block
+(measured in benchmarks/RESULTS.md).
 The normalisation's percentiles are computed once over the whole stack, so that a plane without
 cells is not stretched into noise.
 """
