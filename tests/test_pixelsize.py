@@ -66,3 +66,21 @@ def test_diameter_in_micrometres_and_labels_at_the_images_scale(
     assert (size.x, size.y) == pytest.approx((0.5, 0.5))
     assert main(["predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "o2"),
                  "--diameter-um", "8", "--diameter", "20"]) == 1
+
+
+def test_labels_carry_imagej_units_and_a_rerun_still_sees_its_settings(tmp_path: Path) -> None:
+    from flowseg.apps.predict import predict_folder
+    from flowseg.training.synthetic import make_sample
+
+    image, _ = make_sample((128, 96), "nuclei", seed=2)
+    (tmp_path / "in").mkdir()
+    write_ome_pyramid(tmp_path / "in" / "s.ome.tif", image if image.ndim == 2 else image[..., 2],
+                      0.65)
+    first = predict_folder(tmp_path / "in", tmp_path / "out", device="cpu")
+    label = tmp_path / "out" / "s.ome_label.tiff"
+    with tifffile.TiffFile(label) as tif:  # Fiji shows the scale in um
+        assert tif.is_imagej and tif.imagej_metadata["unit"] == "um"
+    size = read_pixel_size(label)
+    assert size.source == "ImageJ" and size.x == pytest.approx(0.65)
+    again = predict_folder(tmp_path / "in", tmp_path / "out", device="cpu")
+    assert len(first.written) == 1 and again.skipped == [label]  # settings found in their tag

@@ -114,8 +114,10 @@ def write_labels(labels: npt.ArrayLike, path: str | os.PathLike[str], *,
     description : str, optional
         Stored as the TIFF's ImageDescription (predict stores its settings there).
     pixel_size : PixelSize, optional
-        The image's pixel size (:func:`flowseg.io.pixelsize.read_pixel_size`), stored as
-        resolution tags in centimetres, so that the labels overlay the image at its scale.
+        The image's pixel size (:func:`flowseg.io.pixelsize.read_pixel_size`), so that the labels
+        overlay the image at its scale: as ImageJ metadata in micrometres (uint16 labels; the
+        ``description`` then goes to a private tag, :data:`SETTINGS_TAG`), or as resolution tags
+        in centimetres (uint32 labels, which ImageJ's format cannot hold).
 
     Returns
     -------
@@ -131,6 +133,15 @@ def write_labels(labels: npt.ArrayLike, path: str | os.PathLike[str], *,
     if data.size == 0 or data.max() <= np.iinfo(np.uint16).max:
         data = data.astype(np.uint16)
     # minisblack: a stack of 3 or 4 planes would otherwise be stored as one RGB(A) image.
+    if pixel_size is not None and data.dtype == np.uint16:
+        # ImageJ's own metadata, so that Fiji shows the scale in um; predict's settings move to
+        # a private tag (read_description reads either).
+        axes = "ZYX" if data.ndim == 3 else "YX"
+        settings = [(SETTINGS_TAG, "s", 0, description, True)] if description else []
+        return write_atomic(path, lambda tmp: tifffile.imwrite(
+            tmp, data, compression="zlib", imagej=True,
+            resolution=(1 / pixel_size.x, 1 / pixel_size.y),
+            metadata={"unit": "um", "axes": axes}, extratags=settings))
     return write_atomic(path, lambda tmp: tifffile.imwrite(
         tmp, data, compression="zlib", description=description, metadata=None,
         photometric="minisblack", **_resolution(pixel_size)))
@@ -144,8 +155,15 @@ def _resolution(pixel_size: Any, step: int = 1) -> dict[str, Any]:
             "resolutionunit": "CENTIMETER"}
 
 
+# A private TIFF tag (65000-65535 are free for any use) holding predict's settings where the
+# ImageDescription holds ImageJ's metadata.
+SETTINGS_TAG = 65010
+
+
 def read_description(path: str | os.PathLike[str]) -> str:
-    """Return a TIFF's ImageDescription ("" when it has none or cannot be read).
+    """Return the description write_labels stored ("" when none, or the file cannot be read).
+
+    The private :data:`SETTINGS_TAG` where the file has it, else the ImageDescription.
 
     Parameters
     ----------
@@ -157,7 +175,11 @@ def read_description(path: str | os.PathLike[str]) -> str:
     """
     try:
         with tifffile.TiffFile(path) as tif:
-            return str(getattr(tif.pages[0], "description", "") or "")
+            page = tif.pages[0]
+            private = page.tags.get(SETTINGS_TAG)
+            if private is not None:
+                return str(private.value)
+            return str(getattr(page, "description", "") or "")
     except (OSError, ValueError, IndexError, tifffile.TiffFileError):
         return ""
 
