@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from flowseg.apps.slides import BlockConfig, _worker_model, segment_large
+from flowseg.apps.slide_tasks import worker_model
+from flowseg.apps.slides import BlockConfig, segment_large
 from flowseg.errors import InputError
 from flowseg.inference.tiling import TileConfig
 from flowseg.io.omezarr import LABELS_SUFFIX, write_ome_zarr_labels
@@ -164,7 +165,7 @@ def _predict_file(path: str, diameter: float | None, *, out_dir: str, model: str
 
     try:
         image = read_pixels(path)
-        labels = segment(image, _worker_model(model, device), tiles=tiles, masks=masks,
+        labels = segment(image, worker_model(model, device), tiles=tiles, masks=masks,
                          device=device, channel_axis=0, diameter=diameter)
         size = read_pixel_size(path)
         if geojson:

@@ -27,13 +27,11 @@ Needs the ``dask`` extra: ``pip install "flowseg[dask]"``.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -41,8 +39,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from flowseg.apps.slide_tasks import (
+    block_features,
+    open_image,
+    segment_block,
+    worker_model,
+    write_chunk,
+)
 from flowseg.errors import InputError
-from flowseg.inference.blocks import Placed, core_grid, extend, keep_centred
+from flowseg.inference.blocks import core_grid, extend
 from flowseg.inference.scaling import mask_margin
 from flowseg.inference.tiling import TileConfig
 from flowseg.representation.masks import MaskConfig
@@ -75,75 +80,6 @@ class BlockConfig:
                              f"margin={self.margin} (>= 16), retries={self.retries} (>= 0)")
 
 
-@contextlib.contextmanager
-def open_image(source: Any) -> Iterator[Any]:
-    """Open an image lazily as a ``(C, H, W)`` dask array, for the length of a ``with`` block.
-
-    Parameters
-    ----------
-    source : str, PathLike, zarr array, dask array or ndarray
-        A TIFF file (read through tifffile's zarr interface, tile by tile; closed when the block
-        ends), a ``.zarr`` path (an OME-Zarr image's level 0, or a zarr array), or an array of
-        shape ``(H, W)``, ``(C, H, W)`` or ``(H, W, C)`` (C at most 16).
-
-    Yields
-    ------
-    image : dask.array.Array
-        ``(C, H, W)``, in the source's dtype.
-
-    Raises
-    ------
-    FileNotFoundError
-        If a path does not exist.
-    ValueError
-        If the shape is not that of a 2-D image with channels.
-    """
-    import dask.array as da
-    import zarr
-
-    store = None
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file")
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            store = tifffile.imread(path, aszarr=True)
-            node = zarr.open(store, mode="r")
-            if isinstance(node, zarr.Group):  # a pyramid (SubIFDs, SVS levels): level 0
-                log.debug("%s: a pyramid of %d levels; reading level 0", path.name,
-                          len(list(node.array_keys())))
-                node = node["0"]
-            array = da.from_zarr(node)
-        else:  # an OME-Zarr image (its level 0), or a zarr array
-            from flowseg.io.omezarr import as_cyx, open_level0
-
-            level0, axes, _, _ = open_level0(path)
-            array = as_cyx(level0, axes, path)
-    else:
-        array = source if isinstance(source, da.Array) else da.asarray(source)
-    try:
-        if array.ndim == 2:
-            array = array[None]
-        if array.ndim != 3 or min(array.shape[0], array.shape[-1]) > 16:
-            raise InputError(f"{source!s:.80}: shape {array.shape} is not a 2-D image with "
-                             "channels")
-        yield array if array.shape[0] <= array.shape[-1] else da.moveaxis(array, -1, 0)
-    finally:
-        if store is not None:
-            store.close()
-
-
-@functools.lru_cache(maxsize=4)
-def _worker_model(model_path: str | None, device: str) -> Any:
-    """Load the network once per worker process (the bundled export where ONNX Runtime runs)."""
-    from flowseg.inference.pipeline import load_model
-    from flowseg.model.execution import plan_execution
-
-    return load_model(model_path, execution=plan_execution(device))
-
-
 class _Synchronous:
     """A dask array read in this process (a file's handle cannot travel to the workers)."""
 
@@ -152,112 +88,6 @@ class _Synchronous:
 
     def __getitem__(self, key: Any) -> npt.NDArray[Any]:
         return np.asarray(self.array[key].compute(scheduler="synchronous"))
-
-
-def segment_block(
-    region: npt.NDArray[Any] | str | os.PathLike[str], core: tuple[int, int, int, int],
-    ext: tuple[int, int, int, int], reads: tuple[int, int, int, int], shape: tuple[int, int],
-    scale: float, ranges: npt.NDArray[np.float64], scratch: str, index: int,
-    model_path: str | None, tiles: TileConfig, masks: MaskConfig, device: str,
-) -> tuple[int, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Segment one block with its context; store the masks centred in its core.
-
-    Parameters
-    ----------
-    region : (C, h, w) ndarray, or str
-        The image over ``reads``, or the path of the image file to read it from.
-    core, ext : (int, int, int, int)
-        ``y0, y1, x0, x1`` of the core and of the region around it whose masks are made, in
-        image coordinates.
-    reads : (int, int, int, int)
-        The part of the image the network's window reads (``plan_region(...).reads``).
-    shape : (int, int)
-        The whole image's height and width.
-    scale : float
-        Resize factor the network runs at.
-    ranges : (C, 2) ndarray
-        Per-channel percentiles of the whole image.
-    scratch : str
-        Zarr group where the block's labels go, as array ``str(index)``.
-    index : int
-    model_path : str or None
-        Checkpoint; the bundled model when None.
-    tiles : TileConfig
-    masks : MaskConfig
-        ``max_size_fraction`` already scaled to the region, ``min_size`` to the scale.
-    device : str
-
-    Returns
-    -------
-    count : int
-        Masks kept (ids ``1..count`` in the stored array).
-    whole, cut : ndarray of int64
-        Areas of the kept masks, apart from and touching the image's edge.
-    """
-    import zarr
-
-    from flowseg.inference.normalize import PreparedView
-    from flowseg.inference.scaling import run_region
-    from flowseg.model.execution import plan_execution
-    from flowseg.representation.masks import masks_from_flows
-
-    if isinstance(region, (str, os.PathLike)):
-        with open_image(region) as image:
-            region = image[:, reads[0]:reads[1], reads[2]:reads[3]].compute(
-                scheduler="synchronous")
-    view = PreparedView(Placed(np.asarray(region), (reads[0], reads[2]), shape), ranges=ranges)
-    output = run_region(_worker_model(model_path, device), view, scale, ext, tiles,
-                        plan_execution(device))
-    kept = keep_centred(masks_from_flows(output[:2], output[2], config=masks), core, ext)
-    zarr.open_group(scratch, mode="a").create_array(
-        str(index), data=kept, chunks=kept.shape, overwrite=True)
-    areas = np.bincount(kept.reshape(-1)).astype(np.int64)
-    edges = [kept[0] if ext[0] == 0 else None, kept[-1] if ext[1] == shape[0] else None,
-             kept[:, 0] if ext[2] == 0 else None, kept[:, -1] if ext[3] == shape[1] else None]
-    on_edge = np.zeros(areas.size, bool)
-    for edge in edges:
-        if edge is not None:
-            on_edge[edge] = True
-    on_edge[0] = True
-    cut = areas[on_edge[:] & (np.arange(areas.size) > 0)]
-    return int(kept.max()), areas[~on_edge], cut
-
-
-def write_chunk(
-    core: tuple[int, int, int, int], neighbours: list[tuple[int, tuple[int, int, int, int]]],
-    offsets: list[int], scratch: str, output: str,
-) -> int:
-    """Compose one output chunk from the blocks reaching into it; return its labelled pixels.
-
-    Parameters
-    ----------
-    core : (int, int, int, int)
-        The chunk, in image coordinates.
-    neighbours : list of (int, (int, int, int, int))
-        Index and extended region of every block whose region overlaps the chunk, the chunk's
-        own block included, in block order (the earlier block wins a disputed pixel).
-    offsets : list of int
-        Global id offset per block index.
-    scratch, output : str
-        Zarr group of block labels; zarr array of the result.
-
-    Returns
-    -------
-    count : int
-    """
-    import zarr
-
-    y0, y1, x0, x1 = core
-    chunk = np.zeros((y1 - y0, x1 - x0), np.uint32)
-    for index, (ey0, ey1, ex0, ex1) in reversed(neighbours):
-        oy0, oy1, ox0, ox1 = max(y0, ey0), min(y1, ey1), max(x0, ex0), min(x1, ex1)
-        stored = zarr.open_array(f"{scratch}/{index}", mode="r")
-        part = np.asarray(stored[oy0 - ey0: oy1 - ey0, ox0 - ex0: ox1 - ex0])
-        target = chunk[oy0 - y0: oy1 - y0, ox0 - x0: ox1 - x0]
-        hit = part > 0
-        target[hit] = part[hit] + np.uint32(offsets[index])
-    zarr.open_array(output, mode="r+")[y0:y1, x0:x1] = chunk
-    return int((chunk > 0).sum())
 
 
 def segment_large(
@@ -323,23 +153,17 @@ def segment_large(
     """
     import zarr
 
-    from flowseg.inference.estimate import (
-        auto_scale,
-        diameter_of_sizes,
-        estimate_diameter,
-        look_again,
-        scale_for,
-    )
-    from flowseg.inference.normalize import PreparedView, channel_ranges
-    from flowseg.inference.scaling import check_scale, training_diameter
+    from flowseg.inference.estimate import auto_scale, diameter_of_sizes, look_again
+    from flowseg.inference.normalize import channel_ranges
+    from flowseg.inference.scaling import training_diameter
     from flowseg.io import write_labels_tiled
-    from flowseg.model.execution import plan_execution
 
     if diameter is not None and not diameter >= 0:
         raise InputError(f"diameter must be positive (or 0 for automatic), got {diameter}")
-    net = _worker_model(model, device)
+    net = worker_model(model, device)
     config = masks or MaskConfig(**net.metadata.get("thresholds", {}))
     trained = training_diameter(net)
+    output = Path(output)
     with open_image(source) as image:
         shape = tuple(int(n) for n in image.shape[1:])
         if ranges is None:
@@ -347,18 +171,10 @@ def segment_large(
             # Read here, chunk by chunk: a file's handle cannot travel to the workers.
             ranges = channel_ranges(image[:, ::step, ::step].compute(scheduler="synchronous"))
         ranges = np.asarray(ranges, np.float64)
-        if diameter:
-            scale, used = trained / diameter, float(diameter)
-            check_scale(shape, scale, diameter)
-        else:
-            view = PreparedView(_Synchronous(image), ranges=ranges)  # type: ignore[arg-type]
-            guess = estimate_diameter(net, view, tiles=tiles, masks=config,
-                                      execution=plan_execution(device))
-            scale, used = scale_for(guess, trained, shape)
+        scale, used = _first_scale(net, image, ranges, diameter, tiles, config, device)
         log.info("%s: cell diameter %.1f px, run at %.2fx", output, used, scale)
         # An array travels to the tasks as dask slices; a file is opened by each task itself.
         lazy = None if isinstance(source, (str, os.PathLike)) else image
-        output = Path(output)
         run = functools.partial(_run_scale, client, source, lazy, shape, ranges, output, model,
                                 blocks, tiles, config, device, net.stride)
         scratch, counts, whole, cut = run(scale)
@@ -372,23 +188,11 @@ def segment_large(
                 scratch, counts, whole, cut = run(scale)
             cores = core_grid(shape, blocks.block)  # type: ignore[arg-type]
             exts = [extend(c, shape, mask_margin(blocks.margin, scale)) for c in cores]  # type: ignore[arg-type]
-            offsets = list(np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int))
-            if output.exists():
-                shutil.rmtree(output)
-            zarr.create_array(str(output), shape=shape, chunks=(blocks.block, blocks.block),
-                              dtype="uint32", fill_value=0)
-            jobs = [client.submit(write_chunk, core, _overlapping(core, exts), offsets, scratch,
-                                  str(output), retries=blocks.retries, pure=False)
-                    for core in cores]
-            _gather(client, jobs, cores)
+            offsets = _compose(client, output, shape, blocks, cores, exts, counts, scratch)
             if geojson is not None:
                 regions = [source if lazy is None else lazy[:, e[0]:e[1], e[2]:e[3]] for e in exts]
-                micrometres = pixel_size.mean if pixel_size is not None else None
-                jobs = [client.submit(block_features, index, region, core, ext, offsets[index],
-                                      scratch, micrometres, retries=blocks.retries, pure=False)
-                        for index, (core, ext, region) in enumerate(zip(cores, exts, regions,
-                                                                        strict=True))]
-                _join_features(_gather(client, jobs, cores), geojson)
+                _write_geojson(client, regions, cores, exts, offsets, scratch, blocks, pixel_size,
+                               geojson)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     log.info("%s: %d cells in %d blocks", output, sum(counts), len(cores))
@@ -402,6 +206,53 @@ def segment_large(
         with dask_config_synchronous():
             write_ome_zarr_labels(da.from_zarr(str(output)), ome_zarr, pixel_size=pixel_size)
     return output
+
+
+def _first_scale(net: Any, image: Any, ranges: npt.NDArray[np.float64], diameter: float | None,
+                 tiles: TileConfig, config: MaskConfig, device: str) -> tuple[float, float]:
+    """Return the scale one process starts at (the diameter given, or the crops' estimate)."""
+    from flowseg.inference.estimate import estimate_diameter, scale_for
+    from flowseg.inference.normalize import PreparedView
+    from flowseg.inference.scaling import check_scale, training_diameter
+    from flowseg.model.execution import plan_execution
+
+    shape = tuple(int(n) for n in image.shape[1:])
+    trained = training_diameter(net)
+    if diameter:
+        check_scale(shape, trained / diameter, diameter)
+        return trained / diameter, float(diameter)
+    view = PreparedView(_Synchronous(image), ranges=ranges)  # type: ignore[arg-type]
+    guess = estimate_diameter(net, view, tiles=tiles, masks=config,
+                              execution=plan_execution(device))
+    return scale_for(guess, trained, shape)
+
+
+def _compose(client: Any, output: Path, shape: tuple[int, ...], blocks: BlockConfig,
+             cores: list[tuple[int, int, int, int]], exts: list[tuple[int, int, int, int]],
+             counts: list[int], scratch: str) -> list[int]:
+    """Write the output zarr chunk by chunk from the blocks' labels; return each block's id offset."""
+    import zarr
+
+    offsets = list(np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int))
+    if output.exists():
+        shutil.rmtree(output)
+    zarr.create_array(str(output), shape=shape, chunks=(blocks.block, blocks.block),
+                      dtype="uint32", fill_value=0)
+    jobs = [client.submit(write_chunk, core, _overlapping(core, exts), offsets, scratch,
+                          str(output), retries=blocks.retries, pure=False) for core in cores]
+    _gather(client, jobs, cores)
+    return offsets
+
+
+def _write_geojson(client: Any, regions: list[Any], cores: list[tuple[int, int, int, int]],
+                   exts: list[tuple[int, int, int, int]], offsets: list[int], scratch: str,
+                   blocks: BlockConfig, pixel_size: Any, path: str | os.PathLike[str]) -> None:
+    """Have every block write its cells' features, then join the parts into ``path``."""
+    micrometres = pixel_size.mean if pixel_size is not None else None
+    jobs = [client.submit(block_features, index, region, core, ext, offsets[index], scratch,
+                          micrometres, retries=blocks.retries, pure=False)
+            for index, (core, ext, region) in enumerate(zip(cores, exts, regions, strict=True))]
+    _join_features(_gather(client, jobs, cores), path)
 
 
 def dask_config_synchronous() -> Any:
@@ -438,32 +289,6 @@ def _run_scale(client: Any, source: Any, lazy: Any, shape: tuple[int, int],
         raise
     return (scratch, [int(r[0]) for r in results], [r[1] for r in results],
             [r[2] for r in results])
-
-
-def block_features(index: int, region: npt.NDArray[Any] | str | os.PathLike[str],
-                   core: tuple[int, int, int, int], ext: tuple[int, int, int, int], offset: int,
-                   scratch: str, pixel_size: float | None = None) -> str:
-    """Write the GeoJSON features of one block's kept cells, a line each; return the part's path.
-
-    ``region`` is the image over ``ext`` (or the file to read it from), for the intensity
-    measurements; ids are the global ones (``offset`` added).
-    """
-    import json
-
-    import zarr
-
-    from flowseg.apps.geojson import cell_features
-
-    if isinstance(region, (str, os.PathLike)):
-        with open_image(region) as image:
-            region = image[:, ext[0]:ext[1], ext[2]:ext[3]].compute(scheduler="synchronous")
-    kept = np.asarray(zarr.open_array(f"{scratch}/{index}", mode="r")[:])
-    part = Path(scratch) / f"features_{index}.jsonl"
-    with open(part, "w") as stream:
-        for feature in cell_features(kept, image=np.asarray(region), origin=(ext[0], ext[2]),
-                                     offset=offset, pixel_size=pixel_size):
-            stream.write(json.dumps(feature) + "\n")
-    return str(part)
 
 
 def _join_features(parts: list[str], path: str | os.PathLike[str]) -> None:
