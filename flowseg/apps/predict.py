@@ -9,6 +9,7 @@ changed, goes on past a bad file and reports every failure at the end. Images ar
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -197,39 +198,18 @@ def predict_folder(
         raise InputError("give --diameter (pixels) or --diameter-um (micrometres), not both")
     asked = f"{diameter_um:g} um" if diameter_um else diameter
     settings = _settings(net, tiles, masks, asked, volume)
+    segment_file = functools.partial(
+        _segment_file, net=net, tiles=tiles, masks=masks, diameter=diameter,
+        diameter_um=diameter_um, volume=volume, plan=plan, max_pixels=max_pixels,
+        settings=settings)
     for path in tqdm(images, desc="segmenting", unit="image", disable=None):
         wanted = outputs.paths(path, out)
-        if not overwrite and all(p.exists() for p in wanted.values()):
-            if read_description(wanted["labels"]) == settings:
-                report.skipped.append(wanted["labels"])
-                continue
-            log.info("%s: redoing, its labels were made with other settings or model", path.name)
-        if wanted["labels"].exists():
-            # A redo leaves nothing of the run before it: outputs not asked for now would
-            # describe other labels (65 CSV rows beside a 62-cell label image).
-            for old in outputs.stale(path, out):
-                shutil.rmtree(old) if old.is_dir() else old.unlink()
-                log.info("%s: removed %s, from the run before", path.name, old.name)
+        if _up_to_date(path, wanted, outputs, out, overwrite, settings):
+            report.skipped.append(wanted["labels"])
+            continue
         start = time.perf_counter()
         try:
-            size = read_pixel_size(path)
-            if size is not None:
-                log.debug("%s: pixel size %.4g x %.4g um (%s)", path.name, size.y, size.x,
-                          size.source)
-            wanted_px = _pixels_for(diameter_um, size, path) if diameter_um else diameter
-            if volume is not None:
-                stack = read_volume(path, max_pixels=max_pixels)
-                labels, used_px = segment_volume(stack, net, config=volume, tiles=tiles,
-                                                 masks=masks, diameter=wanted_px, execution=plan,
-                                                 return_diameter=True)
-                write_labels(labels, wanted["labels"], description=settings, pixel_size=size)
-            else:
-                image = read_pixels(path, max_pixels=max_pixels)
-                result = segment_with_outputs(image, net, tiles=tiles, masks=masks,
-                                              diameter=wanted_px, channel_axis=0, execution=plan)
-                _write_outputs(image, result, wanted, settings, size)
-                labels, used_px = result.labels, result.diameter
-            used = f"{used_px:.1f} px" + (f" ({used_px * size.mean:.1f} um)" if size else "")
+            labels, used = segment_file(path, wanted)
         except (OSError, ValueError, MemoryError, RuntimeError) as err:
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             report.failed.append(f"{path.name}: {reason.replace(str(path) + ': ', '')}")
@@ -239,6 +219,48 @@ def predict_folder(
         log.info("%s: %d cells, %s, diameter %s, %.2f s", path.name, int(labels.max()),
                  " x ".join(map(str, labels.shape)), used, time.perf_counter() - start)
     return report
+
+
+def _up_to_date(path: Path, wanted: dict[str, Path], outputs: Outputs, out: Path,
+                overwrite: bool, settings: str) -> bool:
+    """Tell whether an image's outputs all exist from these settings; clear stale ones if not.
+
+    A redo leaves nothing of the run before it: outputs not asked for now would describe other
+    labels (65 CSV rows beside a 62-cell label image).
+    """
+    if not overwrite and all(p.exists() for p in wanted.values()):
+        if read_description(wanted["labels"]) == settings:
+            return True
+        log.info("%s: redoing, its labels were made with other settings or model", path.name)
+    if wanted["labels"].exists():
+        for old in outputs.stale(path, out):
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+            log.info("%s: removed %s, from the run before", path.name, old.name)
+    return False
+
+
+def _segment_file(path: Path, wanted: dict[str, Path], *, net: Model, tiles: TileConfig,
+                  masks: MaskConfig | None, diameter: float | None, diameter_um: float | None,
+                  volume: VolumeConfig | None, plan: Any, max_pixels: int,
+                  settings: str) -> tuple[npt.NDArray[np.uint32], str]:
+    """Segment one file and write its outputs; return its labels and the diameter used, said."""
+    size = read_pixel_size(path)
+    if size is not None:
+        log.debug("%s: pixel size %.4g x %.4g um (%s)", path.name, size.y, size.x, size.source)
+    wanted_px = _pixels_for(diameter_um, size, path) if diameter_um else diameter
+    if volume is not None:
+        stack = read_volume(path, max_pixels=max_pixels)
+        labels, used_px = segment_volume(stack, net, config=volume, tiles=tiles, masks=masks,
+                                         diameter=wanted_px, execution=plan,
+                                         return_diameter=True)
+        write_labels(labels, wanted["labels"], description=settings, pixel_size=size)
+    else:
+        image = read_pixels(path, max_pixels=max_pixels)
+        result = segment_with_outputs(image, net, tiles=tiles, masks=masks, diameter=wanted_px,
+                                      channel_axis=0, execution=plan)
+        _write_outputs(image, result, wanted, settings, size)
+        labels, used_px = result.labels, result.diameter
+    return labels, f"{used_px:.1f} px" + (f" ({used_px * size.mean:.1f} um)" if size else "")
 
 
 def _remove_leftovers(out: Path) -> None:

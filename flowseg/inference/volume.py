@@ -176,6 +176,15 @@ def segment_volume(
                   for v in views]
         labels = stitch_planes(np.stack(planes), threshold=stitch)
         return (labels, float(diameter)) if return_diameter else labels
+    labels = _flows_in_3d(net, raw, views, scale, diameter, config, tiles,
+                          masks or replace(mask_config, flow_threshold=VOLUME_FLOW_THRESHOLD), plan)
+    return (labels, float(diameter)) if return_diameter else labels
+
+
+def _flows_in_3d(net: Model, raw: npt.NDArray[np.generic], views: list[PreparedView],
+                 scale: float, diameter: float, config: VolumeConfig, tiles: TileConfig,
+                 masks: MaskConfig, plan: Execution) -> npt.NDArray[np.uint32]:
+    """Run the network on every plane of the stack resized to cubic voxels, follow 3-D flows."""
     native = (raw.shape[0], *raw.shape[2:])
     zoom = (config.anisotropy * scale, scale, scale)
     shape = tuple(max(1, round(n * f)) for n, f in zip(raw.shape[::2] + raw.shape[3:], zoom,
@@ -202,12 +211,9 @@ def segment_volume(
         if at_scale is not None:
             at_scale.release()
 
-    labels = masks_in_blocks(flows, cellprob, config=masks or replace(
-        mask_config, flow_threshold=VOLUME_FLOW_THRESHOLD),
-        out=None if at_scale is None else at_scale.array, release=release)
-    if at_scale is not None:
-        labels = _resize_planes(at_scale, native)
-    return (labels, float(diameter)) if return_diameter else labels
+    labels = masks_in_blocks(flows, cellprob, config=masks,
+                             out=None if at_scale is None else at_scale.array, release=release)
+    return labels if at_scale is None else _resize_planes(at_scale, native)
 
 
 def _resize_planes(labels: ScratchArray, shape: tuple[int, ...]) -> npt.NDArray[np.uint32]:
