@@ -1,6 +1,7 @@
 """A whole-slide-sized image on a Dask LocalCluster with 1 and 2 workers, beside one process.
 
     python benchmarks/bench_dask.py [--size 10000] [--blocks 2048] [--workers 1 2] [--cells D]
+    python benchmarks/bench_dask.py --pyramid --one-process-reads
 
 A synthetic fluorescence image of touching cells (size x size, written as a tiled TIFF; cells of
 ``--cells`` px, the generator's typical 22 px when omitted) is segmented (a) by the
@@ -54,12 +55,15 @@ def make_tiff(size: int, folder: Path, cells: float | None, pyramid: bool = Fals
     return path
 
 
-def single_process(path: Path, out: Path) -> dict[str, float]:
+def single_process(path: Path, out: Path, read: str = "whole") -> dict[str, float]:
+    """predict's one-process path: the file read whole, or window by window (``read="lazy"``)."""
     from flowseg.inference.pipeline import segment_with_outputs
     from flowseg.io import read_pixels, write_labels
+    from flowseg.io.lazy import open_lazily
 
     start = time.perf_counter()
-    result = segment_with_outputs(read_pixels(path), device="cpu", channel_axis=0)
+    image = read_pixels(path) if read == "whole" else open_lazily(path)
+    result = segment_with_outputs(image, device="cpu", channel_axis=0)
     seconds = time.perf_counter() - start
     write_labels(result.labels, out)
     return {"seconds": seconds, "cells": int(result.labels.max()), "rss_mb": peak_rss_mb(),
@@ -92,6 +96,33 @@ def on_cluster(path: Path, workers: int, block: int, out: Path,
     return {"seconds": seconds, "worker_rss_mb": sorted(rss.values()), "threads": threads}
 
 
+def run_single(path: Path, out: Path, read: str) -> dict[str, float]:
+    proc = subprocess.run([sys.executable, __file__, "--single", str(path), str(out), read],
+                          capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def compare_reads(args: argparse.Namespace) -> int:
+    """One process, the slide read whole against window by window: time, peak RSS, labels."""
+    from flowseg.io import read_labels
+
+    args.folder.mkdir(parents=True, exist_ok=True)
+    path = make_tiff(args.size, args.folder, args.cells, args.pyramid)
+    mp = args.size**2 / 1e6
+    print(f"{path.name}: {args.size}^2 ({mp:.0f} MP), one process, {os.cpu_count()} CPUs")
+    print("| read | wall s | s/MP | cells | peak RSS MB | labels equal to the whole read |")
+    print("|---|---|---|---|---|---|")
+    labels = {}
+    for read in ("whole", "lazy"):
+        out = args.folder / f"single_{read}_{path.stem}_label.tiff"
+        result = run_single(path, out, read)
+        labels[read] = read_labels(out)
+        same = "-" if read == "whole" else str(bool(np.array_equal(labels[read], labels["whole"])))
+        print(f"| {read} | {result['seconds']:.1f} | {result['seconds'] / mp:.2f} "
+              f"| {result['cells']} | {result['rss_mb']:.0f} | {same} |", flush=True)
+    return 0
+
+
 def torch_threads() -> int:
     import torch
 
@@ -109,11 +140,17 @@ def main() -> int:
     parser.add_argument("--extras", action="store_true",
                         help="also run each cluster writing GeoJSON and OME-Zarr labels")
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "flowseg-bench")
-    parser.add_argument("--single", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--one-process-reads", action="store_true",
+                        help="only the single process, reading the file whole and then window "
+                             "by window (flowseg.io.lazy), each in a fresh process")
+    parser.add_argument("--single", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single:
-        print(json.dumps(single_process(Path(args.single[0]), Path(args.single[1]))))
+        print(json.dumps(single_process(Path(args.single[0]), Path(args.single[1]),
+                                        args.single[2])))
         return 0
+    if args.one_process_reads:
+        return compare_reads(args)
     import zarr
 
     from flowseg.io import read_labels
@@ -122,9 +159,7 @@ def main() -> int:
     args.folder.mkdir(parents=True, exist_ok=True)
     path = make_tiff(args.size, args.folder, args.cells, args.pyramid)
     single_out = args.folder / f"single_{path.stem}_label.tiff"
-    proc = subprocess.run([sys.executable, __file__, "--single", str(path), str(single_out)],
-                          capture_output=True, text=True, check=True)
-    single = json.loads(proc.stdout.strip().splitlines()[-1])
+    single = run_single(path, single_out, "whole")
     reference = read_labels(single_out)
     mp = args.size**2 / 1e6
     print(f"{args.size}^2 synthetic fluorescence ({mp:.0f} MP), cells of "

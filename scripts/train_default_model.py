@@ -25,7 +25,7 @@ Training data (written under --work on the first run, then reused):
   benchmarks/bench_accuracy.py: the bottom halves, and planes 32-34 (29-31 are left out of both,
   as neighbours of the held-out planes and of plane 30, which ../shared/data holds).
 
-Every image is rescaled so that its median cell diameter is ``TRAIN_DIAMETER`` (30 px), then
+Every image is rescaled so that its median cell diameter is ``--diameter`` (30 px), then
 zoomed by a log-uniform factor from 0.5 to 2 (``--zoom``): the network sees cells of 15 to 60 px,
 and predict's automatic diameter brings other sizes into that range. A quarter of the crops are
 blurred as if taken at 1.5-4x coarser resolution (``--lowres``), as an image of small cells looks
@@ -281,6 +281,9 @@ def main() -> int:
                         help="extra weight of the flow error where two cells touch "
                              "(flowseg.training.loss.touching_band; a fifth training, not "
                              "shipped, used 9)")
+    parser.add_argument("--diameter", type=float, default=TRAIN_DIAMETER,
+                        help="median cell diameter, in px, every image is rescaled to before the "
+                             "zoom: the model's working scale (issue 31 point 4 compared 30 and 17)")
     parser.add_argument("--zoom", type=float, nargs=2, default=ZOOM, metavar=("LOW", "HIGH"),
                         help="range of the random zoom after rescaling to the training diameter")
     parser.add_argument("--lowres", type=float, default=LOWRES,
@@ -316,7 +319,7 @@ def main() -> int:
     config = TrainConfig(epochs=args.epochs, batch_size=8, learning_rate=args.learning_rate,
                          val_fraction=0.0, seed=0, device=args.device, num_workers=1,
                          boundary_weight=args.boundary_weight, size_head=False)
-    data = DataConfig(crop=256, diameter=TRAIN_DIAMETER, scale=tuple(args.zoom),
+    data = DataConfig(crop=256, diameter=args.diameter, scale=tuple(args.zoom),
                       lowres=args.lowres)
     last = train(work / "train", work / "run", config=config, data=data, resume=True,
                  pretrained=args.pretrained, cache_dir=work / "cache")
@@ -329,7 +332,7 @@ def main() -> int:
     net.metadata["training"].update(
         command=" ".join(["python", *sys.argv]), held_out_modality=args.hold_out,
         warm_start=str(args.pretrained) if args.pretrained else None,
-        steps=steps, wall_seconds=round(wall), training_diameter_px=TRAIN_DIAMETER,
+        steps=steps, wall_seconds=round(wall), training_diameter_px=args.diameter,
         lowres=args.lowres, zoom=list(args.zoom), volume_planes=6 * args.volumes,
         averaged_with=str(args.average_with) if args.average_with else None)
     return finish(net, args)

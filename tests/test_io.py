@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from flowseg.io import read_image, read_labels, read_volume, write_labels
+from flowseg.io import read_description, read_image, read_labels, read_volume, write_labels
 
 RNG = np.random.default_rng(0)
 
@@ -258,6 +258,19 @@ def test_large_label_tiffs_get_a_pyramid_with_the_pixel_size(tmp_path: Path) -> 
         np.testing.assert_array_equal(levels[2].asarray(), labels[::4, ::4])  # ids stay ids
     np.testing.assert_array_equal(read_labels(tmp_path / "big_label.tiff"), labels)
     assert read_pixel_size(tmp_path / "big_label.tiff").x == 0.25
+    # write_labels (one process's predict) hands a slide's labels to it: OME-XML with the pixel
+    # size in um, predict's settings in the private tag.
+    write_labels(labels, tmp_path / "one_label.tiff", description='{"model": "m"}',
+                 pixel_size=PixelSize(0.5, 0.25, "t"))
+    with tifffile.TiffFile(tmp_path / "one_label.tiff") as tif:
+        assert tif.is_ome and len(tif.series[0].levels) == 3
+        pixels = tif.ome_metadata.split("<Pixels ")[1].split(">")[0]
+        assert 'PhysicalSizeX="0.25"' in pixels and 'PhysicalSizeY="0.5"' in pixels
+        assert 'PhysicalSizeXUnit="µm"' in pixels
+    assert read_description(tmp_path / "one_label.tiff") == '{"model": "m"}'
+    found = read_pixel_size(tmp_path / "one_label.tiff")
+    assert (found.y, found.x, found.source) == (0.5, 0.25, "OME")
+    np.testing.assert_array_equal(read_labels(tmp_path / "one_label.tiff"), labels)
     write_labels_tiled(labels[:4000], tmp_path / "small_label.tiff")
     with tifffile.TiffFile(tmp_path / "small_label.tiff") as tif:
         assert len(tif.series[0].levels) == 1

@@ -29,8 +29,9 @@ from flowseg.inference.pipeline import load_model, segment_with_outputs
 from flowseg.inference.scaling import Segmentation
 from flowseg.inference.tiling import TileConfig
 from flowseg.inference.volume import VolumeConfig, segment_volume
-from flowseg.io import MAX_PIXELS, read_description, read_pixels, read_volume, write_atomic, write_labels
+from flowseg.io import MAX_PIXELS, read_description, read_volume, write_atomic, write_labels
 from flowseg.io.files import IMAGE_SUFFIXES, label_path, resolve_inputs
+from flowseg.io.lazy import LazyPixels, read_or_open
 from flowseg.io.pixelsize import PixelSize, read_pixel_size
 from flowseg.model.execution import plan_execution
 from flowseg.model.runtime import Model, model_fingerprint
@@ -255,10 +256,15 @@ def _segment_file(path: Path, wanted: dict[str, Path], *, net: Model, tiles: Til
                                          return_diameter=True)
         write_labels(labels, wanted["labels"], description=settings, pixel_size=size)
     else:
-        image = read_pixels(path, max_pixels=max_pixels)
-        result = segment_with_outputs(image, net, tiles=tiles, masks=masks, diameter=wanted_px,
-                                      channel_axis=0, execution=plan)
-        _write_outputs(image, result, wanted, settings, size)
+        # a slide (a large TIFF, an OME-Zarr image) is read window by window
+        image = read_or_open(path, max_pixels=max_pixels)
+        try:
+            result = segment_with_outputs(image, net, tiles=tiles, masks=masks,
+                                          diameter=wanted_px, channel_axis=0, execution=plan)
+            _write_outputs(image, result, wanted, settings, size)
+        finally:
+            if isinstance(image, LazyPixels):
+                image.close()
         labels, used_px = result.labels, result.diameter
     return labels, f"{used_px:.1f} px" + (f" ({used_px * size.mean:.1f} um)" if size else "")
 
@@ -305,11 +311,17 @@ def _settings(net: Model, tiles: TileConfig, masks: MaskConfig | None,
                        "volume": asdict(volume) if volume else None}, sort_keys=True)
 
 
-def _write_outputs(image: npt.NDArray[Any], result: Segmentation, wanted: dict[str, Path],
-                   settings: str, size: PixelSize | None = None) -> None:
-    """Write the labels and every requested output; the labels last, so a rerun sees the rest."""
+def _write_outputs(image: npt.NDArray[Any] | LazyPixels, result: Segmentation,
+                   wanted: dict[str, Path], settings: str, size: PixelSize | None = None) -> None:
+    """Write the labels and every requested output; the labels last, so a rerun sees the rest.
+
+    Overlays, measurements and GeoJSON read every pixel: a lazily opened image is read whole
+    for them (only when one of them is asked for).
+    """
     from flowseg.apps.measure import measure, write_csv, write_rois
 
+    if isinstance(image, LazyPixels) and {"overlays", "csv", "geojson"} & wanted.keys():
+        image = np.asarray(image)
     if "flows" in wanted:
         _write_flows(result, wanted["flows"])
     if "overlays" in wanted:

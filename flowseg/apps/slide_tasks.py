@@ -21,6 +21,7 @@ import numpy.typing as npt
 from flowseg.errors import InputError
 from flowseg.inference.blocks import Placed, keep_centred
 from flowseg.inference.tiling import TileConfig
+from flowseg.io.lazy import open_lazily
 from flowseg.representation.masks import MaskConfig
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,8 @@ def open_image(source: Any) -> Iterator[Any]:
     Parameters
     ----------
     source : str, PathLike, zarr array, dask array or ndarray
-        A TIFF file (read through tifffile's zarr interface, tile by tile; closed when the block
-        ends), a ``.zarr`` path (an OME-Zarr image's level 0, or a zarr array), or an array of
+        A TIFF file or a ``.zarr`` path (an OME-Zarr image's level 0, or a zarr array), opened
+        by :func:`flowseg.io.lazy.open_lazily` and closed when the block ends, or an array of
         shape ``(H, W)``, ``(C, H, W)`` or ``(H, W, C)`` (C at most 16).
 
     Yields
@@ -50,40 +51,18 @@ def open_image(source: Any) -> Iterator[Any]:
         If the shape is not that of a 2-D image with channels.
     """
     import dask.array as da
-    import zarr
 
-    store = None
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file")
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            store = tifffile.imread(path, aszarr=True)
-            node = zarr.open(store, mode="r")
-            if isinstance(node, zarr.Group):  # a pyramid (SubIFDs, SVS levels): level 0
-                log.debug("%s: a pyramid of %d levels; reading level 0", path.name,
-                          len(list(node.array_keys())))
-                node = node["0"]
-            array = da.from_zarr(node)
-        else:  # an OME-Zarr image (its level 0), or a zarr array
-            from flowseg.io.omezarr import as_cyx, open_level0
-
-            level0, axes, _, _ = open_level0(path)
-            array = as_cyx(level0, axes, path)
-    else:
-        array = source if isinstance(source, da.Array) else da.asarray(source)
-    try:
-        if array.ndim == 2:
-            array = array[None]
-        if array.ndim != 3 or min(array.shape[0], array.shape[-1]) > 16:
-            raise InputError(f"{source!s:.80}: shape {array.shape} is not a 2-D image with "
-                             "channels")
-        yield array if array.shape[0] <= array.shape[-1] else da.moveaxis(array, -1, 0)
-    finally:
-        if store is not None:
-            store.close()
+        # a TIFF's level 0 through tifffile's zarr interface, or an OME-Zarr image's level 0
+        with open_lazily(source) as pixels:
+            yield pixels.array
+        return
+    array = source if isinstance(source, da.Array) else da.asarray(source)
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3 or min(array.shape[0], array.shape[-1]) > 16:
+        raise InputError(f"{source!s:.80}: shape {array.shape} is not a 2-D image with channels")
+    yield array if array.shape[0] <= array.shape[-1] else da.moveaxis(array, -1, 0)
 
 
 @functools.lru_cache(maxsize=4)

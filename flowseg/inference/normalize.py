@@ -45,6 +45,12 @@ def channel_ranges(
     """
     if not 0 <= lower < upper <= 100:
         raise InputError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {lower}, {upper}")
+    step = 1
+    if not isinstance(image, np.ndarray) and len(getattr(image, "shape", ())) == 3:
+        # read window by window (flowseg.io.lazy.LazyPixels): only the sample _percentiles
+        # would take, so the ranges are those of the whole image read into memory
+        step = _sample_step(image.shape[1] * image.shape[2])
+        image = image[:, ::step, ::step]
     image = np.asarray(image)
     if image.ndim != 3 or image.size == 0:
         raise InputError(f"image must be a non-empty (C, H, W) array, got shape {image.shape}")
@@ -52,7 +58,7 @@ def channel_ranges(
     for c, channel in enumerate(image):
         if channel.dtype.kind == "f" and not np.isfinite(channel).all():
             raise InputError("image holds NaN or infinite values")
-        ranges[c] = _percentiles(channel, lower, upper)
+        ranges[c] = _percentiles(channel, lower, upper, step=1 if step > 1 else None)
     return ranges
 
 
@@ -140,9 +146,15 @@ def normalize_image(
     return out
 
 
-def _percentiles(channel: npt.NDArray[Any], lower: float, upper: float) -> tuple[float, float]:
+def _sample_step(pixels: int) -> int:
+    """Stride of the 2-D subsample the percentiles are taken from, for a channel of ``pixels``."""
+    return max(1, int(np.ceil(np.sqrt(pixels / PERCENTILE_SAMPLE))))
+
+
+def _percentiles(channel: npt.NDArray[Any], lower: float, upper: float,
+                 step: int | None = None) -> tuple[float, float]:
     # A strided 2-D subsample: no copy of a large channel, even a non-contiguous one.
-    step = max(1, int(np.ceil(np.sqrt(channel.size / PERCENTILE_SAMPLE))))
+    step = _sample_step(channel.size) if step is None else step
     low, high = np.percentile(channel[::step, ::step], [lower, upper])
     return float(low), float(high)
 

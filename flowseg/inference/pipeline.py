@@ -20,6 +20,7 @@ from flowseg.inference.estimate import estimate_diameter, run_estimated
 from flowseg.inference.normalize import PreparedView
 from flowseg.inference.scaling import Segmentation, check_scale, run_at_scale, training_diameter
 from flowseg.inference.tiling import TileConfig
+from flowseg.io.lazy import LazyPixels
 from flowseg.model.execution import Execution, plan_execution
 from flowseg.model.runtime import Model, OnnxModel, shipped_export
 from flowseg.representation.masks import MaskConfig
@@ -134,9 +135,10 @@ def segment_with_outputs(
 
     Parameters
     ----------
-    image : (H, W), (H, W, C) or (C, H, W) array_like
+    image : (H, W), (H, W, C) or (C, H, W) array_like, or LazyPixels
         Raw pixel values, any channel count; see :func:`as_channels_first` for how the channel
-        axis is found.
+        axis is found. A :class:`flowseg.io.lazy.LazyPixels` (a slide opened by
+        :func:`flowseg.io.lazy.read_or_open`) is read window by window, never whole.
     model : FlowUNet or OnnxModel, optional
         The bundled default model when omitted.
     tiles : TileConfig
@@ -167,7 +169,8 @@ def segment_with_outputs(
     plan = execution or plan_execution(device, precision)
     net = model if model is not None else load_model(execution=plan)
     config = masks or MaskConfig(**net.metadata.get("thresholds", {}))
-    raw = as_channels_first(image, channel_axis=channel_axis)
+    # a file read window by window (flowseg.io.lazy) is (C, H, W) already
+    raw = image if isinstance(image, LazyPixels) else as_channels_first(image, channel_axis=channel_axis)
     trained = training_diameter(net)
     if diameter is not None and not diameter >= 0:
         raise InputError(f"diameter must be positive (or 0 for automatic), got {diameter}")

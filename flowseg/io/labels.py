@@ -119,6 +119,9 @@ def write_labels(labels: npt.ArrayLike, path: str | os.PathLike[str], *,
         ``description`` then goes to a private tag, :data:`SETTINGS_TAG`), or as resolution tags
         in centimetres (uint32 labels, which ImageJ's format cannot hold).
 
+    2-D labels with a side over :data:`PYRAMID_FROM` pixels (a slide's) are written by
+    :func:`write_labels_tiled`: tiled, with a pyramid, as an OME-TIFF.
+
     Returns
     -------
     path : Path
@@ -130,6 +133,8 @@ def write_labels(labels: npt.ArrayLike, path: str | os.PathLike[str], *,
         If ``labels`` are not 2-D or 3-D non-negative whole numbers.
     """
     data = as_labels(labels, name=str(path), ndim=3 if np.ndim(labels) >= 3 else 2)
+    if data.ndim == 2 and max(data.shape) > PYRAMID_FROM:  # a slide's: tiled, with a pyramid
+        return write_labels_tiled(data, path, description=description, pixel_size=pixel_size)
     if data.size == 0 or data.max() <= np.iinfo(np.uint16).max:
         data = data.astype(np.uint16)
     # minisblack: a stack of 3 or 4 planes would otherwise be stored as one RGB(A) image.
@@ -145,6 +150,14 @@ def write_labels(labels: npt.ArrayLike, path: str | os.PathLike[str], *,
     return write_atomic(path, lambda tmp: tifffile.imwrite(
         tmp, data, compression="zlib", description=description, metadata=None,
         photometric="minisblack", **_resolution(pixel_size)))
+
+
+def _ome_metadata(pixel_size: Any) -> dict[str, Any]:
+    """OME-XML fields of a label image: its axes and, where known, its pixel size in um."""
+    if pixel_size is None:
+        return {"axes": "YX"}
+    return {"axes": "YX", "PhysicalSizeX": float(pixel_size.x), "PhysicalSizeY": float(pixel_size.y),
+            "PhysicalSizeXUnit": "µm", "PhysicalSizeYUnit": "µm"}
 
 
 def _resolution(pixel_size: Any, step: int = 1) -> dict[str, Any]:
@@ -187,13 +200,15 @@ def read_description(path: str | os.PathLike[str]) -> str:
 
 
 def write_labels_tiled(labels: Any, path: str | os.PathLike[str], *, tile: int = 512,
-                       pixel_size: Any = None) -> Path:
-    """Write a large label array as a tiled, compressed TIFF, a band of rows at a time, atomically.
+                       pixel_size: Any = None, description: str | None = None) -> Path:
+    """Write a large label array as a tiled, compressed OME-TIFF, a band of rows at a time, atomically.
 
     Labels larger than ``PYRAMID_FROM`` pixels a side get a pyramid in SubIFDs (as OME-TIFF
     slides have it): each level half the one before, by nearest neighbour (every other pixel, so
     ids stay ids), down to ``PYRAMID_FROM / 2``; slide viewers and QuPath then open them at any
-    zoom without reading level 0.
+    zoom without reading level 0. The OME-XML names the axes and, where known, the pixel size
+    in micrometres (QuPath and Bio-Formats read it); the resolution tags repeat it for readers
+    of plain TIFF.
 
     Parameters
     ----------
@@ -205,8 +220,11 @@ def write_labels_tiled(labels: Any, path: str | os.PathLike[str], *, tile: int =
     tile : int
         TIFF tile side, a multiple of 16.
     pixel_size : PixelSize, optional
-        Stored as resolution tags in centimetres, as :func:`write_labels` does (each level's
-        scaled to it).
+        Stored in the OME-XML (PhysicalSizeX/Y in um) and as resolution tags in centimetres, as
+        :func:`write_labels` does (each level's scaled to it).
+    description : str, optional
+        predict's settings, stored in the private tag :data:`SETTINGS_TAG` (the ImageDescription
+        holds the OME-XML); :func:`read_description` reads it.
 
     Returns
     -------
@@ -234,9 +252,12 @@ def write_labels_tiled(labels: Any, path: str | os.PathLike[str], *, tile: int =
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name[:100]}.{os.getpid()}.tmp")
     try:
-        with tifffile.TiffWriter(tmp, bigtiff=height * width * 4 > 2**31) as tif:
+        with tifffile.TiffWriter(tmp, bigtiff=height * width * 4 > 2**31, ome=True) as tif:
             tif.write(tiles(1), shape=(height, width), dtype=dtype, tile=(tile, tile),
-                      compression="zlib", subifds=levels, **_resolution(pixel_size))
+                      compression="zlib", subifds=levels, photometric="minisblack",
+                      metadata=_ome_metadata(pixel_size),
+                      extratags=[(SETTINGS_TAG, "s", 0, description, True)] if description else [],
+                      **_resolution(pixel_size))
             for k in range(1, levels + 1):
                 step = 2 ** k
                 shape = (-(-height // step), -(-width // step))
