@@ -79,3 +79,30 @@ def test_samples_and_manifest() -> None:
 
     manifest = PluginManifest.from_file(manifest_path())
     assert {w.command for w in manifest.contributions.widgets} == {"flowseg.segment"}
+
+
+def test_napari_ome_zarr_opens_the_labels_over_the_image(viewer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # What a pathologist does with --save-ome-zarr (README, "Whole slides"): open the slide, then
+    # the labels' group, through the napari-ome-zarr reader.
+    pytest.importorskip("napari_ome_zarr", reason="napari-ome-zarr not installed")
+    from flowseg.apps.cli import main
+    from flowseg.inference.pipeline import as_channels_first
+    from flowseg.io import read_labels
+    from flowseg.training.synthetic import make_sample
+    from tests.test_omezarr import write_image
+
+    image, _ = make_sample((320, 288), "nuclei", seed=3)
+    write_image(tmp_path / "slide.ome.zarr", as_channels_first(image), "cyx")
+    assert main(["predict", "-i", str(tmp_path / "slide.ome.zarr"), "-o", str(tmp_path / "out"),
+                 "--save-ome-zarr", "--device", "cpu"]) == 0
+    opened = viewer.open(str(tmp_path / "slide.ome.zarr"), plugin="napari-ome-zarr")
+    cells = viewer.open(str(tmp_path / "out" / "slide.ome_labels.ome.zarr" / "labels"),
+                        plugin="napari-ome-zarr")
+    assert [type(layer).__name__ for layer in cells] == ["Labels"] and cells[0].multiscale
+    assert len(cells[0].data) >= 2  # the pyramid
+    np.testing.assert_array_equal(np.asarray(cells[0].data[0]),
+                                  read_labels(tmp_path / "out" / "slide.ome_label.tiff"))
+    for layer in opened:  # at the image's scale (0.5 um), over it
+        assert type(layer).__name__ == "Image"
+        assert layer.data[0].shape == cells[0].data[0].shape
+        np.testing.assert_array_equal(layer.scale, cells[0].scale)
