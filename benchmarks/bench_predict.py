@@ -193,7 +193,7 @@ def worker_tile_memory(tile: int, batch: int) -> dict[str, object]:
 
 
 def time_cli(path: Path, folder: Path, tile: int, batch: int,
-             repeats: int) -> tuple[float, float]:
+             repeats: int, model: Path | None = None) -> tuple[float, float]:
     """Median seconds of ``python -m flowseg predict`` on one image, process start to exit, and
     the largest peak RSS (MB) of those runs: the CLI resizes images whose cells ask for it, which
     the worker columns (at the image's own scale) do not."""
@@ -203,7 +203,7 @@ def time_cli(path: Path, folder: Path, tile: int, batch: int,
         start = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "flowseg", "predict", "-i", str(path),
                                  "-o", str(out), "--tile", str(tile), "--batch", str(batch),
-                                 "--overwrite"],
+                                 "--overwrite", *(["--model", str(model)] if model else [])],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak, not all children's
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -213,6 +213,24 @@ def time_cli(path: Path, folder: Path, tile: int, batch: int,
             seconds.append(time.perf_counter() - start)
             peaks.append(usage.ru_maxrss / 1024)  # KiB on Linux
     return statistics.median(seconds), max(peaks)
+
+
+def compare_cli(args: argparse.Namespace, common: list[str], have_monai: bool) -> int:
+    """predict with ``--cli-model``, start to exit, against the seed's network alone."""
+    print(f"{os.cpu_count()} CPUs; model {args.cli_model}; median of {args.repeats} runs after a "
+          "warm-up")
+    print("| size | MP | predict CLI s (start to exit) | CLI peak RSS MB | MONAI UNet network s "
+          "| CLI / MONAI network |")
+    print("|---|---|---|---|---|---|")
+    for size in args.sizes:
+        path = make_image(size, args.folder)
+        monai_s = spawn(["--worker", "monai", str(path), *common])["network"] if have_monai else None
+        cli_s, cli_mb = time_cli(path, args.folder, args.tile, args.batch, args.repeats,
+                                 args.cli_model)
+        ratio = f"{cli_s / float(monai_s):.2f}" if monai_s else "-"
+        print(f"| {size}^2 | {size * size / 1e6:.2f} | {cli_s:.2f} | {cli_mb:.0f} "
+              f"| {f'{monai_s:.2f}' if monai_s else '-'} | {ratio} |", flush=True)
+    return 0
 
 
 def spawn(args: list[str]) -> dict[str, object]:
@@ -230,6 +248,9 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "flowseg-bench")
     parser.add_argument("--volumes", nargs="*", default=["32x256"], metavar="DEPTHxSIDE")
+    parser.add_argument("--cli-model", type=Path, default=None, metavar="CHECKPOINT",
+                        help="only the CLI (start to exit) with this model, beside the MONAI "
+                             "network: how candidate models compare (issue 31 point 4)")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -252,6 +273,8 @@ def main() -> int:
     except ImportError:
         have_monai = False
     common = ["--repeats", str(args.repeats), "--tile", str(args.tile), "--batch", str(args.batch)]
+    if args.cli_model:
+        return compare_cli(args, common, have_monai)
     memory = spawn(["--worker", "tile", *common])
     print(f"{os.cpu_count()} CPUs; tile {args.tile}, batch {args.batch}; median of "
           f"{args.repeats} runs after a warm-up, each size in a fresh process")
