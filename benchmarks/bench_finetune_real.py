@@ -1,16 +1,18 @@
 """Fine-tuning on half of one real image, scored on its other half: F1 against CPU time.
 
     python benchmarks/bench_finetune_real.py [--model PATH] [--minutes 1 3] [--lr 2e-4 2e-3]
+                                             [--images 1 2 5]
 
 For one validation image of each real modality (scripts/real_data.py's split, which
-training never reads; the first by name whose left half holds at least 15 cells), the model is
-fine-tuned on the left half as ``flowseg train --data_path HALF --workers 0`` does from it (its
-training diameter, AdamW with a warm-up and a cosine decay, batch 8 of 256^2 crops, the size
-head refitted at the end) and the right half is segmented with no option given (the automatic
-diameter) and at the diameter the starting model estimated, before and after. Each CPU budget is
-a run of its own with as many epochs as fit: a run's fixed cost and an epoch's CPU time are
-measured first by runs of 1 and 3 epochs after a warm-up. One thread, no loader workers, so the
-process's CPU time is the training's (scoring not counted).
+training never reads; the first by name whose left half holds at least 15 cells), or the first
+``--images`` N of them where the split has as many, the model is fine-tuned on the left halves
+as ``flowseg train --data_path HALVES --workers 0`` does from it (its training diameter, AdamW
+with a warm-up and a cosine decay, batch 8 of 256^2 crops, the size head refitted at the end)
+and the right halves are segmented with no option given (the automatic diameter) and at the
+diameters the starting model estimated, before and after (F1 of their matches pooled). Each CPU
+budget is a run of its own with as many epochs as fit: a run's fixed cost and an epoch's CPU
+time are measured first by runs of 1 and 3 epochs after a warm-up. One thread, no loader
+workers, so the process's CPU time is the training's (scoring not counted).
 """
 
 from __future__ import annotations
@@ -47,18 +49,18 @@ def halves(image: np.ndarray, labels: np.ndarray):
     return left, right
 
 
-def pick_images(modalities: list[str]):
-    """One validation image per modality: the first by name whose left half has 15 cells."""
-    seen = set()
+def pick_images(modalities: list[str], most: int = 1):
+    """Up to ``most`` validation images per modality: the first by name whose left half has 15 cells."""
+    found: dict[str, list] = {m: [] for m in modalities}
     for source, modality, image_path, label_path in sorted(real_pairs("val"),
                                                            key=lambda p: p[2].name):
-        if modality in seen or modality not in modalities:
+        if modality not in found or len(found[modality]) >= most:
             continue
         image, labels = read_image(image_path), read_labels(label_path)
         (_, left_labels), _ = halves(image, labels)
         if len(np.unique(left_labels)) - 1 >= 15:
-            seen.add(modality)
-            yield f"{source} {modality} {image_path.stem[:12]}", image, labels
+            found[modality].append((f"{source} {modality} {image_path.stem[:12]}", image, labels))
+    return found
 
 
 def finetune(folder: Path, epochs: int, run: Path, rate: float, start: Path) -> tuple[Path, float]:
@@ -69,9 +71,16 @@ def finetune(folder: Path, epochs: int, run: Path, rate: float, start: Path) -> 
     return last, cpu_seconds() - before
 
 
-def score(net, image: np.ndarray, labels: np.ndarray, diameter: float | None) -> tuple[float, float]:
-    result = segment_with_outputs(image, net, channel_axis=0, device="cpu", diameter=diameter)
-    return challenge_scores(labels, result.labels).f1, result.diameter
+def score(net, parts: list, diameters: list[float | None]) -> tuple[float, list[float]]:
+    """F1@0.5 over the images' right halves pooled (their matches summed), and the diameters used."""
+    tp = fp = fn = 0
+    used = []
+    for (image, labels), diameter in zip(parts, diameters, strict=True):
+        result = segment_with_outputs(image, net, channel_axis=0, device="cpu", diameter=diameter)
+        scores = challenge_scores(labels, result.labels)
+        tp, fp, fn = tp + scores.tp, fp + scores.fp, fn + scores.fn
+        used.append(result.diameter)
+    return 2 * tp / max(2 * tp + fp + fn, 1), used
 
 
 def main() -> int:
@@ -81,41 +90,54 @@ def main() -> int:
     parser.add_argument("--lr", type=float, nargs="+", default=[FINETUNE_LEARNING_RATE])
     parser.add_argument("--modalities", nargs="+",
                         default=["fluorescence", "tissue", "brightfield", "phase"])
+    parser.add_argument("--images", type=int, nargs="+", default=[1],
+                        help="fine-tune on the left halves of this many images of each "
+                             "modality (where the split has them), scored on their right halves")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     start = args.model or default_model_path()
-    print(f"model {start}; one thread; F1@0.5 on the right half, automatic diameter "
-          "(at the starting model's estimate)")
-    print("| image | lr | before | " + " | ".join(f"{m:g} min" for m in args.minutes) + " |")
+    print(f"model {start}; one thread; F1@0.5 on the right halves (pooled), automatic diameter "
+          "(at the starting model's estimates)")
+    print("| images | lr | before | " + " | ".join(f"{m:g} min" for m in args.minutes) + " |")
     print("|---" * (len(args.minutes) + 3) + "|")
-    for name, image, labels in pick_images(args.modalities):
-        (left, left_labels), (right, right_labels) = halves(image, labels)
-        base = load_model(start)
-        f1, estimate = score(base, right, right_labels, None)
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            (folder / "images").mkdir()
-            tifffile.imwrite(folder / "images" / "left.tif", left)
-            write_labels(left_labels, folder / "labels" / "left_label.tiff")
-            finetune(folder, 1, folder / "warm_up", args.lr[0], start)
-            one, three = (finetune(folder, n, folder / f"cal_{n}", args.lr[0], start)[1]
-                          for n in (1, 3))
-            per_epoch = max((three - one) / 2, 1e-3)
-            fixed = max(0.0, one - per_epoch)
-            for rate in args.lr:
-                cells = [f"{f1:.3f} ({estimate:.0f} px)"]
-                for budget in args.minutes:
-                    epochs = max(1, round((budget * 60 - fixed) / per_epoch))
-                    last, used = finetune(folder, epochs, folder / f"run_{rate}_{budget}", rate,
-                                          start)
-                    tuned = load_net(last)
-                    auto, found = score(tuned, right, right_labels, None)
-                    same, _ = score(tuned, right, right_labels, estimate)
-                    cells.append(f"{auto:.3f} ({same:.3f}; {found:.0f} px; {epochs} ep., "
-                                 f"{used / 60:.1f} min)")
-                print(f"| {name} | {rate:g} | " + " | ".join(cells) + " |", flush=True)
+    picked = pick_images(args.modalities, max(args.images))
+    for count in args.images:
+        for chosen in picked.values():
+            if len(chosen) < count:
+                continue
+            finetune_row(chosen[:count], start, args)
     return 0
+
+
+def finetune_row(chosen: list, start: Path, args: argparse.Namespace) -> None:
+    """Fine-tune on the left halves of ``chosen`` at every rate and budget; print one row a rate."""
+    lefts, rights = zip(*(halves(image, labels) for _, image, labels in chosen), strict=True)
+    base = load_model(start)
+    f1, estimates = score(base, list(rights), [None] * len(rights))
+    name = chosen[0][0] if len(chosen) == 1 else f"{len(chosen)} x {' '.join(chosen[0][0].split()[:2])}"
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "images").mkdir()
+        for k, (left, left_labels) in enumerate(lefts):
+            tifffile.imwrite(folder / "images" / f"left{k}.tif", left)
+            write_labels(left_labels, folder / "labels" / f"left{k}_label.tiff")
+        finetune(folder, 1, folder / "warm_up", args.lr[0], start)
+        one, three = (finetune(folder, n, folder / f"cal_{n}", args.lr[0], start)[1]
+                      for n in (1, 3))
+        per_epoch = max((three - one) / 2, 1e-3)
+        fixed = max(0.0, one - per_epoch)
+        for rate in args.lr:
+            cells = [f"{f1:.3f} ({np.median(estimates):.0f} px)"]
+            for budget in args.minutes:
+                epochs = max(1, round((budget * 60 - fixed) / per_epoch))
+                last, used = finetune(folder, epochs, folder / f"run_{rate}_{budget}", rate, start)
+                tuned = load_net(last)
+                auto, found = score(tuned, list(rights), [None] * len(rights))
+                same, _ = score(tuned, list(rights), estimates)
+                cells.append(f"{auto:.3f} ({same:.3f}; {np.median(found):.0f} px; {epochs} ep., "
+                             f"{used / 60:.1f} min)")
+            print(f"| {name} | {rate:g} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":
