@@ -226,7 +226,7 @@ def compare_cli(args: argparse.Namespace, common: list[str], have_monai: bool) -
         path = make_image(size, args.folder)
         monai_s = spawn(["--worker", "monai", str(path), *common])["network"] if have_monai else None
         cli_s, cli_mb = time_cli(path, args.folder, args.tile, args.batch, args.repeats,
-                                 args.cli_model)
+                                 None if args.cli_model == "bundled" else Path(args.cli_model))
         ratio = f"{cli_s / float(monai_s):.2f}" if monai_s else "-"
         print(f"| {size}^2 | {size * size / 1e6:.2f} | {cli_s:.2f} | {cli_mb:.0f} "
               f"| {f'{monai_s:.2f}' if monai_s else '-'} | {ratio} |", flush=True)
@@ -248,9 +248,10 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "flowseg-bench")
     parser.add_argument("--volumes", nargs="*", default=["32x256"], metavar="DEPTHxSIDE")
-    parser.add_argument("--cli-model", type=Path, default=None, metavar="CHECKPOINT",
-                        help="only the CLI (start to exit) with this model, beside the MONAI "
-                             "network: how candidate models compare (issue 31 point 4)")
+    parser.add_argument("--cli-model", default=None, metavar="CHECKPOINT",
+                        help="only the CLI (start to exit) with this model ('bundled': no "
+                             "--model, the shipped ONNX export), beside the MONAI network: how "
+                             "candidate models compare (issue 31 point 4)")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
