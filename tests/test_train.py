@@ -212,3 +212,20 @@ def test_training_refits_the_size_head(tmp_path: Path) -> None:
     head = load_net(result).metadata["size_head"]
     assert head["images"] == 2 and head["samples"] >= 4
     assert len(head["weights"]) == len(head["mean"]) > 0
+
+
+def test_validation_scores_at_the_training_diameter(tmp_path: Path) -> None:
+    # The training crops are rescaled to the training diameter (FlowDataset); validation must
+    # score there too: the bundled 30-px model read 12-px nuclei at their own size before.
+    from flowseg.inference.pipeline import default_model_path
+
+    image, labels = make_sample((224, 224), "nuclei", seed=4, diameter=12)
+    (tmp_path / "images").mkdir()
+    tifffile.imwrite(tmp_path / "images" / "a.tif", image)
+    write_labels(labels, tmp_path / "labels" / "a_label.tiff")
+    pairs = [(tmp_path / "images" / "a.tif", tmp_path / "labels" / "a_label.tiff")]
+    net = load_net(default_model_path())
+    native = validate(net, pairs, torch.device("cpu"))
+    rescaled = validate(net, pairs, torch.device("cpu"), diameter=30.0)
+    print(f"validation F1 of 12-px nuclei: at their own size {native:.3f}, at 30 px {rescaled:.3f}")
+    assert rescaled > native + 0.1

@@ -204,7 +204,7 @@ def train(
         losses = session.run_epoch(dataset, order, epoch)
         val_f1 = math.nan
         if val_pairs and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
-            val_f1 = validate(session.net, val_pairs, device)
+            val_f1 = validate(session.net, val_pairs, device, diameter=data.diameter)
         session.end_epoch(epoch, losses, val_f1)
     result = session.best_path if val_pairs else out / "last.pt"
     if config.size_head:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from skimage.transform import resize
 from torch.nn import functional as F
 
 from flowseg.inference.normalize import prepare_image
@@ -19,7 +20,8 @@ VAL_CROP = 1024
 
 
 @torch.no_grad()
-def validate(net: FlowUNet, pairs: list[tuple[Path, Path]], device: torch.device) -> float:
+def validate(net: FlowUNet, pairs: list[tuple[Path, Path]], device: torch.device,
+             diameter: float | None = None) -> float:
     """Return the mean challenge F1 of the network's masks on validation pairs.
 
     Images larger than ``VAL_CROP`` on a side are scored on a centred crop.
@@ -29,6 +31,10 @@ def validate(net: FlowUNet, pairs: list[tuple[Path, Path]], device: torch.device
     net : FlowUNet
     pairs : list of (Path, Path)
     device : torch.device
+    diameter : float, optional
+        The training diameter: each image (and its labels) is first rescaled so that its median
+        cell diameter becomes this, as the training crops are (:class:`FlowDataset`); None
+        scores images at their own scale.
 
     Returns
     -------
@@ -39,6 +45,8 @@ def validate(net: FlowUNet, pairs: list[tuple[Path, Path]], device: torch.device
     scores = []
     for image_path, label_path in pairs:
         image, labels = prepare_image(read_image(image_path)), read_labels(label_path)
+        if diameter:
+            image, labels = _at_diameter(image, labels, diameter)
         window = _centre_crop(labels.shape, VAL_CROP)
         image, labels = image[(slice(None), *window)], labels[window]
         output = predict_whole(net, image, device)
@@ -46,6 +54,27 @@ def validate(net: FlowUNet, pairs: list[tuple[Path, Path]], device: torch.device
         scores.append(challenge_scores(labels, masks).f1)
     net.train(was_training)
     return float(np.mean(scores))
+
+
+def _at_diameter(image: np.ndarray, labels: np.ndarray,
+                 diameter: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rescale an image and its labels so that the median cell diameter becomes ``diameter``.
+
+    The median is FlowDataset's (of the cells' equivalent-circle diameters); bilinear for the
+    image, nearest neighbour for the labels.
+    """
+    sizes = np.bincount(labels.reshape(-1))[1:]
+    sizes = sizes[sizes > 0]
+    if not sizes.size:
+        return image, labels
+    factor = diameter / float(np.median(2 * np.sqrt(sizes / np.pi)))
+    shape = tuple(max(1, round(n * factor)) for n in labels.shape)
+    if shape == labels.shape:
+        return image, labels
+    resized = resize(image, (image.shape[0], *shape), order=1, preserve_range=True,
+                     anti_aliasing=factor < 1).astype(np.float32)
+    nearest = resize(labels, shape, order=0, preserve_range=True, anti_aliasing=False)
+    return resized, nearest.astype(labels.dtype)
 
 
 def _centre_crop(shape: tuple[int, ...], side: int) -> tuple[slice, slice]:
