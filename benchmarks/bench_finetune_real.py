@@ -123,10 +123,16 @@ def finetune_row(chosen: list, start: Path, args: argparse.Namespace) -> None:
             tifffile.imwrite(folder / "images" / f"left{k}.tif", left)
             write_labels(left_labels, folder / "labels" / f"left{k}_label.tiff")
         finetune(folder, 1, folder / "warm_up", args.lr[0], start)
-        one, three = (finetune(folder, n, folder / f"cal_{n}", args.lr[0], start)[1]
-                      for n in (1, 3))
-        per_epoch = max((three - one) / 2, 1e-3)
-        fixed = max(0.0, one - per_epoch)
+        one = finetune(folder, 1, folder / "cal_1", args.lr[0], start)[1]
+        finetune(folder, 3, folder / "cal_3", args.lr[0], start)
+        # An epoch's time from the run's own log (epochs 2 and 3), not from the difference of
+        # two runs' totals: with few crops an epoch takes a second, less than the noise of a
+        # run's fixed costs, and that difference could come out near zero (tens of thousands
+        # of epochs asked for a minute).
+        seconds = [float(line.split(",")[-1]) for line in
+                   (folder / "cal_3" / "log.csv").read_text().splitlines()[1:]]
+        per_epoch = max((seconds[-1] - seconds[0]) / 2, 1e-3)
+        fixed = max(0.0, one - seconds[0])
         for rate in args.lr:
             cells = [f"{f1:.3f} ({np.median(estimates):.0f} px)"]
             for budget in args.minutes:
