@@ -50,6 +50,7 @@ from flowseg.errors import InputError
 from flowseg.inference.blocks import core_grid, extend
 from flowseg.inference.scaling import mask_margin
 from flowseg.inference.tiling import TileConfig
+from flowseg.io.lazy import LazyPixels
 from flowseg.representation.masks import MaskConfig
 
 log = logging.getLogger(__name__)
@@ -78,16 +79,6 @@ class BlockConfig:
         if self.block < 64 or self.margin < 16 or self.retries < 0:
             raise InputError(f"invalid blocks: block={self.block} (>= 64), "
                              f"margin={self.margin} (>= 16), retries={self.retries} (>= 0)")
-
-
-class _Synchronous:
-    """A dask array read in this process (a file's handle cannot travel to the workers)."""
-
-    def __init__(self, array: Any) -> None:
-        self.array, self.shape, self.ndim = array, array.shape, array.ndim
-
-    def __getitem__(self, key: Any) -> npt.NDArray[Any]:
-        return np.asarray(self.array[key].compute(scheduler="synchronous"))
 
 
 def segment_large(
@@ -221,7 +212,8 @@ def _first_scale(net: Any, image: Any, ranges: npt.NDArray[np.float64], diameter
     if diameter:
         check_scale(shape, trained / diameter, diameter)
         return trained / diameter, float(diameter)
-    view = PreparedView(_Synchronous(image), ranges=ranges)  # type: ignore[arg-type]
+    # read in this process (a file's handle cannot travel to the workers)
+    view = PreparedView(LazyPixels(image), ranges=ranges)  # type: ignore[arg-type]
     guess = estimate_diameter(net, view, tiles=tiles, masks=config,
                               execution=plan_execution(device))
     return scale_for(guess, trained, shape)

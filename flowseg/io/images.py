@@ -29,9 +29,9 @@ MAX_CHANNELS = 16
 # Pages of a TIFF whose axes are not named are read as channels in 2-D; more than this many may
 # be a z-stack's planes, and a warning says so.
 PAGES_AS_CHANNELS = 4
-# Largest image decoded into memory, checked from the file's header before decoding: 250 MP is a
+# Largest image one process segments, checked from the file's header before decoding: 250 MP is a
 # 15,800^2 slide (0.75 GB as 8-bit RGB; predict's peak then stays near 5 GB). Larger images need
-# --max-pixels or --dask (which reads TIFFs lazily, a block at a time).
+# --max-pixels or --dask (which bounds the memory a block at a time).
 MAX_PIXELS = 250_000_000
 # The decoded data may take this many bytes per pixel of that budget (1 GB by default): 8-bit RGB
 # and 16-bit gray fit, a 16-bit RGBA image or a stack of pages of the same size does not.
@@ -121,10 +121,7 @@ def _decode(path: Path, max_pixels: int = MAX_PIXELS) -> npt.NDArray[np.generic]
         raise FileNotFoundError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file")
-    height, width = image_size(path)
-    if height * width > max_pixels:
-        raise InputError(f"{path}: {height} x {width} pixels is more than the {max_pixels:,} "
-                         "allowed (--max-pixels; --dask reads large TIFFs a block at a time)")
+    check_pixel_budget(path, *image_size(path), max_pixels)
     nbytes = decoded_bytes(path)
     if nbytes > BYTES_PER_PIXEL * max_pixels:
         raise InputError(f"{path}: decodes to {_size(nbytes)}, more than the "
@@ -138,7 +135,7 @@ def _decode(path: Path, max_pixels: int = MAX_PIXELS) -> npt.NDArray[np.generic]
                     log.debug("%s: a pyramid of %d levels (%s); reading level 0", path.name,
                               len(series.levels), ", ".join(
                                   " x ".join(map(str, level.shape)) for level in series.levels))
-                _check_planes(series.axes, series.shape, path)
+                check_planes(series.axes, series.shape, path)
                 array = np.asarray(series.asarray())
         else:
             array = _drop_alpha(np.asarray(imagecodecs.imread(str(path))))
@@ -152,7 +149,14 @@ def _decode(path: Path, max_pixels: int = MAX_PIXELS) -> npt.NDArray[np.generic]
     return array
 
 
-def _check_planes(axes: str, shape: tuple[int, ...], path: Path) -> None:
+def check_pixel_budget(path: Path, height: int, width: int, max_pixels: int) -> None:
+    """Refuse an image of more than ``max_pixels`` pixels, naming the file and the option."""
+    if height * width > max_pixels:
+        raise InputError(f"{path}: {height} x {width} pixels is more than the {max_pixels:,} "
+                         "allowed (--max-pixels; --dask reads large images a block at a time)")
+
+
+def check_planes(axes: str, shape: tuple[int, ...], path: Path) -> None:
     """Refuse a TIFF z-stack read as a 2-D image, and say so of pages that may be one.
 
     Axes the file names z or time (ImageJ, OME) never count as channels: refused. Pages without

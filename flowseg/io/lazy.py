@@ -19,7 +19,7 @@ import tifffile
 
 from flowseg.errors import InputError
 from flowseg.io.headers import TIFF_SUFFIXES, image_size
-from flowseg.io.images import MAX_CHANNELS, MAX_PIXELS, read_pixels
+from flowseg.io.images import MAX_CHANNELS, MAX_PIXELS, check_pixel_budget, check_planes, read_pixels
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,13 @@ class LazyPixels:
     ----------
     array : dask.array.Array
         ``(C, H, W)``.
-    path : Path
+    path : Path, optional
+        The file it reads, where it reads one.
     store : object, optional
         The file's zarr store, closed with this object.
     """
 
-    def __init__(self, array: Any, path: Path, store: Any = None) -> None:
+    def __init__(self, array: Any, path: Path | None = None, store: Any = None) -> None:
         self.array, self.path, self.store = array, path, store
         self.shape: tuple[int, int, int] = tuple(int(n) for n in array.shape)  # type: ignore[assignment]
         self.ndim = 3
@@ -111,11 +112,11 @@ def read_or_open(path: str | os.PathLike[str], *,
     if not lazy:
         return read_pixels(path, max_pixels=max_pixels)
     pixels = open_lazily(path)
-    height, width = pixels.shape[1:]
-    if height * width > max_pixels:
+    try:
+        check_pixel_budget(path, *pixels.shape[1:], max_pixels)
+    except InputError:
         pixels.close()
-        raise InputError(f"{path}: {height} x {width} pixels is more than the {max_pixels:,} "
-                         "allowed (--max-pixels; --dask reads large images a block at a time)")
+        raise
     return pixels
 
 
@@ -186,6 +187,7 @@ def _cyx_index(axes: str, shape: tuple[int, ...], path: Path) -> tuple[tuple[Any
     """Index that drops a TIFF series' axes of size 1, and the transpose to ``(C, Y, X)``."""
     if "Y" not in axes or "X" not in axes:
         raise InputError(f"{path}: axes {axes} have no Y and X")
+    check_planes(axes, shape, path)  # z and time refused by name, as a whole read does
     index: list[Any] = []
     kept: list[str] = []
     for axis, size in zip(axes, shape, strict=True):
@@ -194,9 +196,6 @@ def _cyx_index(axes: str, shape: tuple[int, ...], path: Path) -> tuple[tuple[Any
             kept.append(axis)
         elif size == 1:
             index.append(0)
-        elif axis in "ZT":
-            raise InputError(f"{path}: a stack of {size} planes along {axis} (axes {axes}); "
-                             "segment it with --3d, or one plane at a time")
         else:
             index.append(slice(None))
             kept.append("C")

@@ -2,8 +2,8 @@
 
 Reading needs zarr only: the multiscales metadata (``multiscales`` in the group's attributes, or
 under ``ome`` in NGFF 0.5) names the level-0 array, its axes and its scale; the array is opened
-lazily, so ``--dask`` reads it a block at a time and one process reads it whole (within the image
-budget). Writing uses ome-zarr (the OME's own library, which napari-ome-zarr reads with): the labels
+lazily, so ``--dask`` reads it a block at a time and one process window by window
+(:mod:`flowseg.io.lazy`; :func:`read_ome_zarr` reads it whole, within the image budget). Writing uses ome-zarr (the OME's own library, which napari-ome-zarr reads with): the labels
 go to a new store, ``<name>_labels.ome.zarr``, as the NGFF ``labels/cells`` image-label with its
 multiscale pyramid (nearest-neighbour levels, each half the one before), the pixel size as its
 scale in micrometres. Chosen by measurement over ngff-zarr, the other well-kept writer (4096^2
@@ -123,10 +123,9 @@ def read_ome_zarr(path: str | os.PathLike[str], max_pixels: int) -> np.ndarray:
     """Read an OME-Zarr image's level 0 into memory as ``(C, H, W)``, within the pixel budget."""
     array, axes, _, _ = open_level0(path)
     cyx = as_cyx(array, axes, path)
-    height, width = cyx.shape[1:]
-    if height * width > max_pixels:
-        raise InputError(f"{path}: {height} x {width} pixels is more than the {max_pixels:,} "
-                         "allowed (--max-pixels; --dask reads OME-Zarr a block at a time)")
+    from flowseg.io.images import check_pixel_budget
+
+    check_pixel_budget(Path(path), *cyx.shape[1:], max_pixels)
     return np.asarray(cyx.compute(scheduler="synchronous"))
 
 
