@@ -3,8 +3,9 @@
 Reading needs zarr only: the multiscales metadata (``multiscales`` in the group's attributes, or
 under ``ome`` in NGFF 0.5) names the level-0 array, its axes and its scale; the array is opened
 lazily, so ``--dask`` reads it a block at a time and one process window by window
-(:mod:`flowseg.io.lazy`; :func:`read_ome_zarr` reads it whole, within the image budget). Writing uses ome-zarr (the OME's own library, which napari-ome-zarr reads with): the labels
-go to a new store, ``<name>_labels.ome.zarr``, as the NGFF ``labels/cells`` image-label with its
+(:mod:`flowseg.io.lazy`; :func:`read_ome_zarr` reads it whole, within the image budget).
+Writing uses ome-zarr (the OME's own library, which napari-ome-zarr reads with): the labels go
+to a new store, ``<name>_labels.ome.zarr``, as the NGFF ``labels/cells`` image-label with its
 multiscale pyramid (nearest-neighbour levels, each half the one before), the pixel size as its
 scale in micrometres. Chosen by measurement over ngff-zarr, the other well-kept writer (4096^2
 labels with three levels below, 2 cores): ome-zarr 0.95 s and 252 MB peak, ngff-zarr 130 s (its

@@ -163,17 +163,25 @@ def prepare_pair(image_path: Path, label_path: Path, cache_dir: Path,
     if labels.shape != image.shape[1:]:
         raise InputError(f"{label_path}: labels of shape {labels.shape} do not fit image "
                          f"{image_path.name} of shape {image.shape[1:]}")
-    sizes = np.bincount(labels.reshape(-1))[1:]
-    sizes = sizes[sizes > 0]
+    diameter, cells = label_diameter(labels)
     entry = {"image": str(cache_dir / f"{key}.image.npy"),
              "targets": str(cache_dir / f"{key}.targets.npy"),
-             "diameter": float(np.median(2 * np.sqrt(sizes / np.pi))) if sizes.size else 0.0,
-             "cells": int(sizes.size), "name": image_path.stem}
+             "diameter": diameter, "cells": cells, "name": image_path.stem}
     cache_dir.mkdir(parents=True, exist_ok=True)
     _save_npy(prepare_image(image).astype(np.float16), Path(str(entry["image"])))
     _save_npy(targets(labels).astype(np.float16), Path(str(entry["targets"])))
     write_atomic(meta_path, json.dumps(entry).encode())
     return entry
+
+
+def label_diameter(labels: npt.NDArray[np.integer]) -> tuple[float, int]:
+    """Median equivalent-circle diameter of the labelled cells (0 if none), and their count.
+
+    The size every training image is rescaled from to ``DataConfig.diameter``.
+    """
+    sizes = np.bincount(labels.reshape(-1))[1:]
+    sizes = sizes[sizes > 0]
+    return (float(np.median(2 * np.sqrt(sizes / np.pi))) if sizes.size else 0.0), int(sizes.size)
 
 
 def _save_npy(array: np.ndarray, path: Path) -> None:

@@ -14,6 +14,7 @@ from flowseg.io import read_image, read_labels
 from flowseg.metrics import challenge_scores
 from flowseg.model.net import FlowUNet
 from flowseg.representation.masks import masks_from_flows
+from flowseg.training.dataset import label_diameter
 
 # Validation images larger than this are scored on a centred crop of this side.
 VAL_CROP = 1024
@@ -60,14 +61,13 @@ def _at_diameter(image: np.ndarray, labels: np.ndarray,
                  diameter: float) -> tuple[np.ndarray, np.ndarray]:
     """Rescale an image and its labels so that the median cell diameter becomes ``diameter``.
 
-    The median is FlowDataset's (of the cells' equivalent-circle diameters); bilinear for the
-    image, nearest neighbour for the labels.
+    The median is FlowDataset's (:func:`label_diameter`); bilinear for the image, nearest
+    neighbour for the labels.
     """
-    sizes = np.bincount(labels.reshape(-1))[1:]
-    sizes = sizes[sizes > 0]
-    if not sizes.size:
+    median, cells = label_diameter(labels)
+    if not cells:
         return image, labels
-    factor = diameter / float(np.median(2 * np.sqrt(sizes / np.pi)))
+    factor = diameter / median
     shape = tuple(max(1, round(n * factor)) for n in labels.shape)
     if shape == labels.shape:
         return image, labels
