@@ -7,7 +7,9 @@ For one validation image of each real modality (scripts/real_data.py's split, wh
 training never reads; the first by name whose left half holds at least 15 cells), or the first
 ``--images`` N of them where the split has as many, the model is fine-tuned on the left halves
 as ``flowseg train --data_path HALVES --workers 0`` does from it (its training diameter, AdamW
-with a warm-up and a cosine decay, batch 8 of 256^2 crops, the size head refitted at the end)
+with a warm-up and a cosine decay, batch 8 of 256^2 crops, the last fifth of each left half's
+longer side held out to validate on, the starting weights kept unless a validation beats them,
+the size head refitted at the end)
 and the right halves are segmented with no option given (the automatic diameter) and at the
 diameters the starting model estimated, before and after (F1 of their matches pooled). Each CPU
 budget is a run of its own with as many epochs as fit: a run's fixed cost and an epoch's CPU
@@ -34,7 +36,7 @@ from flowseg.inference.pipeline import default_model_path, load_model, segment_w
 from flowseg.inference.scaling import training_diameter
 from flowseg.io import read_image, read_labels, write_labels
 from flowseg.metrics import challenge_scores
-from flowseg.model.net import load_net
+from flowseg.model.net import load_net, read_checkpoint
 from flowseg.training.dataset import DataConfig
 from flowseg.training.train import FINETUNE_LEARNING_RATE, TrainConfig, train
 
@@ -64,7 +66,9 @@ def pick_images(modalities: list[str], most: int = 1):
 
 
 def finetune(folder: Path, epochs: int, run: Path, rate: float, start: Path) -> tuple[Path, float]:
-    config = TrainConfig(epochs=epochs, val_fraction=0.0, num_workers=0, learning_rate=rate)
+    # flowseg train's defaults: with 1-9 images each trains on 80 % of its longer side and
+    # validates on the rest, and best.pt keeps the starting weights unless one validation beats them.
+    config = TrainConfig(epochs=epochs, num_workers=0, learning_rate=rate)
     data = DataConfig(crop=256, diameter=training_diameter(load_net(start)))
     before = cpu_seconds()
     last = train(folder, run, config=config, data=data, pretrained=start, cache_dir=folder / "c")
@@ -130,7 +134,8 @@ def finetune_row(chosen: list, start: Path, args: argparse.Namespace) -> None:
         # run's fixed costs, and that difference could come out near zero (tens of thousands
         # of epochs asked for a minute).
         seconds = [float(line.split(",")[-1]) for line in
-                   (folder / "cal_3" / "log.csv").read_text().splitlines()[1:]]
+                   (folder / "cal_3" / "log.csv").read_text().splitlines()[1:]
+                   if not line.startswith("0,")]  # the starting weights' score
         per_epoch = max((seconds[-1] - seconds[0]) / 2, 1e-3)
         fixed = max(0.0, one - seconds[0])
         for rate in args.lr:
@@ -141,8 +146,9 @@ def finetune_row(chosen: list, start: Path, args: argparse.Namespace) -> None:
                 tuned = load_net(last)
                 auto, found = score(tuned, list(rights), [None] * len(rights))
                 same, _ = score(tuned, list(rights), estimates)
-                cells.append(f"{auto:.3f} ({same:.3f}; {np.median(found):.0f} px; {epochs} ep., "
-                             f"{used / 60:.1f} min)")
+                kept = " kept start;" if read_checkpoint(last).get("epoch") == 0 else ""
+                cells.append(f"{auto:.3f} ({same:.3f};{kept} {np.median(found):.0f} px; "
+                             f"{epochs} ep., {used / 60:.1f} min)")
             print(f"| {name} | {rate:g} | " + " | ".join(cells) + " |", flush=True)
 
 

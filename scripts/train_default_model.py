@@ -142,14 +142,14 @@ def write_real(out: Path) -> int:
     return count
 
 
-def write_data_real(out: Path) -> int:
+def write_data_real(out: Path, copies: dict[str, int] = DATA_REAL_COPIES) -> int:
     """Link the training split of ../shared/data_real (scripts/real_data.py), repeated per modality.
 
     The validation split (a tenth of every source, by name hash) is never linked.
     """
     count = 0
     for source, modality, image_path, label_path in real_pairs("train"):
-        for k in range(DATA_REAL_COPIES[modality]):
+        for k in range(copies[modality]):
             name = f"dr_{source}_{image_path.stem}_{k:02d}"
             (out / "images" / f"{name}{image_path.suffix}").symlink_to(image_path.resolve())
             (out / "labels" / f"{name}_label.tiff").symlink_to(label_path.resolve())
@@ -288,6 +288,10 @@ def main() -> int:
                         help="range of the random zoom after rescaling to the training diameter")
     parser.add_argument("--lowres", type=float, default=LOWRES,
                         help="share of crops shown at a 1.5-4x lower resolution, enlarged back")
+    parser.add_argument("--real-copies", nargs="+", default=[], metavar="MODALITY=N",
+                        type=_modality_copies,
+                        help="copies of each ../shared/data_real training image of a modality "
+                             f"(default {DATA_REAL_COPIES}); read when --work's data is written")
     parser.add_argument("--pretrained", type=Path, default=None,
                         help="warm start from these weights (a previous default.pt, say)")
     parser.add_argument("--average-with", type=Path, default=None, metavar="CHECKPOINT",
@@ -311,7 +315,8 @@ def main() -> int:
         synthetic = write_synthetic(work / "train", args.per_modality, args.size, seed=1,
                                     held_out=args.hold_out)
         planes = write_volume_planes(work / "train", args.volumes, seed=500_000)
-        real = write_real(work / "train") + write_data_real(work / "train")
+        copies = DATA_REAL_COPIES | dict(args.real_copies)
+        real = write_real(work / "train") + write_data_real(work / "train", copies)
         print(f"training set: {synthetic} synthetic, {planes} z-stack planes and {real} real "
               "images (with repeats)")
     start = time.perf_counter()
@@ -336,6 +341,15 @@ def main() -> int:
         lowres=args.lowres, zoom=list(args.zoom), volume_planes=6 * args.volumes,
         averaged_with=str(args.average_with) if args.average_with else None)
     return finish(net, args)
+
+
+def _modality_copies(text: str) -> tuple[str, int]:
+    """``phase=16`` -> ("phase", 16), for --real-copies."""
+    modality, _, copies = text.partition("=")
+    if modality not in DATA_REAL_COPIES or not copies.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected MODALITY=N with MODALITY one of {', '.join(DATA_REAL_COPIES)}")
+    return modality, int(copies)
 
 
 def average_weights(net: torch.nn.Module, other: torch.nn.Module) -> None:

@@ -104,6 +104,22 @@ def test_other_targets_are_cached_apart_and_resampled_as_they_are(tmp_path: Path
     assert np.array_equal(y_flow[2].numpy() > 0, y_cls[0].numpy() > 0)
 
 
+def test_a_span_samples_only_its_part_of_the_image(tmp_path: Path) -> None:
+    # Cells only in the last fifth of the longer side (rows of a 160 x 96 image): a dataset of
+    # the first four fifths (how a few images train beside their held-out ends) never shows one.
+    image, labels = make_sample((160, 96), "fluorescence", seed=3)
+    labels[:128] = 0
+    (tmp_path / "images").mkdir()
+    tifffile.imwrite(tmp_path / "images" / "a.tif", image)
+    write_labels(labels, tmp_path / "labels" / "a_label.tiff")
+    pairs = discover_pairs(tmp_path)
+    config = DataConfig(crop=64, scale=(0.5, 2.0))
+    head = FlowDataset(pairs, config, tmp_path / "cache", span=(0.0, 0.8))
+    whole = FlowDataset(pairs, config, tmp_path / "cache")
+    assert max(float(head[(0, seed)][1][2].sum()) for seed in range(40)) == 0
+    assert sum(float(whole[(0, seed)][1][2].sum()) > 0 for seed in range(40)) >= 10
+
+
 def test_small_images_are_padded(tmp_path: Path) -> None:
     root = write_pairs(tmp_path / "data", count=1, size=40)
     ds = FlowDataset(discover_pairs(root), DataConfig(crop=64), tmp_path / "cache")

@@ -214,6 +214,52 @@ def test_training_refits_the_size_head(tmp_path: Path) -> None:
     assert len(head["weights"]) == len(head["mean"]) > 0
 
 
+def test_a_fine_tune_that_scores_worse_keeps_the_starting_weights(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Two images, too few for a validation set: each trains on its first 80 % and validates on
+    # its last 20 %, where the starting weights are scored first. A learning rate of 0.5 wrecks
+    # the bundled model in one step: best.pt must then be the bundled model, size head and all.
+    import csv
+
+    from flowseg.inference.pipeline import default_model_path
+
+    root = write_fluorescence(tmp_path / "data", count=2, size=160)
+    config = TrainConfig(epochs=2, batch_size=2, learning_rate=0.5, val_every=1, num_workers=0)
+    with caplog.at_level("INFO", logger="flowseg.training.train"):
+        best = train(root, tmp_path / "run", config=config, data=DataConfig(crop=64, diameter=30),
+                     pretrained=default_model_path(), cache_dir=tmp_path / "c")
+    assert "validates on the rest" in caplog.text
+    assert "no validation beat the starting weights" in caplog.text
+    start, kept = load_net(default_model_path()), load_net(best)
+    assert best.name == "best.pt"
+    assert all(torch.equal(v, kept.state_dict()[k]) for k, v in start.state_dict().items())
+    assert kept.metadata["size_head"] == start.metadata["size_head"]
+    with open(tmp_path / "run" / "log.csv") as stream:
+        rows = list(csv.DictReader(stream))
+    scores = [float(r["val_f1"]) for r in rows]
+    print(f"held-out F1: start {scores[0]:.3f}, after each epoch {scores[1:]}")
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert scores[0] > 0.5 and max(scores[1:]) < scores[0]
+    trained = load_net(tmp_path / "run" / "last.pt").state_dict()
+    assert any(not torch.equal(v, trained[k]) for k, v in start.state_dict().items()
+               if v.is_floating_point())
+
+
+def test_few_images_without_cells_at_their_ends_all_train(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = write_fluorescence(tmp_path / "data", count=1, size=96)
+    label_path = root / "labels" / "f00_label.tiff"
+    labels = tifffile.imread(label_path)
+    labels[76:] = 0
+    write_labels(labels, label_path)
+    with caplog.at_level("INFO", logger="flowseg.training.train"):
+        result = train(root, tmp_path / "run", config=TrainConfig(epochs=1, batch_size=2,
+                                                                  num_workers=0, size_head=False),
+                       data=DataConfig(crop=64), net_config=TINY, cache_dir=tmp_path / "c")
+    assert "no cell in the last 20% of any" in caplog.text
+    assert "all train, none validates" in caplog.text and result.name == "last.pt"
+
+
 def test_validation_scores_at_the_training_diameter(tmp_path: Path) -> None:
     # The training crops are rescaled to the training diameter (FlowDataset); validation must
     # score there too: the bundled 30-px model read 12-px nuclei at their own size before.

@@ -210,14 +210,17 @@ class FlowDataset(torch.utils.data.Dataset):
     flows : bool
         The first two target channels are unit flows of the cells in the third (turned with the
         image); False resamples every target channel as it is (class maps, for instance).
+    span : (float, float), optional
+        Sample only this part of every image's longer side (:func:`span_window`), the rest
+        being held out to validate on; None samples whole images.
     """
 
     def __init__(self, pairs: list[tuple[Path, Path]], config: DataConfig = DataConfig(),
                  cache_dir: Path | None = None, *, targets: Targets = labels_to_targets,
-                 flows: bool = True):
+                 flows: bool = True, span: tuple[float, float] | None = None):
         if not pairs:
             raise InputError("no image/label pairs to train on")
-        self.config, self.flows = config, flows
+        self.config, self.flows, self.span = config, flows, span
         cache = cache_dir or default_cache_dir()
         self.entries = [prepare_pair(i, lab, cache, targets)
                         for i, lab in tqdm(pairs, desc="preparing targets", leave=False,
@@ -234,6 +237,8 @@ class FlowDataset(torch.utils.data.Dataset):
         entry = self.entries[index]
         image = np.load(str(entry["image"]), mmap_mode="r")
         targets = np.load(str(entry["targets"]), mmap_mode="r")
+        window = (slice(None), *span_window(image.shape[1:], self.span))
+        image, targets = image[window], targets[window]
         rng = np.random.default_rng(seed)
         zoom = float(np.exp(rng.uniform(*np.log(self.config.scale))))
         diameter = float(entry["diameter"])  # type: ignore[arg-type]
@@ -247,12 +252,31 @@ class FlowDataset(torch.utils.data.Dataset):
         return torch.from_numpy(x), torch.from_numpy(y)
 
 
+def span_window(shape: tuple[int, ...], span: tuple[float, float] | None) -> tuple[slice, slice]:
+    """Return the part of an image ``(H, W)`` that a span of its longer side covers.
 
+    Parameters
+    ----------
+    shape : (int, int)
+    span : (float, float) or None
+        Start and stop as fractions of the longer side; None covers the whole image.
 
+    Returns
+    -------
+    window : (slice, slice)
 
-
-
-
+    Examples
+    --------
+    >>> span_window((100, 40), (0.8, 1.0))
+    (slice(80, 100, None), slice(None, None, None))
+    >>> span_window((40, 100), (0.0, 0.8))
+    (slice(None, None, None), slice(0, 80, None))
+    """
+    if span is None:
+        return slice(None), slice(None)
+    axis = 0 if shape[0] >= shape[1] else 1
+    cut = slice(round(span[0] * shape[axis]), round(span[1] * shape[axis]))
+    return (cut, slice(None)) if axis == 0 else (slice(None), cut)
 
 
 def epoch_order(count: int, *, batch_size: int, epoch: int, seed: int) -> list[tuple[int, int]]:

@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from flowseg.errors import InputError
+from flowseg.io import read_labels
 from flowseg.model.execution import plan_execution
 from flowseg.model.net import (
     FlowUNet,
@@ -38,10 +39,16 @@ from flowseg.model.net import (
     save_net,
 )
 from flowseg.representation.masks import MaskConfig
-from flowseg.training.dataset import DataConfig, FlowDataset, discover_pairs, epoch_order
+from flowseg.training.dataset import (
+    DataConfig,
+    FlowDataset,
+    discover_pairs,
+    epoch_order,
+    span_window,
+)
 from flowseg.training.loss import flow_loss
 from flowseg.training.sizefit import refit_size_head
-from flowseg.training.validate import validate
+from flowseg.training.validate import held_out_cells, validate
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,10 @@ FINETUNE_LEARNING_RATE = 2e-4
 # The warm-up lasts at least this many steps (but never more than a quarter of the run): a
 # fine-tune of 40 steps at 5 % had one step of warm-up and took its first step at the full rate.
 MIN_WARMUP_STEPS = 10
+# With too few images for a validation set (fewer than 1 / val_fraction), every image trains on
+# the first 80 % of its longer side and validates on the last 20 %: the guard that keeps a
+# fine-tune from leaving the user's images worse than the weights it started from.
+GUARD_SHARE = 0.2
 
 
 @dataclass(frozen=True)
@@ -70,8 +81,10 @@ class TrainConfig:
         Share of all steps spent ramping the learning rate up from zero (at least
         ``MIN_WARMUP_STEPS``, at most a quarter of the run).
     val_fraction : float
-        Share of the pairs held out for validation, rounded down (none with fewer than
-        ``1 / val_fraction`` pairs, so that a few annotated images all train).
+        Share of the pairs held out for validation, rounded down. With fewer than
+        ``1 / val_fraction`` pairs every image trains, on all but the last ``GUARD_SHARE`` of its
+        longer side, and validates on that last part; 0 trains on everything and validates on
+        nothing.
     val_every : int
         Validate every this many epochs (and after the last).
     seed : int
@@ -174,7 +187,9 @@ def train(
     Returns
     -------
     best : Path
-        ``best.pt`` (the best validation F1), or ``last.pt`` without a validation set.
+        ``best.pt`` (the best validation F1), or ``last.pt`` without a validation set. Started
+        from ``pretrained``, the starting weights are scored first and ``best.pt`` holds them,
+        size head and all, unless a validation beats them.
 
     Raises
     ------
@@ -185,11 +200,15 @@ def train(
     device = pick_device(config.device)
     pairs = discover_pairs(data_path)
     train_pairs, val_pairs = split_pairs(pairs, config.val_fraction, config.seed)
+    train_span, val_span = None, None
     if config.val_fraction > 0 and not val_pairs:
-        log.info("%d image pairs, fewer than 1 / val_fraction: all train, none validates "
-                 "(last.pt is the result)", len(pairs))
-    dataset = FlowDataset(train_pairs, data, cache_dir)
+        train_pairs, val_pairs, train_span, val_span = _guard_split(pairs)
+    dataset = FlowDataset(train_pairs, data, cache_dir, span=train_span)
+    fresh = not (resume and (out / "last.pt").is_file())
     session = _Session.start(out, config, net_config, device, resume, pretrained, len(dataset))
+    if fresh and pretrained and val_pairs:
+        session.score_start(validate(session.net, val_pairs, device, diameter=data.diameter,
+                                     span=val_span))
     # A size head read the old weights' features (flowseg.inference.sizehead): new weights make it stale.
     session.net.metadata.pop("size_head", None)
     session.net.metadata.update(training={
@@ -204,12 +223,37 @@ def train(
         losses = session.run_epoch(dataset, order, epoch)
         val_f1 = math.nan
         if val_pairs and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
-            val_f1 = validate(session.net, val_pairs, device, diameter=data.diameter)
+            val_f1 = validate(session.net, val_pairs, device, diameter=data.diameter,
+                              span=val_span)
         session.end_epoch(epoch, losses, val_f1)
     result = session.best_path if val_pairs else out / "last.pt"
-    if config.size_head:
+    if val_pairs and read_checkpoint(result).get("epoch") == 0:
+        log.warning("no validation beat the starting weights (F1 %.4f on the held-out %s): %s "
+                    "holds them unchanged", session.best_f1,
+                    "images" if val_span is None else "ends of the images", result)
+    elif config.size_head:
         _refit_size_head(result, train_pairs)
     return result
+
+
+def _guard_split(pairs: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, Path]], ...]:
+    """Too few pairs for a validation set: train on the first part of each, validate on the end.
+
+    Returns the training pairs, the validation pairs and their spans (``GUARD_SHARE``); no
+    validation at all if no image holds a cell in its last part.
+    """
+    head, tail = (0.0, 1.0 - GUARD_SHARE), (1.0 - GUARD_SHARE, 1.0)
+    for _, label_path in pairs:
+        labels = read_labels(label_path)
+        inside = np.zeros(labels.shape, bool)
+        inside[span_window(labels.shape, tail)] = True
+        if held_out_cells(labels, inside).any():
+            log.info("%d image pairs, fewer than 1 / val_fraction: each trains on the first %.0f%% "
+                     "of its longer side and validates on the rest", len(pairs), 100 * head[1])
+            return list(pairs), list(pairs), head, tail  # type: ignore[return-value]
+    log.info("%d image pairs, fewer than 1 / val_fraction, and no cell in the last %.0f%% of any: "
+             "all train, none validates (last.pt is the result)", len(pairs), 100 * GUARD_SHARE)
+    return list(pairs), [], None, None  # type: ignore[return-value]
 
 
 def _refit_size_head(path: Path, pairs: list[tuple[Path, Path]]) -> None:
@@ -338,6 +382,13 @@ class _Session:
         self.scheduler.step()
         return float(flow.detach()), float(prob.detach())
 
+    def score_start(self, f1: float) -> None:
+        """Record the starting weights' validation F1: best.pt holds them until one beats it."""
+        self.best_f1 = f1
+        save_net(self.net, self.best_path, val_f1=f1, epoch=0)
+        self._log_row({"epoch": 0, "step": 0, "val_f1": f1, "seconds": 0.0})
+        log.info("starting weights: val F1 %.4f", f1)
+
     def end_epoch(self, epoch: int, losses: list[tuple[float, float]], val_f1: float) -> None:
         flow = float(np.mean([f for f, _ in losses])) if losses else math.nan
         prob = float(np.mean([p for _, p in losses])) if losses else math.nan
@@ -349,11 +400,14 @@ class _Session:
                "flow_loss": flow, "prob_loss": prob, "val_f1": val_f1,
                "lr": self.optimizer.param_groups[0]["lr"],
                "seconds": round(time.monotonic() - self.started, 1)}
-        with open(self.out / "log.csv", "a", newline="") as stream:
-            csv.DictWriter(stream, fieldnames=LOG_FIELDS).writerow(row)
+        self._log_row(row)
         validated = "" if math.isnan(val_f1) else f", val F1 {val_f1:.4f}"
         log.info("epoch %d/%d: loss %.4f (flow %.4f, prob %.4f)%s, %.0f s", epoch + 1,
                  self.config.epochs, flow + prob, flow, prob, validated, row["seconds"])
+
+    def _log_row(self, row: dict[str, Any]) -> None:
+        with open(self.out / "log.csv", "a", newline="") as stream:
+            csv.DictWriter(stream, fieldnames=LOG_FIELDS).writerow(row)
 
     def save_last(self, epoch: int, step_in_epoch: int) -> None:
         save_net(self.net, self.out / "last.pt", optimizer=self.optimizer.state_dict(),

@@ -14,7 +14,7 @@ from flowseg.io import read_image, read_labels
 from flowseg.metrics import challenge_scores
 from flowseg.model.net import FlowUNet
 from flowseg.representation.masks import masks_from_flows
-from flowseg.training.dataset import label_diameter
+from flowseg.training.dataset import label_diameter, span_window
 
 # Validation images larger than this are scored on a centred crop of this side.
 VAL_CROP = 1024
@@ -22,10 +22,11 @@ VAL_CROP = 1024
 
 @torch.no_grad()
 def validate(net: FlowUNet, pairs: list[tuple[Path, Path]], device: torch.device,
-             diameter: float | None = None) -> float:
+             diameter: float | None = None, span: tuple[float, float] | None = None) -> float:
     """Return the mean challenge F1 of the network's masks on validation pairs.
 
-    Images larger than ``VAL_CROP`` on a side are scored on a centred crop.
+    Images larger than ``VAL_CROP`` on a side are scored on a crop of that side, centred on
+    the image (on the scored part, for a ``span``).
 
     Parameters
     ----------
@@ -36,10 +37,15 @@ def validate(net: FlowUNet, pairs: list[tuple[Path, Path]], device: torch.device
         The training diameter: each image (and its labels) is first rescaled so that its median
         cell diameter becomes this, as the training crops are (:class:`FlowDataset`); None
         scores images at their own scale.
+    span : (float, float), optional
+        Score only the cells that lie mostly in this part of every image's longer side
+        (:func:`held_out_cells`): the part a training held out. The network sees the rest too,
+        as context, and a cell is not dropped for touching the part's edge inside the image.
 
     Returns
     -------
     f1 : float
+        NaN if no image has a cell, true or found, to score.
     """
     was_training = net.training
     net.eval()
@@ -48,13 +54,47 @@ def validate(net: FlowUNet, pairs: list[tuple[Path, Path]], device: torch.device
         image, labels = prepare_image(read_image(image_path)), read_labels(label_path)
         if diameter:
             image, labels = _at_diameter(image, labels, diameter)
-        window = _centre_crop(labels.shape, VAL_CROP)
-        image, labels = image[(slice(None), *window)], labels[window]
+        part = span_window(labels.shape, span)
+        inside = np.zeros(labels.shape, bool)
+        inside[part] = True
+        window = _crop_around(labels.shape, part, VAL_CROP)
+        image, labels, inside = image[(slice(None), *window)], labels[window], inside[window]
         output = predict_whole(net, image, device)
         masks = masks_from_flows(output[:2], output[2])
+        if span is not None:
+            labels, masks = held_out_cells(labels, inside), held_out_cells(masks, inside)
+            if not labels.any() and not masks.any():
+                continue
         scores.append(challenge_scores(labels, masks).f1)
     net.train(was_training)
-    return float(np.mean(scores))
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def held_out_cells(labels: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Keep the cells (or masks) that have more than half of their pixels where ``inside`` is set.
+
+    Parameters
+    ----------
+    labels : (H, W) ndarray of int
+    inside : (H, W) ndarray of bool
+
+    Returns
+    -------
+    kept : (H, W) ndarray
+        ``labels`` with every other cell set to 0.
+
+    Examples
+    --------
+    >>> labels = np.array([[1, 1, 2, 2, 2]])
+    >>> held_out_cells(labels, np.array([[False, True, True, True, False]]))
+    array([[0, 0, 2, 2, 2]])
+    """
+    flat = labels.reshape(-1)
+    total = np.bincount(flat)
+    within = np.bincount(flat[inside.reshape(-1)], minlength=total.size)
+    keep = 2 * within > total
+    keep[0] = False
+    return np.where(keep[labels], labels, 0).astype(labels.dtype)
 
 
 def _at_diameter(image: np.ndarray, labels: np.ndarray,
@@ -77,9 +117,15 @@ def _at_diameter(image: np.ndarray, labels: np.ndarray,
     return resized, nearest.astype(labels.dtype)
 
 
-def _centre_crop(shape: tuple[int, ...], side: int) -> tuple[slice, slice]:
-    return tuple(slice(max(0, (n - side) // 2), max(0, (n - side) // 2) + side)
-                 for n in shape)  # type: ignore[return-value]
+def _crop_around(shape: tuple[int, ...], part: tuple[slice, slice],
+                 side: int) -> tuple[slice, slice]:
+    """Return a window of at most ``side`` a side, centred on ``part`` and kept inside the image."""
+    window = []
+    for n, cut in zip(shape, part, strict=True):
+        low, high = cut.start or 0, n if cut.stop is None else cut.stop
+        start = min(max(0, (low + high - side) // 2), max(0, n - side))
+        window.append(slice(start, min(n, start + side)))
+    return tuple(window)  # type: ignore[return-value]
 
 
 @torch.no_grad()
