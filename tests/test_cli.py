@@ -203,3 +203,48 @@ def test_the_first_run_says_it_compiles(tmp_path: Path, monkeypatch: pytest.Monk
     (tmp_path / "in").mkdir()
     cli.main(["predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out")])
     assert "first run: compiling flowseg's numba kernels once" in capfd.readouterr().err
+
+
+def test_mask_thresholds_from_the_command_line(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # cellpose's --cellprob_threshold / --flow_threshold: a lower logit threshold draws wider
+    # masks, a higher one tighter; what was used is saved in the label file's settings.
+    import json
+
+    from flowseg.io import read_description, read_labels
+    from flowseg.training.synthetic import make_sample
+
+    image, _ = make_sample((192, 192), "fluorescence", seed=2, diameter=30)
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "a.tif", image)
+    area = {}
+    for logit in (None, -2.0, 2.0):
+        out = tmp_path / f"out{logit}"
+        extra = [] if logit is None else ["--cellprob-threshold", str(logit)]
+        assert main(["predict", "-i", str(tmp_path / "in"), "-o", str(out), "--device", "cpu",
+                     "--diameter", "30", "--min-size", "20", *extra]) == 0
+        labels = read_labels(out / "a_label.tiff")
+        area[logit] = int((labels > 0).sum())
+        used = json.loads(read_description(out / "a_label.tiff"))["masks"]
+        assert used["min_size"] == 20 and used["flow_threshold"] == 0.4
+        assert used["cellprob_threshold"] == (0.0 if logit is None else logit)
+    print(f"foreground pixels at logit thresholds -2 / 0 / 2: {area[-2.0]} / {area[None]} / "
+          f"{area[2.0]}")
+    assert area[-2.0] > area[None] > area[2.0] > 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["predict", "-i", "a", "-o", "b", "--flow-threshold", "-0.5"])
+    assert "--flow-threshold: must be 0 or more, got -0.5" in capsys.readouterr().err
+
+
+def test_predict_help_states_the_bundled_models_mask_settings(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from flowseg.inference.pipeline import default_model_path
+    from flowseg.model.net import read_checkpoint
+
+    saved = read_checkpoint(default_model_path())["thresholds"]
+    with pytest.raises(SystemExit):
+        main(["predict", "-h"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert (f"(the bundled model: {saved['cellprob_threshold']:g}, {saved['flow_threshold']:g} "
+            f"and {saved['min_size']:g})") in text

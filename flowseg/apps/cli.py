@@ -133,6 +133,19 @@ def _add_predict_network(predict: argparse.ArgumentParser) -> None:
                             "image without one is reported and skipped")
     group.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
                        help="average over mirrored copies (4x slower)")
+    group = predict.add_argument_group(
+        "how flows become masks", "each defaults to the value saved with the model (the bundled "
+        "model: 0, 0.4 and 15)")
+    group.add_argument("--cellprob-threshold", type=_finite, default=None, metavar="LOGIT",
+                       help="pixels whose cell-probability logit exceeds this are cell: lower "
+                            "(-1, -2) finds dimmer cells and draws masks wider, higher draws "
+                            "them tighter")
+    group.add_argument("--flow-threshold", type=_finite_at_least(0.0), default=None,
+                       metavar="ERROR",
+                       help="drop masks whose flows disagree with a mask's own by more than "
+                            "this mean squared error; higher keeps more odd shapes, 0 keeps all")
+    group.add_argument("--min-size", type=_within(0, 10**9), default=None, metavar="PX",
+                       help="drop masks of fewer pixels, counted at the network's scale")
 
 
 def _add_predict_outputs(predict: argparse.ArgumentParser) -> None:
@@ -235,6 +248,27 @@ def _within(low: int, high: int):  # type: ignore[no-untyped-def]
     return parse
 
 
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not abs(value) < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _finite_at_least(low: float):  # type: ignore[no-untyped-def]
+    """Return an argparse type that takes a finite number of at least ``low``."""
+    def parse(text: str) -> float:
+        value = _finite(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be {low:g} or more, got {text}")
+        return value
+
+    return parse
+
+
 def _anisotropy(text: str) -> float:
     try:
         value = float(text)
@@ -314,7 +348,8 @@ def _predict(args: argparse.Namespace) -> int:
     report = predict_folder(
         args.input, args.output, model=args.model, device=args.device, diameter=args.diameter,
         diameter_um=args.diameter_um,
-        precision=args.precision, tiles=_tiles(args), overwrite=args.overwrite, outputs=outputs,
+        precision=args.precision, tiles=_tiles(args), masks=_masks(args),
+        overwrite=args.overwrite, outputs=outputs,
         max_pixels=args.max_pixels, volume=_volume(args), runtime=args.runtime)
     if report.ignored:
         _say(args, f"ignored: {', '.join(report.ignored)}")
@@ -347,6 +382,20 @@ def _tiles(args: argparse.Namespace) -> Any:
     return TileConfig(tile=args.tile, batch=args.batch, flip_tta=args.tta, border=args.border)
 
 
+def _masks(args: argparse.Namespace) -> Any:
+    """Return the model's saved mask settings with the options given on top (None if none)."""
+    given = {name: value for name in ("cellprob_threshold", "flow_threshold", "min_size")
+             if (value := getattr(args, name)) is not None}
+    if not given:
+        return None
+    from flowseg.inference.pipeline import default_model_path
+    from flowseg.model.net import read_checkpoint
+    from flowseg.representation.masks import MaskConfig
+
+    saved = read_checkpoint(args.model or default_model_path()).get("thresholds", {})
+    return MaskConfig(**{**saved, **given})
+
+
 def _predict_dask(args: argparse.Namespace) -> int:
     if args.volume:
         raise InputError("--3d does not work with --dask: z-stacks run on one machine")
@@ -368,7 +417,8 @@ def _predict_dask(args: argparse.Namespace) -> int:
         report = predict_with_dask(
             args.input, args.output, client=client, model=args.model, device=args.device,
             blocks=BlockConfig(block=args.block), overwrite=args.overwrite,
-            tiles=_tiles(args), diameter=args.diameter, geojson=args.save_geojson,
+            tiles=_tiles(args), masks=_masks(args), diameter=args.diameter,
+            geojson=args.save_geojson,
             diameter_um=args.diameter_um, ome_zarr=args.save_ome_zarr)
     _say(args, f"{len(report['written'])} written, {len(report['skipped'])} already there, "
                f"{len(report['failed'])} failed")
