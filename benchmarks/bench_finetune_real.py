@@ -11,7 +11,10 @@ with a warm-up and a cosine decay, batch 8 of 256^2 crops, the last fifth of eac
 longer side held out to validate on, the starting weights kept unless a validation beats them,
 the size head refitted at the end)
 and the right halves are segmented with no option given (the automatic diameter) and at the
-diameters the starting model estimated, before and after (F1 of their matches pooled). Each CPU
+diameters the starting model estimated, given as ``diameter`` (F1 of their matches pooled),
+before and after. The two differ even for one model: with no option, an image whose estimate
+is within the trained range runs at its own size, and the second look may rerun it; a given
+diameter always resizes to the training diameter. Each CPU
 budget is a run of its own with as many epochs as fit: a run's fixed cost and an epoch's CPU
 time are measured first by runs of 1 and 3 epochs after a warm-up. One thread, no loader
 workers, so the process's CPU time is the training's (scoring not counted).
@@ -119,6 +122,7 @@ def finetune_row(chosen: list, start: Path, args: argparse.Namespace) -> None:
     lefts, rights = zip(*(halves(image, labels) for _, image, labels in chosen), strict=True)
     base = load_model(start)
     f1, estimates = score(base, list(rights), [None] * len(rights))
+    f1_same, _ = score(base, list(rights), estimates)
     name = chosen[0][0] if len(chosen) == 1 else f"{len(chosen)} x {' '.join(chosen[0][0].split()[:2])}"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -139,7 +143,7 @@ def finetune_row(chosen: list, start: Path, args: argparse.Namespace) -> None:
         per_epoch = max((seconds[-1] - seconds[0]) / 2, 1e-3)
         fixed = max(0.0, one - seconds[0])
         for rate in args.lr:
-            cells = [f"{f1:.3f} ({np.median(estimates):.0f} px)"]
+            cells = [f"{f1:.3f} ({f1_same:.3f}; {np.median(estimates):.0f} px)"]
             for budget in args.minutes:
                 epochs = max(1, round((budget * 60 - fixed) / per_epoch))
                 last, used = finetune(folder, epochs, folder / f"run_{rate}_{budget}", rate, start)
