@@ -245,6 +245,55 @@ def test_a_fine_tune_that_scores_worse_keeps_the_starting_weights(
                if v.is_floating_point())
 
 
+@pytest.mark.parametrize("start_wins", [True, False])
+def test_the_automatic_diameter_has_the_last_word(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   caplog: pytest.LogCaptureFixture,
+                                                   start_wins: bool) -> None:
+    # A fine-tune that beats the starting weights at the training diameter (validation) but
+    # loses to them with the automatic diameter (what predict does with no option) gives them
+    # back; one that wins both ways is kept.
+    import flowseg.training.train as training
+    from flowseg.model.net import save_net
+
+    root = write_fluorescence(tmp_path / "data", count=2, size=96)
+    torch.manual_seed(0)
+    start = save_net(FlowUNet(TINY), tmp_path / "start.pt")
+    scores = iter([0.5, 0.6])  # the start, then epoch 1: the fine-tune wins validation
+    monkeypatch.setattr(training, "validate", lambda *args, **kwargs: next(scores))
+    calls = []
+
+    def automatic(net: FlowUNet, pairs: list, device: torch.device, span: tuple) -> float:
+        calls.append((len(pairs), span))
+        return 0.9 if (len(calls) == 1) == start_wins else 0.8  # start first, then the result
+
+    monkeypatch.setattr(training, "automatic_f1", automatic)
+    with caplog.at_level("INFO", logger="flowseg.training.train"):
+        best = train(root, tmp_path / "run", config=TrainConfig(epochs=1, batch_size=2,
+                                                                num_workers=0),
+                     data=DataConfig(crop=64), pretrained=start, cache_dir=tmp_path / "c")
+    assert calls == [(2, (0.8, 1.0))] * 2
+    kept = load_net(best).state_dict()
+    same = all(torch.equal(v, kept[k]) for k, v in load_net(start).state_dict().items())
+    assert same == start_wins
+    assert ("starting weights score better" in caplog.text) == start_wins
+    assert "size_head" in load_net(best).metadata or start_wins
+
+
+def test_automatic_f1_scores_the_held_out_part(tmp_path: Path) -> None:
+    from flowseg.inference.pipeline import default_model_path
+    from flowseg.training.validate import automatic_f1
+
+    root = write_fluorescence(tmp_path / "data", count=1, size=192)
+    pairs = discover_pairs(root)
+    bundled = automatic_f1(load_net(default_model_path()), pairs, torch.device("cpu"),
+                           (0.8, 1.0))
+    torch.manual_seed(0)
+    untrained = automatic_f1(FlowUNet(TINY), pairs, torch.device("cpu"), (0.8, 1.0))
+    print(f"F1 of the last fifth, automatic diameter: bundled {bundled:.3f}, "
+          f"untrained {untrained:.3f}")
+    assert bundled > 0.7 and untrained < 0.3
+
+
 def test_few_images_without_cells_at_their_ends_all_train(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = write_fluorescence(tmp_path / "data", count=1, size=96)

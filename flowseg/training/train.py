@@ -48,7 +48,7 @@ from flowseg.training.dataset import (
 )
 from flowseg.training.loss import flow_loss
 from flowseg.training.sizefit import refit_size_head
-from flowseg.training.validate import held_out_cells, validate
+from flowseg.training.validate import automatic_f1, held_out_cells, validate
 
 log = logging.getLogger(__name__)
 
@@ -227,12 +227,25 @@ def train(
                               span=val_span)
         session.end_epoch(epoch, losses, val_f1)
     result = session.best_path if val_pairs else out / "last.pt"
+    held_out = "images" if val_span is None else "ends of the images"
     if val_pairs and read_checkpoint(result).get("epoch") == 0:
         log.warning("no validation beat the starting weights (F1 %.4f on the held-out %s): %s "
-                    "holds them unchanged", session.best_f1,
-                    "images" if val_span is None else "ends of the images", result)
-    elif config.size_head:
+                    "holds them unchanged", session.best_f1, held_out, result)
+        return result
+    if config.size_head:
         _refit_size_head(result, train_pairs)
+    if pretrained and val_pairs and config.size_head:
+        # Validation scores at the training diameter, given the true one; a user predicts with
+        # the automatic diameter, which the refitted size head now gives: score that way too.
+        start, tuned = (automatic_f1(load_net(path), val_pairs, device, val_span)
+                        for path in (pretrained, result))
+        log.info("with the automatic diameter: F1 %.4f from the starting weights, %.4f "
+                 "trained", start, tuned)
+        if tuned < start:
+            save_net(load_net(pretrained), result, epoch=0, automatic_f1=start)
+            log.warning("with the automatic diameter the starting weights score better on the "
+                        "held-out %s (F1 %.4f against %.4f): %s holds them unchanged", held_out,
+                        start, tuned, result)
     return result
 
 

@@ -10,6 +10,7 @@ from skimage.transform import resize
 from torch.nn import functional as F
 
 from flowseg.inference.normalize import prepare_image
+from flowseg.inference.pipeline import segment_with_outputs
 from flowseg.io import read_image, read_labels
 from flowseg.metrics import challenge_scores
 from flowseg.model.net import FlowUNet
@@ -67,6 +68,41 @@ def validate(net: FlowUNet, pairs: list[tuple[Path, Path]], device: torch.device
                 continue
         scores.append(challenge_scores(labels, masks).f1)
     net.train(was_training)
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def automatic_f1(net: FlowUNet, pairs: list[tuple[Path, Path]], device: torch.device,
+                 span: tuple[float, float] | None = None) -> float:
+    """Return the mean challenge F1 of predict's masks (no option given: the automatic diameter).
+
+    Whole images through :func:`flowseg.inference.pipeline.segment_with_outputs`, its size
+    head, estimate and tiling included; with a ``span``, only the cells that lie mostly in that
+    part of each image's longer side are scored (:func:`held_out_cells`).
+
+    Parameters
+    ----------
+    net : FlowUNet
+    pairs : list of (Path, Path)
+    device : torch.device
+    span : (float, float), optional
+
+    Returns
+    -------
+    f1 : float
+        NaN if no image has a cell, true or found, to score.
+    """
+    scores = []
+    for image_path, label_path in pairs:
+        labels = read_labels(label_path)
+        found = segment_with_outputs(read_image(image_path), net, channel_axis=0,
+                                     device=device.type).labels
+        if span is not None:
+            inside = np.zeros(labels.shape, bool)
+            inside[span_window(labels.shape, span)] = True
+            labels, found = held_out_cells(labels, inside), held_out_cells(found, inside)
+            if not labels.any() and not found.any():
+                continue
+        scores.append(challenge_scores(labels, found).f1)
     return float(np.mean(scores)) if scores else float("nan")
 
 
