@@ -256,16 +256,17 @@ def _guard_split(pairs: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, Path]
     validation at all if no image holds a cell in its last part.
     """
     head, tail = (0.0, 1.0 - GUARD_SHARE), (1.0 - GUARD_SHARE, 1.0)
+    count = f"{len(pairs)} image pair{'s' if len(pairs) > 1 else ''}"
     for _, label_path in pairs:
         labels = read_labels(label_path)
         inside = np.zeros(labels.shape, bool)
         inside[span_window(labels.shape, tail)] = True
         if held_out_cells(labels, inside).any():
-            log.info("%d image pairs, fewer than 1 / val_fraction: each trains on the first %.0f%% "
-                     "of its longer side and validates on the rest", len(pairs), 100 * head[1])
+            log.info("%s, fewer than 1 / val_fraction: each trains on the first %.0f%% of its "
+                     "longer side and validates on the rest", count, 100 * head[1])
             return list(pairs), list(pairs), head, tail  # type: ignore[return-value]
-    log.info("%d image pairs, fewer than 1 / val_fraction, and no cell in the last %.0f%% of any: "
-             "all train, none validates (last.pt is the result)", len(pairs), 100 * GUARD_SHARE)
+    log.info("%s, fewer than 1 / val_fraction, and no cell in the last %.0f%% of any: all "
+             "train, none validates (last.pt is the result)", count, 100 * GUARD_SHARE)
     return list(pairs), [], None, None  # type: ignore[return-value]
 
 
