@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from flowseg.apps import arguments
 from flowseg.errors import InputError
 
 log = logging.getLogger("flowseg")
@@ -51,8 +52,8 @@ def _add_train(commands: Any) -> None:
         "train", help="train a network on image/label pairs",
         description="Train flows + cell probability on DIR/images + DIR/labels "
                     "(<name>_label.tiff), or on one folder holding both.")
-    train.add_argument("--data_path", required=True, type=_path, help="training data folder")
-    train.add_argument("--out", default="flowseg_run", type=_path,
+    train.add_argument("--data_path", required=True, type=arguments.path, help="training data folder")
+    train.add_argument("--out", default="flowseg_run", type=arguments.path,
                        help="run folder (default: flowseg_run)")
     train.add_argument("--batch_size", type=int, default=8, help="images per step (default: 8)")
     train.add_argument("--epochs", type=int, default=100, help="passes over the data (default: 100)")
@@ -71,9 +72,9 @@ def _add_train(commands: Any) -> None:
                             "for the bundled one; none from scratch)")
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                        help="(default: auto, CUDA where there is one)")
-    train.add_argument("--workers", type=_within(0, 64), default=1,
+    train.add_argument("--workers", type=arguments.within(0, 64), default=1,
                        help="data loader processes (default: 1)")
-    train.add_argument("--seed", type=_within(0, 2**32 - 1), default=0, help="(default: 0)")
+    train.add_argument("--seed", type=arguments.within(0, 2**32 - 1), default=0, help="(default: 0)")
     train.add_argument("--size-head", action=argparse.BooleanOptionalAction, default=True,
                        help="refit the automatic diameter's size head on the training images "
                             "at the end (default: on)")
@@ -90,9 +91,9 @@ def _add_predict(commands: Any) -> None:
     predict = commands.add_parser(
         "predict", help="segment every image of a folder",
         description="Write <name>_label.tiff for every png, bmp, jpg or tif image in IN.")
-    predict.add_argument("-i", "--input", required=True, type=_path,
+    predict.add_argument("-i", "--input", required=True, type=arguments.path,
                          help="a folder of images, one image file, or a quoted glob ('d/*.tif')")
-    predict.add_argument("-o", "--output", required=True, type=_path,
+    predict.add_argument("-o", "--output", required=True, type=arguments.path,
                          help="folder for <name>_label.tiff")
     predict.add_argument("--model", help="checkpoint to use (default: the bundled model)")
     predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -111,22 +112,22 @@ def _add_predict(commands: Any) -> None:
 
 def _add_predict_network(predict: argparse.ArgumentParser) -> None:
     group = predict.add_argument_group("how the network runs")
-    group.add_argument("--tile", type=_within(128, 16384), default=1024,
+    group.add_argument("--tile", type=arguments.within(128, 16384), default=1024,
                        help="largest kept inner tile side; the network sees 2 x 224 px more "
                             "(default: 1024)")
-    group.add_argument("--batch", type=_within(1, 256), default=1,
+    group.add_argument("--batch", type=arguments.within(1, 256), default=1,
                        help="tiles per forward pass (default: 1)")
-    group.add_argument("--border", type=_within(0, 1024), default=32, metavar="PX",
+    group.add_argument("--border", type=arguments.within(0, 1024), default=32, metavar="PX",
                        help="empty background shown to the network past every image edge, as "
                             "in training, so that cells cut by the edge are segmented (default: "
                             "32); 0 mirrors the image there instead, which drops most of them")
-    group.add_argument("--diameter", type=_diameter, default=None, metavar="D|auto",
+    group.add_argument("--diameter", type=arguments.diameter, default=None, metavar="D|auto",
                        help="typical cell diameter in pixels; the image is resized so that "
                             "cells look the size the model was trained at (the bundled model: "
                             "30 px). auto or 0 (default): estimated per image, and the image "
                             "resized only if the estimate is outside 25.5-42 px (0.85-1.4x "
                             "the training diameter)")
-    group.add_argument("--diameter-um", type=_micrometres, default=None, metavar="UM",
+    group.add_argument("--diameter-um", type=arguments.micrometres, default=None, metavar="UM",
                        help="typical cell diameter in micrometres (nuclei: about 6-10 at any "
                             "magnification), converted per image with the pixel size its file "
                             "gives (OME-TIFF, Aperio SVS, ImageJ or TIFF resolution tags); an "
@@ -136,15 +137,15 @@ def _add_predict_network(predict: argparse.ArgumentParser) -> None:
     group = predict.add_argument_group(
         "how flows become masks", "each defaults to the value saved with the model (the bundled "
         "model: 0, 0.4 and 15)")
-    group.add_argument("--cellprob-threshold", type=_finite, default=None, metavar="LOGIT",
+    group.add_argument("--cellprob-threshold", type=arguments.finite, default=None, metavar="LOGIT",
                        help="pixels whose cell-probability logit exceeds this are cell: lower "
                             "(-1, -2) finds dimmer cells and draws masks wider, higher draws "
                             "them tighter")
-    group.add_argument("--flow-threshold", type=_finite_at_least(0.0), default=None,
+    group.add_argument("--flow-threshold", type=arguments.at_least(0.0), default=None,
                        metavar="ERROR",
                        help="drop masks whose flows disagree with a mask's own by more than "
                             "this mean squared error; higher keeps more odd shapes, 0 keeps all")
-    group.add_argument("--min-size", type=_within(0, 10**9), default=None, metavar="PX",
+    group.add_argument("--min-size", type=arguments.within(0, 10**9), default=None, metavar="PX",
                        help="drop masks of fewer pixels, counted at the network's scale")
 
 
@@ -169,7 +170,7 @@ def _add_predict_outputs(predict: argparse.ArgumentParser) -> None:
                             "(napari-ome-zarr opens it); works with --dask")
     group.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=False,
                        help="redo images whose label file exists")
-    group.add_argument("--max-pixels", type=_within(1, 10**12), default=250_000_000,
+    group.add_argument("--max-pixels", type=arguments.within(1, 10**12), default=250_000_000,
                        help="refuse larger images, by their header, before decoding "
                             "(default: 250,000,000)")
 
@@ -183,14 +184,14 @@ def _add_predict_stacks_and_clusters(predict: argparse.ArgumentParser) -> None:
     group.add_argument("--stitch", type=float, default=None, metavar="IOU",
                        help="with --3d: segment plane by plane instead and link masks that "
                             "overlap at this IoU in neighbouring planes (3x less work)")
-    group.add_argument("--anisotropy", type=_anisotropy, default=1.0,
+    group.add_argument("--anisotropy", type=arguments.anisotropy, default=1.0,
                        help="with --3d: z step over xy pixel size, 0.1 to 20 (default: 1)")
     group.add_argument("--dask", nargs="?", const="", default=None, metavar="ADDRESS",
                        help="run on a Dask cluster: a scheduler's address, or none to start a "
                             "local one (needs the dask extra)")
-    group.add_argument("--block", type=_within(64, 65536), default=2048,
+    group.add_argument("--block", type=arguments.within(64, 65536), default=2048,
                        help="with --dask: block side for whole-slide TIFFs (default: 2048)")
-    group.add_argument("--workers", type=_within(1, 1024), default=2,
+    group.add_argument("--workers", type=arguments.within(1, 1024), default=2,
                        help="with --dask and no address: local worker processes (default: 2)")
 
 
@@ -200,84 +201,15 @@ def _add_evaluate(commands: Any) -> None:
         description="Score <name>_label.tiff predictions against ground truth as the NeurIPS 2022 "
                     "cell segmentation challenge does: F1 at IoU >= 0.5, border cells removed. "
                     "Label stacks (from predict --3d) are matched in 3-D.")
-    evaluate.add_argument("--pred", required=True, type=_path,
+    evaluate.add_argument("--pred", required=True, type=arguments.path,
                           help="folder of predicted <name>_label.tiff")
-    evaluate.add_argument("--gt", required=True, type=_path, help="folder of true <name>_label.tiff")
+    evaluate.add_argument("--gt", required=True, type=arguments.path,
+                          help="folder of true <name>_label.tiff")
     evaluate.add_argument("--csv", help="also write the per-image table to this CSV file")
     evaluate.add_argument("--threshold", type=float, default=0.5,
                           help="IoU a match needs (default: 0.5)")
     _add_verbosity(evaluate, default=argparse.SUPPRESS)
     evaluate.set_defaults(handler=_evaluate)
-
-
-def _path(text: str) -> str:
-    """Check a file or folder argument: an empty one is refused, not taken as the current folder."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("an empty path (give a file or folder, '.' for here)")
-    return text
-
-
-def _diameter(text: str) -> float | None:
-    """``auto`` or 0 -> None (estimate per image); otherwise a positive number of pixels."""
-    if text.strip().lower() == "auto":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of pixels or auto, got {text!r}") from None
-    if value < 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of pixels, or 0/auto to "
-                                         f"estimate, got {text}")
-    if 0 < value < 2:
-        raise argparse.ArgumentTypeError(f"a cell diameter under 2 px cannot be segmented, got "
-                                         f"{text} (0 or auto estimates it)")
-    return value or None
-
-
-def _within(low: int, high: int):  # type: ignore[no-untyped-def]
-    """Return an argparse type that takes a whole number from ``low`` to ``high``."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be from {low:,} to {high:,}, got {text}")
-        return value
-
-    return parse
-
-
-def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not abs(value) < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-    return value
-
-
-def _finite_at_least(low: float):  # type: ignore[no-untyped-def]
-    """Return an argparse type that takes a finite number of at least ``low``."""
-    def parse(text: str) -> float:
-        value = _finite(text)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be {low:g} or more, got {text}")
-        return value
-
-    return parse
-
-
-def _anisotropy(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.1 <= value <= 20:
-        raise argparse.ArgumentTypeError(f"the z step over the xy pixel size must be from 0.1 "
-                                         f"to 20, got {text}")
-    return value
 
 
 def _numba_cache_present() -> bool:
@@ -286,16 +218,6 @@ def _numba_cache_present() -> bool:
 
     cache = Path(masks.__file__).parent / "__pycache__"
     return cache.is_dir() and any(cache.glob("masks.*.nbi"))
-
-
-def _micrometres(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of micrometres, got {text!r}") from None
-    if not 0 < value < 1e4:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 10,000 um, got {text}")
-    return value
 
 
 def _train(args: argparse.Namespace) -> int:
