@@ -44,11 +44,10 @@ from flowseg.training.dataset import (
     FlowDataset,
     discover_pairs,
     epoch_order,
-    span_window,
 )
 from flowseg.training.loss import flow_loss
 from flowseg.training.sizefit import refit_size_head
-from flowseg.training.validate import automatic_f1, held_out_cells, validate
+from flowseg.training.validate import automatic_f1, held_out_cells, span_mask, validate
 
 log = logging.getLogger(__name__)
 
@@ -259,9 +258,7 @@ def _guard_split(pairs: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, Path]
     count = f"{len(pairs)} image pair{'s' if len(pairs) > 1 else ''}"
     for _, label_path in pairs:
         labels = read_labels(label_path)
-        inside = np.zeros(labels.shape, bool)
-        inside[span_window(labels.shape, tail)] = True
-        if held_out_cells(labels, inside).any():
+        if held_out_cells(labels, span_mask(labels.shape, tail)).any():
             log.info("%s, fewer than 1 / val_fraction: each trains on the first %.0f%% of its "
                      "longer side and validates on the rest", count, 100 * head[1])
             return list(pairs), list(pairs), head, tail  # type: ignore[return-value]

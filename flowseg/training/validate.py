@@ -55,20 +55,13 @@ def validate(net: FlowUNet, pairs: list[tuple[Path, Path]], device: torch.device
         image, labels = prepare_image(read_image(image_path)), read_labels(label_path)
         if diameter:
             image, labels = _at_diameter(image, labels, diameter)
-        part = span_window(labels.shape, span)
-        inside = np.zeros(labels.shape, bool)
-        inside[part] = True
-        window = _crop_around(labels.shape, part, VAL_CROP)
-        image, labels, inside = image[(slice(None), *window)], labels[window], inside[window]
+        window = _crop_around(labels.shape, span_window(labels.shape, span), VAL_CROP)
+        inside = span_mask(labels.shape, span)[window] if span is not None else None
+        image, labels = image[(slice(None), *window)], labels[window]
         output = predict_whole(net, image, device)
-        masks = masks_from_flows(output[:2], output[2])
-        if span is not None:
-            labels, masks = held_out_cells(labels, inside), held_out_cells(masks, inside)
-            if not labels.any() and not masks.any():
-                continue
-        scores.append(challenge_scores(labels, masks).f1)
+        scores.append(_part_f1(labels, masks_from_flows(output[:2], output[2]), inside))
     net.train(was_training)
-    return float(np.mean(scores)) if scores else float("nan")
+    return _mean(scores)
 
 
 def automatic_f1(net: FlowUNet, pairs: list[tuple[Path, Path]], device: torch.device,
@@ -96,14 +89,30 @@ def automatic_f1(net: FlowUNet, pairs: list[tuple[Path, Path]], device: torch.de
         labels = read_labels(label_path)
         found = segment_with_outputs(read_image(image_path), net, channel_axis=0,
                                      device=device.type).labels
-        if span is not None:
-            inside = np.zeros(labels.shape, bool)
-            inside[span_window(labels.shape, span)] = True
-            labels, found = held_out_cells(labels, inside), held_out_cells(found, inside)
-            if not labels.any() and not found.any():
-                continue
-        scores.append(challenge_scores(labels, found).f1)
-    return float(np.mean(scores)) if scores else float("nan")
+        inside = span_mask(labels.shape, span) if span is not None else None
+        scores.append(_part_f1(labels, found, inside))
+    return _mean(scores)
+
+
+def span_mask(shape: tuple[int, ...], span: tuple[float, float]) -> np.ndarray:
+    """Return a boolean image, True where a span of the longer side lies (:func:`span_window`)."""
+    inside = np.zeros(shape, bool)
+    inside[span_window(shape, span)] = True
+    return inside
+
+
+def _part_f1(labels: np.ndarray, found: np.ndarray, inside: np.ndarray | None) -> float | None:
+    """Challenge F1 of the cells and masks mostly ``inside`` (all if None); None if there are none."""
+    if inside is not None:
+        labels, found = held_out_cells(labels, inside), held_out_cells(found, inside)
+        if not labels.any() and not found.any():
+            return None
+    return challenge_scores(labels, found).f1
+
+
+def _mean(scores: list[float | None]) -> float:
+    kept = [f1 for f1 in scores if f1 is not None]
+    return float(np.mean(kept)) if kept else float("nan")
 
 
 def held_out_cells(labels: np.ndarray, inside: np.ndarray) -> np.ndarray:
