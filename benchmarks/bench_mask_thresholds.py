@@ -1,11 +1,13 @@
 """The mask settings (cell-probability and flow thresholds) on real training images.
 
     python benchmarks/bench_mask_thresholds.py [--model PATH] [--per-modality 24 8 6]
+        [--settings 0,0.4 -1,0.4 ...]
 
 The bundled model's saved thresholds (cellprob 0, flow 0.4) against lower logit thresholds
-and a looser flow check, on the first images by name of scripts/real_data.py's training split
-of each modality (never its validation split: choosing a setting there would tune on it). F1 at
-IoU 0.5 and 0.75 of the matches pooled per modality, with the automatic diameter, one thread.
+and a looser flow check (or the ``CELLPROB,FLOW`` pairs that ``--settings`` names), on the first
+images by name of scripts/real_data.py's training split of each modality (never its validation
+split: choosing a setting there would tune on it). F1 at IoU 0.5 and 0.75 of the matches pooled
+per modality, with the automatic diameter, one thread.
 """
 
 from __future__ import annotations
@@ -27,38 +29,49 @@ from flowseg.representation.masks import MaskConfig
 SETTINGS = ((0.0, 0.4), (-1.0, 0.4), (-2.0, 0.4), (0.0, 0.8), (-1.0, 0.8))
 
 
+def setting(text: str) -> tuple[float, float]:
+    """Parse ``CELLPROB,FLOW`` (``--settings``)."""
+    try:
+        cellprob, flow = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CELLPROB,FLOW, got {text!r}") from None
+    return cellprob, flow
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--per-modality", type=int, nargs=3, default=[24, 8, 6],
                         metavar=("FLUORESCENCE", "TISSUE", "PHASE"))
+    parser.add_argument("--settings", type=setting, nargs="+", default=list(SETTINGS),
+                        metavar="CELLPROB,FLOW")
     args = parser.parse_args()
     torch.set_num_threads(1)
     want = dict(zip(("fluorescence", "tissue", "phase"), args.per_modality, strict=True))
     net = load_model(args.model)
     seen = dict.fromkeys(want, 0)
     # per (modality, setting): true positives at 0.5, at 0.75, and true + predicted cells
-    counts = {(m, s): [0, 0, 0] for m in want for s in SETTINGS}
+    counts = {(m, s): [0, 0, 0] for m in want for s in args.settings}
     for _, modality, image_path, label_path in sorted(real_pairs("train"),
                                                       key=lambda p: p[2].name):
         if modality not in want or seen[modality] >= want[modality]:
             continue
         seen[modality] += 1
         image, labels = read_image(image_path), read_labels(label_path)
-        for setting in SETTINGS:
-            config = MaskConfig(cellprob_threshold=setting[0], flow_threshold=setting[1])
+        for pair in args.settings:
+            config = MaskConfig(cellprob_threshold=pair[0], flow_threshold=pair[1])
             result = segment_with_outputs(image, net, channel_axis=0, device="cpu", masks=config)
             at50 = challenge_scores(labels, result.labels)
             at75 = challenge_scores(labels, result.labels, threshold=0.75)
-            count = counts[(modality, setting)]
+            count = counts[(modality, pair)]
             count[0] += at50.tp
             count[1] += at75.tp
             count[2] += 2 * at50.tp + at50.fp + at50.fn
     print(f"model {args.model or 'bundled'}; training split, first images by name: {seen}")
     print("| modality | cellprob | flow | F1@0.5 | F1@0.75 |")
     print("|---|---|---|---|---|")
-    for (modality, setting), (tp50, tp75, cells) in counts.items():
-        print(f"| {modality} | {setting[0]:g} | {setting[1]:g} | {2 * tp50 / max(cells, 1):.3f} | "
+    for (modality, pair), (tp50, tp75, cells) in counts.items():
+        print(f"| {modality} | {pair[0]:g} | {pair[1]:g} | {2 * tp50 / max(cells, 1):.3f} | "
               f"{2 * tp75 / max(cells, 1):.3f} |")
     return 0
 

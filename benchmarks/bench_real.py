@@ -1,6 +1,6 @@
 """Accuracy on the real validation splits of ../shared/data_real, per source and modality.
 
-    python benchmarks/bench_real.py [--model PATH] [--scales 1 0.5 2] [--csv OUT.csv]
+    python benchmarks/bench_real.py [--model PATH] [--scales 1 0.5 2] [--csv OUT.csv] [--tta]
 
 The split is scripts/real_data.py's: a tenth of every source by a hash of the file name, never
 read by scripts/train_default_model.py. Every image is segmented with no option given (the
@@ -11,7 +11,8 @@ so that the estimate's cost shows.
 Per source, modality and scale: challenge F1 at IoU 0.5 and 0.75 (cells touching the 2-px
 border removed from both sides), F1@0.5 at the true diameter, the estimate against the true
 diameter (median ratio and the worst image), merges, splits, missed cells (FN), false objects
-(FP) and seconds per megapixel end to end (model loaded).
+(FP) and seconds per megapixel end to end (model loaded). ``--tta`` runs every image as
+``predict --tta`` does (the network's outputs averaged over the four mirrorings).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from real_data import real_pairs
 from flowseg.inference import estimate
 from flowseg.inference.estimate import median_diameter
 from flowseg.inference.pipeline import load_model, segment_with_outputs
+from flowseg.inference.tiling import TileConfig
 from flowseg.io import read_image, read_labels
 from flowseg.metrics import challenge_scores, merges_and_splits
 
@@ -50,11 +52,11 @@ def resized(image: np.ndarray, labels: np.ndarray, factor: float) -> tuple[np.nd
 
 
 def score_image(net, source: str, modality: str, image_path: Path, label_path: Path,
-                factor: float) -> dict[str, object]:
+                factor: float, tiles: TileConfig = TileConfig()) -> dict[str, object]:
     image, labels = resized(read_image(image_path), read_labels(label_path), factor)
     true = median_diameter(labels)[0]
     start = time.perf_counter()
-    result = segment_with_outputs(image, net, channel_axis=0, device="cpu")
+    result = segment_with_outputs(image, net, tiles=tiles, channel_axis=0, device="cpu")
     seconds = time.perf_counter() - start
     at50 = challenge_scores(labels, result.labels)
     merges, splits = merges_and_splits(labels, result.labels)
@@ -65,7 +67,8 @@ def score_image(net, source: str, modality: str, image_path: Path, label_path: P
            "merges": merges, "splits": splits, "missed": at50.fn, "false": at50.fp,
            "seconds": seconds, "pixels": labels.size}
     if factor == 1 and true > 0:
-        fixed = segment_with_outputs(image, net, channel_axis=0, device="cpu", diameter=true)
+        fixed = segment_with_outputs(image, net, tiles=tiles, channel_axis=0, device="cpu",
+                                     diameter=true)
         row["f1_true"] = challenge_scores(labels, fixed.labels).f1
     return row
 
@@ -107,6 +110,8 @@ def main() -> int:
     parser.add_argument("--no-second-look", action="store_true",
                         help="turn off the estimate's second looks (the half-size check of "
                              "estimate_diameter and run_estimated's rerun) to measure them")
+    parser.add_argument("--tta", action="store_true",
+                        help="average the network over the four mirrorings (predict --tta)")
     args = parser.parse_args()
     if args.no_second_look:
         estimate.SPLIT_CHECK_FROM = float("inf")
@@ -117,8 +122,10 @@ def main() -> int:
         return 1
     net = load_model(args.model)
     print(f"model: {args.model or 'bundled'}; {len(pairs)} validation images"
-          + ("; second looks off" if args.no_second_look else ""))
-    rows = [score_image(net, *pair, factor) for factor in args.scales for pair in pairs]
+          + ("; second looks off" if args.no_second_look else "")
+          + ("; --tta" if args.tta else ""))
+    tiles = TileConfig(flip_tta=args.tta)
+    rows = [score_image(net, *pair, factor, tiles) for factor in args.scales for pair in pairs]
     summarise(rows)
     if args.csv:
         with open(args.csv, "w", newline="") as stream:
