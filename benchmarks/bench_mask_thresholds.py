@@ -1,10 +1,11 @@
 """The mask settings (cell-probability and flow thresholds) on real training images.
 
     python benchmarks/bench_mask_thresholds.py [--model PATH] [--per-modality 24 8 6]
-        [--settings 0,0.4 -1,0.4 ...]
+        [--settings 0,0.4 -1,0.4 0,0.4,60 ...]
 
 The bundled model's saved thresholds (cellprob 0, flow 0.4) against lower logit thresholds
-and a looser flow check (or the ``CELLPROB,FLOW`` pairs that ``--settings`` names), on the first
+and a looser flow check (or the ``CELLPROB,FLOW[,MIN_SIZE]`` settings that ``--settings`` names;
+the smallest mask kept in pixels at the network's scale, 15 when not given), on the first
 images by name of scripts/real_data.py's training split of each modality (never its validation
 split: choosing a setting there would tune on it). F1 at IoU 0.5 and 0.75 of the matches pooled
 per modality, with the automatic diameter, one thread.
@@ -29,13 +30,15 @@ from flowseg.representation.masks import MaskConfig
 SETTINGS = ((0.0, 0.4), (-1.0, 0.4), (-2.0, 0.4), (0.0, 0.8), (-1.0, 0.8))
 
 
-def setting(text: str) -> tuple[float, float]:
-    """Parse ``CELLPROB,FLOW`` (``--settings``)."""
+def setting(text: str) -> tuple[float, ...]:
+    """Parse ``CELLPROB,FLOW[,MIN_SIZE]`` (``--settings``)."""
     try:
-        cellprob, flow = (float(part) for part in text.split(","))
+        values = tuple(float(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected CELLPROB,FLOW, got {text!r}") from None
-    return cellprob, flow
+        values = ()
+    if len(values) not in (2, 3):
+        raise argparse.ArgumentTypeError(f"expected CELLPROB,FLOW[,MIN_SIZE], got {text!r}")
+    return values
 
 
 def main() -> int:
@@ -59,7 +62,8 @@ def main() -> int:
         seen[modality] += 1
         image, labels = read_image(image_path), read_labels(label_path)
         for pair in args.settings:
-            config = MaskConfig(cellprob_threshold=pair[0], flow_threshold=pair[1])
+            config = MaskConfig(cellprob_threshold=pair[0], flow_threshold=pair[1],
+                                min_size=int(pair[2]) if len(pair) == 3 else MaskConfig.min_size)
             result = segment_with_outputs(image, net, channel_axis=0, device="cpu", masks=config)
             at50 = challenge_scores(labels, result.labels)
             at75 = challenge_scores(labels, result.labels, threshold=0.75)
@@ -68,10 +72,11 @@ def main() -> int:
             count[1] += at75.tp
             count[2] += 2 * at50.tp + at50.fp + at50.fn
     print(f"model {args.model or 'bundled'}; training split, first images by name: {seen}")
-    print("| modality | cellprob | flow | F1@0.5 | F1@0.75 |")
-    print("|---|---|---|---|---|")
+    print("| modality | cellprob | flow | min size | F1@0.5 | F1@0.75 |")
+    print("|---|---|---|---|---|---|")
     for (modality, pair), (tp50, tp75, cells) in counts.items():
-        print(f"| {modality} | {pair[0]:g} | {pair[1]:g} | {2 * tp50 / max(cells, 1):.3f} | "
+        size = int(pair[2]) if len(pair) == 3 else MaskConfig.min_size
+        print(f"| {modality} | {pair[0]:g} | {pair[1]:g} | {size} | {2 * tp50 / max(cells, 1):.3f} | "
               f"{2 * tp75 / max(cells, 1):.3f} |")
     return 0
 
