@@ -47,7 +47,7 @@ def main() -> int:
     parser.add_argument("--per-modality", type=int, nargs=3, default=[24, 8, 6],
                         metavar=("FLUORESCENCE", "TISSUE", "PHASE"))
     parser.add_argument("--settings", type=setting, nargs="+", default=list(SETTINGS),
-                        metavar="CELLPROB,FLOW")
+                        metavar="CELLPROB,FLOW[,MIN_SIZE]")
     args = parser.parse_args()
     torch.set_num_threads(1)
     want = dict(zip(("fluorescence", "tissue", "phase"), args.per_modality, strict=True))
