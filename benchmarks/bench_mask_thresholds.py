@@ -27,18 +27,20 @@ from flowseg.io import read_image, read_labels
 from flowseg.metrics import challenge_scores
 from flowseg.representation.masks import MaskConfig
 
-SETTINGS = ((0.0, 0.4), (-1.0, 0.4), (-2.0, 0.4), (0.0, 0.8), (-1.0, 0.8))
+MIN_SIZE = MaskConfig.min_size
+SETTINGS = tuple((cellprob, flow, MIN_SIZE) for cellprob, flow in
+                 ((0.0, 0.4), (-1.0, 0.4), (-2.0, 0.4), (0.0, 0.8), (-1.0, 0.8)))
 
 
-def setting(text: str) -> tuple[float, ...]:
-    """Parse ``CELLPROB,FLOW[,MIN_SIZE]`` (``--settings``)."""
+def setting(text: str) -> tuple[float, float, int]:
+    """Parse ``CELLPROB,FLOW[,MIN_SIZE]`` (``--settings``) into all three."""
     try:
         values = tuple(float(part) for part in text.split(","))
     except ValueError:
         values = ()
     if len(values) not in (2, 3):
         raise argparse.ArgumentTypeError(f"expected CELLPROB,FLOW[,MIN_SIZE], got {text!r}")
-    return values
+    return values[0], values[1], int(values[2]) if len(values) == 3 else MIN_SIZE
 
 
 def main() -> int:
@@ -63,7 +65,7 @@ def main() -> int:
         image, labels = read_image(image_path), read_labels(label_path)
         for pair in args.settings:
             config = MaskConfig(cellprob_threshold=pair[0], flow_threshold=pair[1],
-                                min_size=int(pair[2]) if len(pair) == 3 else MaskConfig.min_size)
+                                min_size=pair[2])
             result = segment_with_outputs(image, net, channel_axis=0, device="cpu", masks=config)
             at50 = challenge_scores(labels, result.labels)
             at75 = challenge_scores(labels, result.labels, threshold=0.75)
@@ -75,8 +77,7 @@ def main() -> int:
     print("| modality | cellprob | flow | min size | F1@0.5 | F1@0.75 |")
     print("|---|---|---|---|---|---|")
     for (modality, pair), (tp50, tp75, cells) in counts.items():
-        size = int(pair[2]) if len(pair) == 3 else MaskConfig.min_size
-        print(f"| {modality} | {pair[0]:g} | {pair[1]:g} | {size} | {2 * tp50 / max(cells, 1):.3f} | "
+        print(f"| {modality} | {pair[0]:g} | {pair[1]:g} | {pair[2]} | {2 * tp50 / max(cells, 1):.3f} | "
               f"{2 * tp75 / max(cells, 1):.3f} |")
     return 0
 
