@@ -128,7 +128,7 @@ def write_volume_planes(out: Path, volumes: int, seed: int) -> int:
     return count
 
 
-def write_real(out: Path) -> int:
+def write_real(out: Path, plane_copies: int = REAL_COPIES["plane"]) -> int:
     """Top halves of ../shared/data and planes 22-28 of the z-stack, repeated."""
     count = 0
     data = SHARED / "data"
@@ -136,7 +136,7 @@ def write_real(out: Path) -> int:
         print(f"no real samples at {data}: training on synthetic data only")
         return 0
     for name, image, labels in real_parts(named=True):
-        copies = (REAL_COPIES["plane"] if "_plane" in name
+        copies = (plane_copies if "_plane" in name
                   else REAL_COPIES.get(name.removesuffix("_top"), 4))
         count += _repeat(out, f"real_{name}", image, labels, copies)
     return count
@@ -292,6 +292,10 @@ def main() -> int:
                         type=_modality_copies,
                         help="copies of each ../shared/data_real training image of a modality "
                              f"(default {DATA_REAL_COPIES}); read when --work's data is written")
+    parser.add_argument("--plane-copies", type=int, default=REAL_COPIES["plane"], metavar="N",
+                        help="copies of each real z-stack training plane (planes 22-28 of "
+                             "../shared/data3d; default %(default)s); read when --work's data "
+                             "is written")
     parser.add_argument("--pretrained", type=Path, default=None,
                         help="warm start from these weights (a previous default.pt, say)")
     parser.add_argument("--average-with", type=Path, default=None, metavar="CHECKPOINT",
@@ -316,7 +320,8 @@ def main() -> int:
                                     held_out=args.hold_out)
         planes = write_volume_planes(work / "train", args.volumes, seed=500_000)
         copies = DATA_REAL_COPIES | dict(args.real_copies)
-        real = write_real(work / "train") + write_data_real(work / "train", copies)
+        real = (write_real(work / "train", args.plane_copies)
+                + write_data_real(work / "train", copies))
         print(f"training set: {synthetic} synthetic, {planes} z-stack planes and {real} real "
               "images (with repeats)")
     start = time.perf_counter()
