@@ -13,8 +13,11 @@ border removed from both sides), F1@0.5 at the true diameter, the estimate again
 diameter (median ratio and the worst image), merges, splits, missed cells (FN), false objects
 (FP) and seconds per megapixel end to end (model loaded). F1@0.5 is the mean over images, as
 the challenge ranks; "pooled" is F1@0.5 over the group's cells together (2 TP / (2 TP + FP +
-FN) summed over images), which one image of few cells moves less. ``--tta`` runs every image as
-``predict --tta`` does (the network's outputs averaged over the four mirrorings).
+FN) summed over images), which one image of few cells moves less. A second table sorts the
+missed cells and false objects by kind (flowseg.metrics.error_kinds): missed in a merge, found
+but misdrawn, undetected; false objects that are pieces of cells, or on background.
+``--tta`` runs every image as ``predict --tta`` does (the network's outputs averaged over the
+four mirrorings).
 """
 
 from __future__ import annotations
@@ -37,11 +40,11 @@ from flowseg.inference.estimate import median_diameter
 from flowseg.inference.pipeline import load_model, segment_with_outputs
 from flowseg.inference.tiling import TileConfig
 from flowseg.io import read_image, read_labels
-from flowseg.metrics import challenge_scores, merges_and_splits
+from flowseg.metrics import Errors, challenge_errors, challenge_scores, merges_and_splits
 
 FIELDS = ("source", "modality", "name", "scale", "cells", "f1_50", "f1_75", "f1_true",
           "estimate", "true_diameter", "merges", "splits", "matched", "missed", "false", "seconds",
-          "pixels")
+          "pixels", *Errors.__dataclass_fields__)
 
 
 def resized(image: np.ndarray, labels: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
@@ -69,6 +72,7 @@ def score_image(net, source: str, modality: str, image_path: Path, label_path: P
            "f1_true": np.nan, "estimate": result.diameter, "true_diameter": true,
            "merges": merges, "splits": splits, "matched": at50.tp, "missed": at50.fn, "false": at50.fp,
            "seconds": seconds, "pixels": labels.size}
+    row |= vars(challenge_errors(labels, result.labels))
     if factor == 1 and true > 0:
         fixed = segment_with_outputs(image, net, tiles=tiles, channel_axis=0, device="cpu",
                                      diameter=true)
@@ -99,6 +103,20 @@ def summarise(rows: list[dict[str, object]]) -> None:
               + " | ".join(str(sum(int(r[k]) for r in group))
                            for k in ("merges", "splits", "missed", "false"))
               + f" | {per_megapixel(group):.2f} |")
+
+
+def summarise_errors(rows: list[dict[str, object]]) -> None:
+    groups: dict[tuple[object, ...], list[dict[str, object]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["modality"], row["scale"])].append(row)
+    print("\n| modality | scale | missed: in a merge | misdrawn | undetected "
+          "| false: pieces | on background |")
+    print("|---|---|---|---|---|---|---|")
+    for (modality, scale), group in sorted(groups.items(), key=lambda kv: (
+            kv[0][0], kv[0][1] != 1, kv[0][1])):
+        print(f"| {modality} | {scale:g}x | "
+              + " | ".join(str(sum(int(r[k]) for r in group)) for k in Errors.__dataclass_fields__)
+              + " |")
 
 
 def pooled_f1(group: list[dict[str, object]]) -> float:
@@ -136,6 +154,7 @@ def main() -> int:
     tiles = TileConfig(flip_tta=args.tta)
     rows = [score_image(net, *pair, factor, tiles) for factor in args.scales for pair in pairs]
     summarise(rows)
+    summarise_errors(rows)
     if args.csv:
         with open(args.csv, "w", newline="") as stream:
             writer = csv.DictWriter(stream, fieldnames=FIELDS)

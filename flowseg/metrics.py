@@ -160,10 +160,7 @@ def match_labels(
     n_true, n_pred = len(pairs.area_true) - 1, len(pairs.area_pred) - 1
     if n_true == 0 or n_pred == 0:
         return Scores(0, n_pred, n_true)
-    ti, pj, inter = pairs.ti, pairs.pj, pairs.inter
-    iou = inter / (pairs.area_true[ti + 1] + pairs.area_pred[pj + 1] - inter)
-    keep = iou >= threshold
-    matched = _assign(ti[keep], pj[keep], iou[keep], n_true, n_pred)
+    _, _, matched = pairs.matched(threshold)
     return Scores(len(matched), n_pred - len(matched), n_true - len(matched), float(matched.sum()))
 
 
@@ -203,6 +200,88 @@ def merges_and_splits(true: npt.ArrayLike, pred: npt.ArrayLike) -> tuple[int, in
 
 
 @dataclass(frozen=True)
+class Errors:
+    """Where a prediction's errors are: its missed cells and false objects, by kind.
+
+    Attributes
+    ----------
+    merged : int
+        Missed cells most of whose pixels lie in a predicted mask that also holds most of another
+        true cell (a merge, as :func:`merges_and_splits` counts them).
+    misdrawn : int
+        Other missed cells, at least half covered by predicted masks: found, but outlined too
+        small, too large or in pieces to reach the IoU threshold.
+    undetected : int
+        Missed cells less than half covered by any predicted mask.
+    pieces : int
+        False objects at least half on true cells (a cell's piece, or a misdrawn outline).
+    spurious : int
+        False objects mostly on background (debris, halos, what the annotators left out).
+    """
+
+    merged: int = 0
+    misdrawn: int = 0
+    undetected: int = 0
+    pieces: int = 0
+    spurious: int = 0
+
+    def __add__(self, other: Errors) -> Errors:
+        return Errors(self.merged + other.merged, self.misdrawn + other.misdrawn,
+                      self.undetected + other.undetected, self.pieces + other.pieces,
+                      self.spurious + other.spurious)
+
+
+def error_kinds(
+    true: npt.ArrayLike, pred: npt.ArrayLike, *, threshold: float = IOU_THRESHOLD
+) -> Errors:
+    """Sort the unmatched cells of a one-to-one matching by kind.
+
+    The matching is :func:`match_labels`'s, so that ``merged + misdrawn + undetected`` is its FN
+    and ``pieces + spurious`` its FP.
+
+    Parameters
+    ----------
+    true, pred : (H, W) array_like of non-negative integers
+    threshold : float
+        IoU a pair needs to count as a match.
+
+    Returns
+    -------
+    errors : Errors
+
+    Examples
+    --------
+    Mask 7 holds cells 1 and 2 (one of them matches it at IoU 0.5, the other is merged), mask 4
+    is a piece of cell 3, which is undetected, and mask 5 lies on background:
+
+    >>> true = np.array([[1, 1, 2, 2, 0, 3, 3, 3, 3, 0, 0]])
+    >>> pred = np.array([[7, 7, 7, 7, 0, 0, 0, 0, 4, 0, 5]])
+    >>> error_kinds(true, pred)
+    Errors(merged=1, misdrawn=0, undetected=1, pieces=1, spurious=1)
+    """
+    if not 0 < threshold <= 1:
+        raise InputError(f"IoU threshold must be in (0, 1], got {threshold}")
+    pairs = _Overlaps.count(true, pred)
+    n_true, n_pred = len(pairs.area_true) - 1, len(pairs.area_pred) - 1
+    ti, pj, inter = pairs.ti, pairs.pj, pairs.inter
+    hit_true, hit_pred, _ = pairs.matched(threshold)
+    missed = np.ones(n_true, bool)
+    missed[hit_true] = False
+    false = np.ones(n_pred, bool)
+    false[hit_pred] = False
+    true_inside = inter > 0.5 * pairs.area_true[ti + 1]  # most of true cell ti lies in pj
+    merging = np.bincount(pj[true_inside], minlength=n_pred) >= 2
+    merged = np.zeros(n_true, bool)
+    merged[ti[true_inside & merging[pj]]] = True
+    covered = np.bincount(ti, weights=inter, minlength=n_true) >= 0.5 * pairs.area_true[1:]
+    on_cells = np.bincount(pj, weights=inter, minlength=n_pred) >= 0.5 * pairs.area_pred[1:]
+    return Errors(merged=int((missed & merged).sum()),
+                  misdrawn=int((missed & ~merged & covered).sum()),
+                  undetected=int((missed & ~merged & ~covered).sum()),
+                  pieces=int((false & on_cells).sum()), spurious=int((false & ~on_cells).sum()))
+
+
+@dataclass(frozen=True)
 class _Overlaps:
     """Areas of the cells of two label images, and the pixels shared by each overlapping pair."""
 
@@ -211,6 +290,15 @@ class _Overlaps:
     ti: npt.NDArray[np.int64]  # pair k: true cell ti[k] + 1 and predicted cell pj[k] + 1 ...
     pj: npt.NDArray[np.int64]
     inter: npt.NDArray[np.float64]  # ... share inter[k] pixels
+
+    def matched(self, threshold: float) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp],
+                                                 npt.NDArray[np.float64]]:
+        """Match one to one at IoU >= ``threshold``: true index, predicted index, IoU per pair."""
+        ti, pj, inter = self.ti, self.pj, self.inter
+        iou = inter / (self.area_true[ti + 1] + self.area_pred[pj + 1] - inter)
+        keep = iou >= threshold
+        return _assign(ti[keep], pj[keep], iou[keep], len(self.area_true) - 1,
+                       len(self.area_pred) - 1)
 
     @classmethod
     def count(cls, true: npt.ArrayLike, pred: npt.ArrayLike) -> _Overlaps:
@@ -232,15 +320,19 @@ class _Overlaps:
 def _assign(
     ti: npt.NDArray[np.intp], pj: npt.NDArray[np.intp], iou: npt.NDArray[np.float64],
     n_true: int, n_pred: int,
-) -> npt.NDArray[np.float64]:
-    """Return the IoU of the chosen pairs of a maximum, then IoU-heaviest, one-to-one matching."""
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+    """Return the pairs of a maximum, then IoU-heaviest, one-to-one matching.
+
+    As three arrays: true index, predicted index and IoU of each chosen pair.
+    """
     if ti.size == 0:
-        return np.zeros(0)
+        return ti, pj, np.zeros(0)
     graph = coo_matrix((np.ones(ti.size), (ti, pj + n_true)), shape=(n_true + n_pred,) * 2)
     _, group = connected_components(graph, directed=False)
     groups = group[ti]
     sizes = np.bincount(groups, minlength=group.max() + 1)
-    chosen = [iou[sizes[groups] == 1]]  # a pair alone in its group is matched as it stands
+    alone = sizes[groups] == 1  # a pair alone in its group is matched as it stands
+    chosen = [(ti[alone], pj[alone], iou[alone])]
     from scipy.optimize import linear_sum_assignment  # here: slow to import
 
     for g in np.unique(groups[sizes[groups] > 1]):
@@ -254,8 +346,9 @@ def _assign(
         hit = cost[a, b] < 0
         pair_iou = np.zeros_like(cost)
         pair_iou[r, c] = iou[sel]
-        chosen.append(pair_iou[a[hit], b[hit]])
-    return np.concatenate(chosen)
+        chosen.append((rows[a[hit]], cols[b[hit]], pair_iou[a[hit], b[hit]]))
+    rows, cols, ious = (np.concatenate(part) for part in zip(*chosen, strict=True))
+    return rows, cols, ious
 
 
 def remove_border_cells(labels: npt.ArrayLike, *, width: int = BORDER) -> npt.NDArray[np.uint32]:
@@ -313,24 +406,54 @@ def challenge_scores(
     ValueError
         If the shapes differ.
     """
+    total = Scores(0, 0, 0)
+    for t, p in _scored_parts(true, pred):
+        total += match_labels(t, p, threshold=threshold)
+    return total
+
+
+def challenge_errors(
+    true: npt.ArrayLike, pred: npt.ArrayLike, *, threshold: float = IOU_THRESHOLD
+) -> Errors:
+    """:func:`error_kinds` of the cells :func:`challenge_scores` scores (the same FN and FP).
+
+    Parameters
+    ----------
+    true, pred : (H, W) array_like of non-negative integers
+    threshold : float
+
+    Returns
+    -------
+    errors : Errors
+        Summed over patches for images of ``PATCH_PIXELS`` pixels or more.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ.
+    """
+    total = Errors()
+    for t, p in _scored_parts(true, pred):
+        total += error_kinds(t, p, threshold=threshold)
+    return total
+
+
+def _scored_parts(true: npt.ArrayLike, pred: npt.ArrayLike):  # type: ignore[no-untyped-def]
+    """Yield the (truth, prediction) pairs the challenge scores, border cells removed."""
     true, pred = np.asarray(true), np.asarray(pred)
     if true.shape != pred.shape or true.ndim != 2:
         raise InputError(f"truth and prediction must be 2-D of one shape, got {true.shape} "
                          f"and {pred.shape}")
     if true.size < PATCH_PIXELS:
-        return match_labels(remove_border_cells(true), remove_border_cells(pred),
-                            threshold=threshold)
-    total = Scores(0, 0, 0)
+        yield remove_border_cells(true), remove_border_cells(pred)
+        return
     height, width = true.shape
     for y in range(0, height, PATCH):
         for x in range(0, width, PATCH):
             # The challenge pads with zeros to whole patches: a patch cut by the image edge keeps
             # its PATCH size, and the padding is background.
-            t = _padded_patch(true, y, x)
-            p = _padded_patch(pred, y, x)
-            total += match_labels(remove_border_cells(t), remove_border_cells(p),
-                                  threshold=threshold)
-    return total
+            yield (remove_border_cells(_padded_patch(true, y, x)),
+                   remove_border_cells(_padded_patch(pred, y, x)))
 
 
 def _padded_patch(labels: npt.NDArray[np.generic], y: int, x: int) -> npt.NDArray[np.uint32]:
