@@ -32,6 +32,11 @@ def test_evaluate_folder(tmp_path: Path) -> None:
     assert result.summary()["mean_f1"] == pytest.approx(0.25)
     table = result.to_table()
     assert "mean F1 0.2500" in table and "missing predictions" in table and "failed: e:" in table
+    # the misses by kind add up to FN: every cell of the empty predictions is undetected
+    assert all(r["merged"] + r["misdrawn"] + r["undetected"] == r["fn"] for r in result.rows)
+    assert rows["b"]["undetected"] == rows["b"]["fn"] > 0
+    missed = rows["b"]["fn"] + rows["c"]["fn"] + rows["d"]["fn"]  # a is perfect
+    assert f"missed: 0 in a merge, 0 found but misdrawn, {missed} undetected; false: 0" in table
     result.write_csv(tmp_path / "scores.csv")
     lines = (tmp_path / "scores.csv").read_text().splitlines()
     assert lines[0].startswith("name,f1") and len(lines) == 5
@@ -67,6 +72,8 @@ def test_evaluate_folder_scores_label_stacks_in_3d(tmp_path: Path) -> None:
     row = evaluate_folder(tmp_path / "pred", tmp_path / "gt").rows[0]
     # truth keeps cells 1 and 2; prediction keeps 1 and what is left of 4 (x 28:32: IoU 0.4)
     assert (row["tp"], row["fp"], row["fn"], row["status"]) == (1, 1, 1, "ok")
+    # cell 2 is covered by less than half (40 of 400 voxels); cell 4's remnant lies on it
+    assert (row["undetected"], row["pieces"]) == (1, 1)
     write_labels(pred[:3], tmp_path / "pred" / "stack_label.tiff")
     result = evaluate_folder(tmp_path / "pred", tmp_path / "gt")
     assert result.failed and "shape" in result.rows[0]["status"]

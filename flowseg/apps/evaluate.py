@@ -2,7 +2,8 @@
 
 Images are scored with the challenge's metric (:func:`flowseg.metrics.challenge_scores`); label
 stacks ``(Z, H, W)``, as ``predict --3d`` writes them, by matching 3-D cells at the same IoU with
-the cells touching the y and x faces removed. Per-image rows, a table and a CSV file.
+the cells touching the y and x faces removed. Per-image rows, a table and a CSV file; the misses
+and false objects are also sorted by kind (:func:`flowseg.metrics.error_kinds`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ import numpy.typing as npt
 from flowseg.errors import InputError
 from flowseg.io import read_labels, write_atomic
 from flowseg.io.files import LABEL_SUFFIX
-from flowseg.metrics import IOU_THRESHOLD, challenge_scores, match_labels, remove_border_cells
+from flowseg.metrics import (
+    IOU_THRESHOLD,
+    Errors,
+    challenge_errors,
+    challenge_scores,
+    error_kinds,
+    match_labels,
+    remove_border_cells,
+)
 
 
 @dataclass
@@ -30,7 +39,9 @@ class Evaluation:
     ----------
     rows : list of dict
         One per ground-truth image: name, f1, precision, recall, tp, fp, fn, mean_iou, status
-        (``ok``, ``missing`` or an error message for an unreadable prediction).
+        (``ok``, ``missing`` or an error message for an unreadable prediction), and the fn and fp
+        by kind (the fields of :class:`flowseg.metrics.Errors`: merged, misdrawn, undetected,
+        pieces, spurious).
     missing : list of str
         Names with no prediction (scored as empty).
     failed : list of str
@@ -59,6 +70,10 @@ class Evaluation:
         s = self.summary()
         lines.append(f"{len(self.rows)} images: mean F1 {s['mean_f1']:.4f}, "
                      f"median F1 {s['median_f1']:.4f}")
+        kinds = {k: sum(int(r[k]) for r in self.rows) for k in Errors.__dataclass_fields__}
+        lines.append(f"missed: {kinds['merged']} in a merge, {kinds['misdrawn']} found but "
+                     f"misdrawn, {kinds['undetected']} undetected; false: {kinds['pieces']} "
+                     f"pieces of cells, {kinds['spurious']} on background")
         if self.missing:
             lines.append(f"missing predictions (scored as empty): {', '.join(self.missing)}")
         lines += [f"failed: {reason}" for reason in self.failed]
@@ -75,7 +90,8 @@ class Evaluation:
         write_atomic(path, dump)
 
 
-_CSV_FIELDS = ("name", "f1", "precision", "recall", "tp", "fp", "fn", "mean_iou", "status")
+_CSV_FIELDS = ("name", "f1", "precision", "recall", "tp", "fp", "fn", "mean_iou", "status",
+               *Errors.__dataclass_fields__)
 
 
 def _read_image_or_stack(path: Path) -> npt.NDArray[np.uint32]:
@@ -156,11 +172,14 @@ def evaluate_folder(
                 pred, status = np.zeros_like(truth), f"unreadable: {err}"
                 result.failed.append(f"{name}: prediction unreadable ({err})")
         if truth.ndim == 3:  # a stack: border cells (y and x faces) out, matched in 3-D
-            scores = match_labels(remove_border_cells(truth), remove_border_cells(pred),
-                                  threshold=threshold)
+            truth, pred = remove_border_cells(truth), remove_border_cells(pred)
+            scores = match_labels(truth, pred, threshold=threshold)
+            errors = error_kinds(truth, pred, threshold=threshold)
         else:
             scores = challenge_scores(truth, pred, threshold=threshold)
+            errors = challenge_errors(truth, pred, threshold=threshold)
         result.rows.append({"name": name, "f1": scores.f1, "precision": scores.precision,
                             "recall": scores.recall, "tp": scores.tp, "fp": scores.fp,
-                            "fn": scores.fn, "mean_iou": scores.mean_iou, "status": status})
+                            "fn": scores.fn, "mean_iou": scores.mean_iou, "status": status,
+                            **vars(errors)})
     return result
