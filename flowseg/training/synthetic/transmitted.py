@@ -103,17 +103,12 @@ def render_debris(labels: npt.NDArray[np.uint32],
         radius = diameter * rng.uniform(0.8, 3.0)
         rings += np.exp(-((distance - radius) / (0.15 * radius)) ** 2) - 0.5 * (distance < radius)
     rings *= rng.uniform(0.03, 0.12)
-    # Round floating debris (vesicles, specks): a bright halo around a small dark core. At most
-    # a quarter of a cell across: the rounded (mitotic) cells of real phase-contrast images look
-    # the same at 0.4-0.55 of their neighbours' diameter, and Usiigaci labels them. With halos of
-    # up to half a cell across (until 2026-12-07), 12 of the 76 phase-contrast cells the
-    # fourteenth model missed on the validation split were such small cells brighter than the
-    # background (benchmarks/RESULTS.md, sixth session).
+    # Round floating debris (dead cells, vesicles): a bright halo around a small dark core.
     free = np.flatnonzero(room.reshape(-1))
     for index in rng.choice(free, min(free.size, int(rng.integers(0, 2 + count // 3)))):
         cy, cx = np.unravel_index(index, labels.shape)
         distance = np.hypot(yy - cy, xx - cx)
-        radius = max(2.0, diameter * rng.uniform(0.05, 0.12))
+        radius = max(2.0, diameter * rng.uniform(0.08, 0.25))
         rings += rng.uniform(0.3, 0.8) * np.exp(-((distance - radius) / (0.35 * radius)) ** 2)
         rings -= rng.uniform(0.1, 0.4) * np.exp(-(distance / (0.6 * radius)) ** 2)
     shade = 255 * rings
