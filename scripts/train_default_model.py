@@ -292,7 +292,7 @@ def main() -> int:
                         type=_modality_copies,
                         help="copies of each ../shared/data_real training image of a modality "
                              f"(default {DATA_REAL_COPIES}); read when --work's data is written")
-    parser.add_argument("--plane-copies", type=int, default=REAL_COPIES["plane"], metavar="N",
+    parser.add_argument("--plane-copies", type=_copies, default=REAL_COPIES["plane"], metavar="N",
                         help="copies of each real z-stack training plane (planes 22-28 of "
                              "../shared/data3d; default %(default)s); read when --work's data "
                              "is written")
@@ -346,6 +346,13 @@ def main() -> int:
         lowres=args.lowres, zoom=list(args.zoom), volume_planes=6 * args.volumes,
         averaged_with=str(args.average_with) if args.average_with else None)
     return finish(net, args)
+
+
+def _copies(text: str) -> int:
+    """A number of copies, 0 or more, for --plane-copies."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of copies, 0 or more")
+    return int(text)
 
 
 def _modality_copies(text: str) -> tuple[str, int]:
