@@ -61,10 +61,11 @@ class Evaluation:
 
     def to_table(self) -> str:
         """Return the per-image table, the mean and median F1, and what was missing or failed."""
-        lines = [f"{'image':<32} {'F1':>6} {'prec':>6} {'recall':>6} {'TP':>6} {'FP':>6} "
+        wide = max([32, *(len(str(r["name"])) for r in self.rows)])
+        lines = [f"{'image':<{wide}} {'F1':>6} {'prec':>6} {'recall':>6} {'TP':>6} {'FP':>6} "
                  f"{'FN':>6} {'mIoU':>6}  status"]
         for r in self.rows:
-            lines.append(f"{r['name']!s:<32} {r['f1']:6.3f} {r['precision']:6.3f} "
+            lines.append(f"{r['name']!s:<{wide}} {r['f1']:6.3f} {r['precision']:6.3f} "
                          f"{r['recall']:6.3f} {r['tp']:6d} {r['fp']:6d} {r['fn']:6d} "
                          f"{r['mean_iou']:6.3f}  {r['status']}")
         s = self.summary()
