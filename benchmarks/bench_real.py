@@ -14,7 +14,7 @@ diameter (median ratio and the worst image), merges, splits, missed cells (FN), 
 (FP) and seconds per megapixel end to end (model loaded). F1@0.5 is the mean over images, as
 the challenge ranks; "pooled" is F1@0.5 over the group's cells together (2 TP / (2 TP + FP +
 FN) summed over images), which one image of few cells moves less. A second table sorts the
-missed cells and false objects by kind (flowseg.metrics.error_kinds): missed in a merge, found
+missed cells and false objects by kind (flowseg.metrics.scores_and_errors): missed in a merge, found
 but misdrawn, undetected; false objects that are pieces of cells, or on background.
 ``--tta`` runs every image as ``predict --tta`` does (the network's outputs averaged over the
 four mirrorings).
@@ -40,7 +40,12 @@ from flowseg.inference.estimate import median_diameter
 from flowseg.inference.pipeline import load_model, segment_with_outputs
 from flowseg.inference.tiling import TileConfig
 from flowseg.io import read_image, read_labels
-from flowseg.metrics import Errors, challenge_errors, challenge_scores, merges_and_splits
+from flowseg.metrics import (
+    Errors,
+    challenge_scores,
+    challenge_scores_and_errors,
+    merges_and_splits,
+)
 
 FIELDS = ("source", "modality", "name", "scale", "cells", "f1_50", "f1_75", "f1_true",
           "estimate", "true_diameter", "merges", "splits", "matched", "missed", "false", "seconds",
@@ -64,7 +69,7 @@ def score_image(net, source: str, modality: str, image_path: Path, label_path: P
     start = time.perf_counter()
     result = segment_with_outputs(image, net, tiles=tiles, channel_axis=0, device="cpu")
     seconds = time.perf_counter() - start
-    at50 = challenge_scores(labels, result.labels)
+    at50, errors = challenge_scores_and_errors(labels, result.labels)
     merges, splits = merges_and_splits(labels, result.labels)
     row = {"source": source, "modality": modality, "name": image_path.stem, "scale": factor,
            "cells": int(len(np.unique(labels)) - 1), "f1_50": at50.f1,
@@ -72,7 +77,7 @@ def score_image(net, source: str, modality: str, image_path: Path, label_path: P
            "f1_true": np.nan, "estimate": result.diameter, "true_diameter": true,
            "merges": merges, "splits": splits, "matched": at50.tp, "missed": at50.fn, "false": at50.fp,
            "seconds": seconds, "pixels": labels.size}
-    row |= vars(challenge_errors(labels, result.labels))
+    row |= vars(errors)
     if factor == 1 and true > 0:
         fixed = segment_with_outputs(image, net, tiles=tiles, channel_axis=0, device="cpu",
                                      diameter=true)

@@ -32,7 +32,7 @@ _HOMES = {
     "MaskConfig": "flowseg.representation.masks",
     "masks_from_flows": "flowseg.representation.masks",
     "challenge_scores": "flowseg.metrics",
-    "challenge_errors": "flowseg.metrics",
+    "challenge_scores_and_errors": "flowseg.metrics",
     "evaluate_folder": "flowseg.apps.evaluate",
     "match_labels": "flowseg.metrics",
     "normalize_image": "flowseg.inference.normalize",

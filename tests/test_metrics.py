@@ -12,13 +12,13 @@ from flowseg.metrics import (
     PATCH,
     Errors,
     Scores,
-    challenge_errors,
     challenge_scores,
-    error_kinds,
+    challenge_scores_and_errors,
     label_overlap,
     match_labels,
     merges_and_splits,
     remove_border_cells,
+    scores_and_errors,
 )
 from flowseg.training.synthetic import random_touching_labels
 
@@ -145,7 +145,7 @@ def test_merges_and_splits() -> None:
         merges_and_splits(true, true[1:])
 
 
-def test_error_kinds_by_hand() -> None:
+def test_errors_by_kind_by_hand() -> None:
     true = np.zeros((20, 40), np.uint32)
     true[2:10, 2:10], true[2:10, 10:14], true[12:18, 2:30] = 1, 2, 3
     true[2:6, 30:34] = 4
@@ -154,34 +154,34 @@ def test_error_kinds_by_hand() -> None:
     pred[12:18, 2:10], pred[12:18, 10:20], pred[12:18, 20:30] = 5, 6, 7  # cell 3 in three pieces
     pred[2:4, 30:32] = 8  # a quarter of cell 4: undetected, and a piece
     pred[15:19, 34:38] = 10  # on background
-    assert error_kinds(true, pred) == Errors(merged=1, misdrawn=1, undetected=1, pieces=4,
-                                             spurious=1)
-    assert error_kinds(true, true) == Errors()
-    assert error_kinds(true, np.zeros_like(true)) == Errors(undetected=4)
+    assert scores_and_errors(true, pred)[1] == Errors(merged=1, misdrawn=1, undetected=1,
+                                                     pieces=4, spurious=1)
+    assert scores_and_errors(true, true)[1] == Errors()
+    assert scores_and_errors(true, np.zeros_like(true))[1] == Errors(undetected=4)
     assert Errors(1, 2, 3, 4, 5) + Errors(1, 1, 1, 1, 1) == Errors(2, 3, 4, 5, 6)
     with pytest.raises(ValueError, match="IoU threshold"):
-        error_kinds(true, pred, threshold=0)
+        scores_and_errors(true, pred, threshold=0)
 
 
 @settings(max_examples=25)
 @given(st.integers(0, 10_000), st.sampled_from([0.5, 0.75]))
-def test_error_kinds_add_up_to_misses_and_false_objects(seed: int, threshold: float) -> None:
+def test_errors_by_kind_add_up_to_misses_and_false_objects(seed: int, threshold: float) -> None:
     rng = np.random.default_rng(seed)
     true = random_touching_labels((60, 60), diameter=(6, 14), seed=seed)
     shift = np.roll(true, tuple(rng.integers(-2, 3, 2)), axis=(0, 1))
     pred = random_touching_labels((60, 60), diameter=(6, 14), seed=seed + 1)
     pred = np.where(rng.random((60, 60)) < 0.5, shift, pred)
-    s, e = challenge_scores(true, pred, threshold=threshold), challenge_errors(true, pred,
-                                                                             threshold=threshold)
+    s, e = challenge_scores_and_errors(true, pred, threshold=threshold)
+    assert s == challenge_scores(true, pred, threshold=threshold)
     assert e.merged + e.misdrawn + e.undetected == s.fn
     assert e.pieces + e.spurious == s.fp
 
 
-def test_challenge_errors_in_patches() -> None:
+def test_challenge_errors_by_kind_in_patches() -> None:
     true = np.zeros((5001, 5000), np.uint32)
     true[100:120, 100:120], true[100:120, 120:130] = 1, 2
     true[PATCH - 10 : PATCH + 10, 500:520] = 3  # crosses a patch border: scored in neither
     pred = np.zeros_like(true)
     pred[100:120, 100:130] = 1  # matches cell 1 (IoU 0.67) and merges cell 2
     pred[3000:3010, 3000:3010] = 2  # on background, in another patch
-    assert challenge_errors(true, pred) == Errors(merged=1, spurious=1)
+    assert challenge_scores_and_errors(true, pred)[1] == Errors(merged=1, spurious=1)

@@ -3,7 +3,7 @@
 Images are scored with the challenge's metric (:func:`flowseg.metrics.challenge_scores`); label
 stacks ``(Z, H, W)``, as ``predict --3d`` writes them, by matching 3-D cells at the same IoU with
 the cells touching the y and x faces removed. Per-image rows, a table and a CSV file; the misses
-and false objects are also sorted by kind (:func:`flowseg.metrics.error_kinds`).
+and false objects are also sorted by kind (:func:`flowseg.metrics.scores_and_errors`).
 """
 
 from __future__ import annotations
@@ -23,11 +23,9 @@ from flowseg.io.files import LABEL_SUFFIX
 from flowseg.metrics import (
     IOU_THRESHOLD,
     Errors,
-    challenge_errors,
-    challenge_scores,
-    error_kinds,
-    match_labels,
+    challenge_scores_and_errors,
     remove_border_cells,
+    scores_and_errors,
 )
 
 
@@ -173,12 +171,10 @@ def evaluate_folder(
                 pred, status = np.zeros_like(truth), f"unreadable: {err}"
                 result.failed.append(f"{name}: prediction unreadable ({err})")
         if truth.ndim == 3:  # a stack: border cells (y and x faces) out, matched in 3-D
-            truth, pred = remove_border_cells(truth), remove_border_cells(pred)
-            scores = match_labels(truth, pred, threshold=threshold)
-            errors = error_kinds(truth, pred, threshold=threshold)
+            scores, errors = scores_and_errors(remove_border_cells(truth),
+                                               remove_border_cells(pred), threshold=threshold)
         else:
-            scores = challenge_scores(truth, pred, threshold=threshold)
-            errors = challenge_errors(truth, pred, threshold=threshold)
+            scores, errors = challenge_scores_and_errors(truth, pred, threshold=threshold)
         result.rows.append({"name": name, "f1": scores.f1, "precision": scores.precision,
                             "recall": scores.recall, "tp": scores.tp, "fp": scores.fp,
                             "fn": scores.fn, "mean_iou": scores.mean_iou, "status": status,
