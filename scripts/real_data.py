@@ -27,6 +27,12 @@ SOURCES = ("dsb2018_stage1_train", "dsb2018_stage1_test", "usiigaci_phase")
 VALIDATION_MODULUS = 10  # one image in ten validates
 
 
+def use_shared(root: Path) -> None:
+    """Read the real images from ``root`` instead of ../shared (an unpacked training pack)."""
+    global SHARED, REAL
+    SHARED, REAL = Path(root), Path(root) / "data_real"
+
+
 def is_validation(name: str) -> bool:
     """True for the images of the fixed validation split (a tenth of each source, by name hash).
 

@@ -30,6 +30,10 @@ zoomed by a log-uniform factor from 0.5 to 2 (``--zoom``): the network sees cell
 and predict's automatic diameter brings other sizes into that range. A quarter of the crops are
 blurred as if taken at 1.5-4x coarser resolution (``--lowres``), as an image of small cells looks
 once enlarged.
+``--hard-copies N`` adds up to N copies of each real training image (fluorescence by default) by
+how many cells the ``--pretrained`` model gets wrong on it. ``--pack FILE`` writes what this
+script reads from ../shared into one file of at most 64 MiB (scripts/training_pack.py), and
+``--shared FILE`` on another machine (a lent GPU) reads the real images from it.
 The run resumes where it stopped (run it again after a kill). ``--average-with CHECKPOINT``
 ships the mean of the trained weights and that checkpoint's (how the eleventh model was made from
 its run and the ninth). When it ends, the network's size
@@ -55,9 +59,12 @@ from skimage import segmentation
 from skimage.transform import resize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import real_data
+import training_pack
 from make_synthetic_data import write_image
 from real_data import real_pairs
 
+from flowseg.errors import InputError
 from flowseg.inference.estimate import median_diameter
 from flowseg.inference.normalize import PreparedView, resize_volume_to
 from flowseg.inference.pipeline import as_channels_first, default_model_path
@@ -66,12 +73,12 @@ from flowseg.io import read_image, read_labels, write_labels
 from flowseg.io.files import find_pairs
 from flowseg.model.net import load_net, save_net
 from flowseg.model.runtime import MODELS, export_path, write_export
-from flowseg.training.dataset import DataConfig
+from flowseg.training.dataset import DataConfig, label_diameter
 from flowseg.training.synthetic import MODALITIES, TYPICAL_DIAMETER, make_nuclei_volume, make_sample
 from flowseg.training.synthetic.labels import tidy_labels
 from flowseg.training.train import TrainConfig, train
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = real_data.SHARED  # ../shared, unless --shared names another (a training pack)
 TRAIN_DIAMETER = 30.0
 TRAIN_PLANES = range(0, 7)  # planes 22-28 of the 13-plane sub-volume (z = 22 + index)
 # Copies of each real image: real pixels are about a fifth of the training set (the second
@@ -81,6 +88,9 @@ REAL_COPIES = {"dsb2018_nuclei_left": 30, "cells3d_nuclei_z30": 12, "plane": 8}
 # in: 515 fluorescence, 105 stained tissue, 15 brightfield and 25 phase-contrast images give
 # about 515 / 315 / 75 / 200 crops an epoch (the twelfth model).
 DATA_REAL_COPIES = {"fluorescence": 1, "tissue": 3, "brightfield": 5, "phase": 8}
+# One extra copy of a real training image per this many misses and false objects of the model
+# it starts from (--hard-copies): 197 of the 515 fluorescence images get one or more with 5.
+HARD_UNIT = 5
 HEAD_REAL = 24  # real training images per (source, modality) for the size head
 LOWRES = 0.25  # share of crops shown at a lower resolution, enlarged back
 ZOOM = (0.5, 2.0)  # log-uniform random zoom: the network sees cells of 15 to 60 px
@@ -131,7 +141,7 @@ def write_volume_planes(out: Path, volumes: int, seed: int) -> int:
 def write_real(out: Path, plane_copies: int = REAL_COPIES["plane"]) -> int:
     """Top halves of ../shared/data and planes 22-28 of the z-stack, repeated."""
     count = 0
-    data = SHARED / "data"
+    data = real_data.SHARED / "data"
     if not (data / "images").is_dir():
         print(f"no real samples at {data}: training on synthetic data only")
         return 0
@@ -142,14 +152,16 @@ def write_real(out: Path, plane_copies: int = REAL_COPIES["plane"]) -> int:
     return count
 
 
-def write_data_real(out: Path, copies: dict[str, int] = DATA_REAL_COPIES) -> int:
+def write_data_real(out: Path, copies: dict[str, int] = DATA_REAL_COPIES,
+                    extra: dict[str, int] | None = None) -> int:
     """Link the training split of ../shared/data_real (scripts/real_data.py), repeated per modality.
 
-    The validation split (a tenth of every source, by name hash) is never linked.
+    ``extra`` adds copies of single images, by file stem (:func:`hard_examples`). The validation
+    split (a tenth of every source, by name hash) is never linked.
     """
     count = 0
     for source, modality, image_path, label_path in real_pairs("train"):
-        for k in range(copies[modality]):
+        for k in range(copies[modality] + (extra or {}).get(image_path.stem, 0)):
             name = f"dr_{source}_{image_path.stem}_{k:02d}"
             (out / "images" / f"{name}{image_path.suffix}").symlink_to(image_path.resolve())
             (out / "labels" / f"{name}_label.tiff").symlink_to(label_path.resolve())
@@ -159,9 +171,46 @@ def write_data_real(out: Path, copies: dict[str, int] = DATA_REAL_COPIES) -> int
     return count
 
 
+def hard_examples(model: Path, modalities: list[str], most: int, table: Path) -> dict[str, int]:
+    """Extra copies of the real training images that ``model`` gets most wrong.
+
+    Every training image of ``modalities`` is segmented at its true median diameter and scored
+    as the challenge scores (flowseg.metrics.challenge_scores_and_errors); an image gets one extra
+    copy per ``HARD_UNIT`` misses and false objects, at most ``most``. The scores are kept in
+    ``table`` (a CSV, reused when present: about 0.3 s an image on one core).
+    """
+    import csv
+
+    from flowseg.inference.pipeline import load_model, segment
+    from flowseg.metrics import challenge_scores_and_errors
+
+    fields = ["source", "modality", "name", "cells", "tp", "fn", "fp", "merged", "misdrawn",
+              "undetected", "pieces", "spurious"]
+    if not table.is_file():
+        net, rows = load_model(model), []
+        for source, modality, image_path, label_path in real_pairs("train"):
+            if modality not in modalities:
+                continue
+            labels = read_labels(label_path)
+            diameter, cells = label_diameter(labels)  # as training rescales it
+            found = segment(read_image(image_path), net, channel_axis=0, device="cpu",
+                            diameter=diameter if diameter > 0 else None)
+            scores, errors = challenge_scores_and_errors(labels, found)
+            rows.append([source, modality, image_path.stem, cells, scores.tp, scores.fn, scores.fp,
+                         errors.merged, errors.misdrawn, errors.undetected, errors.pieces,
+                         errors.spurious])
+        with open(table.with_suffix(".tmp"), "w", newline="") as stream:
+            csv.writer(stream).writerows([fields, *rows])
+        table.with_suffix(".tmp").replace(table)
+    with open(table) as stream:
+        rows = list(csv.DictReader(stream))
+    return {row["name"]: min(most, (int(row["fn"]) + int(row["fp"])) // HARD_UNIT)
+            for row in rows if row["modality"] in modalities}
+
+
 def real_parts(named: bool = False):
     """Yield the real training parts: (image, labels), or (name, image, labels) if ``named``."""
-    data, stack = SHARED / "data", SHARED / "data3d"
+    data, stack = real_data.SHARED / "data", real_data.SHARED / "data3d"
     if (data / "images").is_dir():
         for image_path, label_path in find_pairs(data / "images", data / "labels"):
             image, labels = tifffile.imread(image_path), read_labels(label_path)
@@ -296,6 +345,13 @@ def main() -> int:
                         help="copies of each real z-stack training plane (planes 22-28 of "
                              "../shared/data3d; default %(default)s); read when --work's data "
                              "is written")
+    parser.add_argument("--hard-copies", type=_copies, default=0, metavar="N",
+                        help="up to N extra copies of each real training image by how many "
+                             f"cells --pretrained gets wrong on it (one per {HARD_UNIT}); read when "
+                             "--work's data is written")
+    parser.add_argument("--hard-modalities", nargs="+", default=["fluorescence"],
+                        choices=list(DATA_REAL_COPIES), metavar="MODALITY",
+                        help="the modalities --hard-copies weighs (default: fluorescence)")
     parser.add_argument("--pretrained", type=Path, default=None,
                         help="warm start from these weights (a previous default.pt, say)")
     parser.add_argument("--average-with", type=Path, default=None, metavar="CHECKPOINT",
@@ -305,11 +361,35 @@ def main() -> int:
                         help="only fit the size head of this checkpoint (into --work/default.pt)")
     parser.add_argument("--export-only", action="store_true",
                         help="only write the installed model's ONNX export into flowseg/models")
+    parser.add_argument("--pack", type=Path, default=None, metavar="FILE",
+                        help="only write the real images this training reads into FILE (at "
+                             "most 64 MiB; scripts/training_pack.py), to train elsewhere")
+    parser.add_argument("--shared", type=Path, default=None, metavar="PATH",
+                        help="read the real images from PATH: a folder laid out as ../shared, "
+                             "or a file written by --pack (unpacked into --work/shared)")
     parser.add_argument("--install", action=argparse.BooleanOptionalAction, default=True,
                         help="copy the result to flowseg/models/default.pt")
     args = parser.parse_args()
     if args.export_only:
         install_export()
+        return 0
+    if args.hard_copies and not args.pretrained:
+        parser.error("--hard-copies needs --pretrained: the model whose errors choose the images")
+    try:
+        if args.shared:
+            if not args.shared.exists():
+                raise InputError(f"--shared {args.shared}: no such file or folder")
+            real_data.use_shared(args.shared if args.shared.is_dir()
+                                 else training_pack.unpack(args.shared, args.work / "shared"))
+        if args.pack:
+            summary = training_pack.write_pack(args.pack)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.pack:
+        print(f"packed {summary['images']} images and their labels ({summary['quantised']} "
+              f"quantised, the network's input changed by at most {summary['largest_change']:.4f}) "
+              f"and ../shared's data and data3d: {summary['bytes'] / 2**20:.1f} MiB in {args.pack}")
         return 0
     if args.fit_head:
         return finish(load_net(args.fit_head), args)
@@ -320,8 +400,10 @@ def main() -> int:
                                     held_out=args.hold_out)
         planes = write_volume_planes(work / "train", args.volumes, seed=500_000)
         copies = DATA_REAL_COPIES | dict(args.real_copies)
+        extra = (hard_examples(args.pretrained, args.hard_modalities, args.hard_copies,
+                               work / "hard_examples.csv") if args.hard_copies else None)
         real = (write_real(work / "train", args.plane_copies)
-                + write_data_real(work / "train", copies))
+                + write_data_real(work / "train", copies, extra))
         print(f"training set: {synthetic} synthetic, {planes} z-stack planes and {real} real "
               "images (with repeats)")
     start = time.perf_counter()

@@ -1,0 +1,105 @@
+"""The training pack (scripts/training_pack.py): what a training reads from ../shared, in one file."""
+
+from __future__ import annotations
+
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import real_data
+import training_pack
+
+from flowseg.errors import InputError
+from flowseg.inference.normalize import prepare_image
+from flowseg.io import read_image, read_labels, write_labels
+
+
+def _cells(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    labels = np.zeros(shape, np.uint16)
+    for k in range(1, 6):
+        y, x = rng.integers(8, shape[0] - 8), rng.integers(8, shape[1] - 8)
+        labels[y - 5:y + 5, x - 5:x + 5] = k
+    return labels
+
+
+@pytest.fixture
+def shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A small ../shared: 8-bit grey (saved as RGB) and colour DSB images, 16-bit phase contrast."""
+    root = tmp_path / "shared"
+    rng = np.random.default_rng(0)
+    names = {"dsb2018_stage1_train": ["grey_a", "colour_b"],
+             "usiigaci_phase": ["usiigaci_set1", "usiigaci_set6"]}  # set6 validates
+    for source, stems in names.items():
+        for stem in stems:
+            labels = _cells((48, 64), rng)
+            folder = root / "data_real" / source
+            (folder / "images").mkdir(parents=True, exist_ok=True)
+            if source.startswith("usiigaci"):  # 16-bit with noise in the low bits
+                pixels = (20000 + 3000 * (labels > 0) + rng.normal(0, 400, labels.shape))
+                Image.fromarray(pixels.astype(np.uint16)).save(folder / "images" / f"{stem}.png")
+            else:
+                grey = (30 + 150 * (labels > 0) + rng.integers(0, 20, labels.shape)).astype(np.uint8)
+                rgb = np.stack([grey] * 3 if stem.startswith("grey") else
+                               [grey, grey // 2, 255 - grey], axis=-1)
+                Image.fromarray(rgb).save(folder / "images" / f"{stem}.png")
+            write_labels(labels, folder / "labels" / f"{stem}_label.tiff")
+    for folder, stem in (("data", "nuclei"), ("data3d", "stack")):
+        (root / folder / "images").mkdir(parents=True)
+        tifffile.imwrite(root / folder / "images" / f"{stem}.tif",
+                         rng.integers(0, 4000, (32, 32)).astype(np.uint16))
+        write_labels(_cells((32, 32), rng), root / folder / "labels" / f"{stem}_label.tiff")
+    monkeypatch.setattr(real_data, "SHARED", real_data.SHARED)  # restored after the test
+    monkeypatch.setattr(real_data, "REAL", real_data.REAL)
+    return root
+
+
+def test_a_pack_carries_the_training_split_as_the_network_sees_it(shared, tmp_path):
+    summary = training_pack.write_pack(tmp_path / "pack.tar", shared)
+    assert summary["images"] == 3 and summary["quantised"] == 1  # the 16-bit training image
+    originals = {p.stem: (s, m, p, lab) for s, m, p, lab in real_data.real_pairs("train")}
+    assert set(originals) == {"grey_a", "colour_b", "usiigaci_set1"}  # never the validation one
+    with tarfile.open(tmp_path / "pack.tar") as tar:
+        assert not [n for n in tar.getnames() if "usiigaci_set6" in n]
+
+    real_data.use_shared(training_pack.unpack(tmp_path / "pack.tar", tmp_path / "out"))
+    unpacked = {p.stem: (s, m, p, lab) for s, m, p, lab in real_data.real_pairs("train")}
+    assert set(unpacked) == set(originals)
+    for stem, (source, modality, image, labels) in originals.items():
+        source2, modality2, image2, labels2 = unpacked[stem]
+        assert (source2, modality2) == (source, modality)
+        assert np.array_equal(read_labels(labels2), read_labels(labels))
+        before, after = prepare_image(read_image(image)), prepare_image(read_image(image2))
+        change = np.abs(after - before).max()
+        if stem == "usiigaci_set1":
+            assert 0 < change <= training_pack.MAX_CHANGE
+        else:  # 8-bit images travel without loss, grey stored as one channel
+            assert change == 0
+    assert read_image(unpacked["grey_a"][2]).shape[0] == 1
+    for folder, stem in (("data", "nuclei"), ("data3d", "stack")):
+        assert (tmp_path / "out" / folder / "images" / f"{stem}.tif").read_bytes() == \
+            (shared / folder / "images" / f"{stem}.tif").read_bytes()
+
+
+def test_a_pack_over_the_limit_is_refused_and_nothing_written(shared, tmp_path, monkeypatch):
+    monkeypatch.setattr(training_pack, "LIMIT", 1000)
+    with pytest.raises(InputError, match=r"pack.tar: the pack would be .* MiB, over"):
+        training_pack.write_pack(tmp_path / "pack.tar", shared)
+    assert not list(tmp_path.glob("pack*"))
+
+
+def test_a_damaged_pack_is_named_in_one_line(shared, tmp_path):
+    (tmp_path / "junk.tar").write_bytes(b"not a tar file")
+    with pytest.raises(InputError, match=r"junk\.tar: not a training pack"):
+        training_pack.unpack(tmp_path / "junk.tar", tmp_path / "out")
+    training_pack.write_pack(tmp_path / "pack.tar", shared)
+    data = bytearray((tmp_path / "pack.tar").read_bytes())
+    data[2000] ^= 0xFF  # inside the first member's bytes
+    (tmp_path / "bad.tar").write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"bad\.tar: .* does not match its checksum"):
+        training_pack.unpack(tmp_path / "bad.tar", tmp_path / "out2")
