@@ -32,8 +32,9 @@ blurred as if taken at 1.5-4x coarser resolution (``--lowres``), as an image of 
 once enlarged.
 ``--hard-copies N`` adds up to N copies of each real training image (fluorescence by default) by
 how many cells the ``--pretrained`` model gets wrong on it. ``--pack FILE`` writes what this
-script reads from ../shared into one file of at most 64 MiB (scripts/training_pack.py), and
-``--shared FILE`` on another machine (a lent GPU) reads the real images from it.
+script reads from ../shared into one file that travels with the working tree to a lent GPU
+machine (64 MiB in all; scripts/training_pack.py), and ``--shared FILE`` there reads the real
+images from it.
 The run resumes where it stopped (run it again after a kill). ``--average-with CHECKPOINT``
 ships the mean of the trained weights and that checkpoint's (how the eleventh model was made from
 its run and the ninth). When it ends, the network's size
@@ -171,7 +172,8 @@ def write_data_real(out: Path, copies: dict[str, int] = DATA_REAL_COPIES,
     return count
 
 
-def hard_examples(model: Path, modalities: list[str], most: int, table: Path) -> dict[str, int]:
+def hard_examples(model: Path, modalities: list[str], most: int, table: Path,
+                  device: str = "auto") -> dict[str, int]:
     """Extra copies of the real training images that ``model`` gets most wrong.
 
     Every training image of ``modalities`` is segmented at its true median diameter and scored
@@ -193,7 +195,7 @@ def hard_examples(model: Path, modalities: list[str], most: int, table: Path) ->
                 continue
             labels = read_labels(label_path)
             diameter, cells = label_diameter(labels)  # as training rescales it
-            found = segment(read_image(image_path), net, channel_axis=0, device="cpu",
+            found = segment(read_image(image_path), net, channel_axis=0, device=device,
                             diameter=diameter if diameter > 0 else None)
             scores, errors = challenge_scores_and_errors(labels, found)
             rows.append([source, modality, image_path.stem, cells, scores.tp, scores.fn, scores.fp,
@@ -362,8 +364,9 @@ def main() -> int:
     parser.add_argument("--export-only", action="store_true",
                         help="only write the installed model's ONNX export into flowseg/models")
     parser.add_argument("--pack", type=Path, default=None, metavar="FILE",
-                        help="only write the real images this training reads into FILE (at "
-                             "most 64 MiB; scripts/training_pack.py), to train elsewhere")
+                        help="only write the real images this training reads into FILE, to "
+                             "train elsewhere (it must fit beside the working tree in the 64 MiB "
+                             "that travel to a lent GPU; scripts/training_pack.py)")
     parser.add_argument("--shared", type=Path, default=None, metavar="PATH",
                         help="read the real images from PATH: a folder laid out as ../shared, "
                              "or a file written by --pack (unpacked into --work/shared)")
@@ -382,14 +385,16 @@ def main() -> int:
             real_data.use_shared(args.shared if args.shared.is_dir()
                                  else training_pack.unpack(args.shared, args.work / "shared"))
         if args.pack:
-            summary = training_pack.write_pack(args.pack)
+            budget = training_pack.travel_budget(Path(__file__).resolve().parents[1])
+            summary = training_pack.write_pack(args.pack, planes=TRAIN_PLANES, limit=budget)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.pack:
         print(f"packed {summary['images']} images and their labels ({summary['quantised']} "
               f"quantised, the network's input changed by at most {summary['largest_change']:.4f}) "
-              f"and ../shared's data and data3d: {summary['bytes'] / 2**20:.1f} MiB in {args.pack}")
+              f"and ../shared's data and data3d: {summary['bytes'] / 2**20:.1f} MiB in {args.pack} "
+              f"({budget / 2**20:.1f} MiB may travel beside the working tree)")
         return 0
     if args.fit_head:
         return finish(load_net(args.fit_head), args)
@@ -401,7 +406,8 @@ def main() -> int:
         planes = write_volume_planes(work / "train", args.volumes, seed=500_000)
         copies = DATA_REAL_COPIES | dict(args.real_copies)
         extra = (hard_examples(args.pretrained, args.hard_modalities, args.hard_copies,
-                               work / "hard_examples.csv") if args.hard_copies else None)
+                               work / "hard_examples.csv", args.device)
+                 if args.hard_copies else None)
         real = (write_real(work / "train", args.plane_copies)
                 + write_data_real(work / "train", copies, extra))
         print(f"training set: {synthetic} synthetic, {planes} z-stack planes and {real} real "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -49,25 +49,29 @@ def shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
                                [grey, grey // 2, 255 - grey], axis=-1)
                 Image.fromarray(rgb).save(folder / "images" / f"{stem}.png")
             write_labels(labels, folder / "labels" / f"{stem}_label.tiff")
-    for folder, stem in (("data", "nuclei"), ("data3d", "stack")):
-        (root / folder / "images").mkdir(parents=True)
-        tifffile.imwrite(root / folder / "images" / f"{stem}.tif",
-                         rng.integers(0, 4000, (32, 32)).astype(np.uint16))
-        write_labels(_cells((32, 32), rng), root / folder / "labels" / f"{stem}_label.tiff")
+    (root / "data" / "images").mkdir(parents=True)
+    tifffile.imwrite(root / "data" / "images" / "nuclei.tif",
+                     rng.integers(0, 4000, (32, 32)).astype(np.uint16))
+    write_labels(_cells((32, 32), rng), root / "data" / "labels" / "nuclei_label.tiff")
+    (root / "data3d" / "images").mkdir(parents=True)
+    tifffile.imwrite(root / "data3d" / "images" / "stack.tif",
+                     rng.integers(0, 4000, (5, 32, 32)).astype(np.uint16))
+    write_labels(np.stack([_cells((32, 32), rng) for _ in range(5)]),
+                 root / "data3d" / "labels" / "stack_label.tiff")
     monkeypatch.setattr(real_data, "SHARED", real_data.SHARED)  # restored after the test
     monkeypatch.setattr(real_data, "REAL", real_data.REAL)
     return root
 
 
 def test_a_pack_carries_the_training_split_as_the_network_sees_it(shared, tmp_path):
-    summary = training_pack.write_pack(tmp_path / "pack.tar", shared)
+    summary = training_pack.write_pack(tmp_path / "pack.zip", shared, planes=range(0, 2))
     assert summary["images"] == 3 and summary["quantised"] == 1  # the 16-bit training image
     originals = {p.stem: (s, m, p, lab) for s, m, p, lab in real_data.real_pairs("train")}
     assert set(originals) == {"grey_a", "colour_b", "usiigaci_set1"}  # never the validation one
-    with tarfile.open(tmp_path / "pack.tar") as tar:
-        assert not [n for n in tar.getnames() if "usiigaci_set6" in n]
+    with zipfile.ZipFile(tmp_path / "pack.zip") as archive:
+        assert not [n for n in archive.namelist() if "usiigaci_set6" in n]
 
-    real_data.use_shared(training_pack.unpack(tmp_path / "pack.tar", tmp_path / "out"))
+    real_data.use_shared(training_pack.unpack(tmp_path / "pack.zip", tmp_path / "out"))
     unpacked = {p.stem: (s, m, p, lab) for s, m, p, lab in real_data.real_pairs("train")}
     assert set(unpacked) == set(originals)
     for stem, (source, modality, image, labels) in originals.items():
@@ -81,25 +85,35 @@ def test_a_pack_carries_the_training_split_as_the_network_sees_it(shared, tmp_pa
         else:  # 8-bit images travel without loss, grey stored as one channel
             assert change == 0
     assert read_image(unpacked["grey_a"][2]).shape[0] == 1
-    for folder, stem in (("data", "nuclei"), ("data3d", "stack")):
-        assert (tmp_path / "out" / folder / "images" / f"{stem}.tif").read_bytes() == \
-            (shared / folder / "images" / f"{stem}.tif").read_bytes()
+    out = tmp_path / "out"
+    assert (out / "data" / "images" / "nuclei.tif").read_bytes() == \
+        (shared / "data" / "images" / "nuclei.tif").read_bytes()
+    for name in ("images/stack.tif", "labels/stack_label.tiff"):  # the planes training reads
+        assert np.array_equal(tifffile.imread(out / "data3d" / name),
+                              tifffile.imread(shared / "data3d" / name)[:2])
 
 
-def test_a_pack_over_the_limit_is_refused_and_nothing_written(shared, tmp_path, monkeypatch):
-    monkeypatch.setattr(training_pack, "LIMIT", 1000)
-    with pytest.raises(InputError, match=r"pack.tar: the pack would be .* MiB, over"):
-        training_pack.write_pack(tmp_path / "pack.tar", shared)
+def test_a_pack_over_the_limit_is_refused_and_nothing_written(shared, tmp_path):
+    with pytest.raises(InputError, match=r"pack\.zip: the pack would be .* MiB, over the 0\.0 MiB"):
+        training_pack.write_pack(tmp_path / "pack.zip", shared, limit=1000)
     assert not list(tmp_path.glob("pack*"))
 
 
+def test_the_budget_is_what_the_working_tree_leaves(tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    budget = training_pack.travel_budget(repo)
+    assert 0 < budget < training_pack.TRAVEL - 8_000_000  # the bundled model alone is ~10 MB
+    assert training_pack.travel_budget(tmp_path) == training_pack.TRAVEL  # not a checkout
+
+
 def test_a_damaged_pack_is_named_in_one_line(shared, tmp_path):
-    (tmp_path / "junk.tar").write_bytes(b"not a tar file")
-    with pytest.raises(InputError, match=r"junk\.tar: not a training pack"):
-        training_pack.unpack(tmp_path / "junk.tar", tmp_path / "out")
-    training_pack.write_pack(tmp_path / "pack.tar", shared)
-    data = bytearray((tmp_path / "pack.tar").read_bytes())
-    data[2000] ^= 0xFF  # inside the first member's bytes
-    (tmp_path / "bad.tar").write_bytes(bytes(data))
-    with pytest.raises(InputError, match=r"bad\.tar: .* does not match its checksum"):
-        training_pack.unpack(tmp_path / "bad.tar", tmp_path / "out2")
+    (tmp_path / "junk.zip").write_bytes(b"not a zip file")
+    with pytest.raises(InputError, match=r"junk\.zip: not a training pack"):
+        training_pack.unpack(tmp_path / "junk.zip", tmp_path / "out")
+    training_pack.write_pack(tmp_path / "pack.zip", shared)
+    data = bytearray((tmp_path / "pack.zip").read_bytes())
+    data[1000] ^= 0xFF  # inside the first member's bytes (its CRC or checksum catches it)
+    (tmp_path / "bad.zip").write_bytes(bytes(data))
+    damaged = r"bad\.zip: (not a training pack|.* does not match its checksum)"
+    with pytest.raises(InputError, match=damaged):
+        training_pack.unpack(tmp_path / "bad.zip", tmp_path / "out2")
