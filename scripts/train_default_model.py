@@ -72,6 +72,7 @@ from flowseg.inference.pipeline import as_channels_first, default_model_path
 from flowseg.inference.sizehead import HEAD_CROP, fit_size_head, head_features
 from flowseg.io import read_image, read_labels, write_labels
 from flowseg.io.files import find_pairs
+from flowseg.model.device import resolve_device
 from flowseg.model.net import load_net, save_net
 from flowseg.model.runtime import MODELS, export_path, write_export
 from flowseg.training.dataset import DataConfig, label_diameter
@@ -379,6 +380,7 @@ def main() -> int:
     if args.hard_copies and not args.pretrained:
         parser.error("--hard-copies needs --pretrained: the model whose errors choose the images")
     try:
+        resolve_device(args.device)  # before any data is written
         if args.shared:
             if not args.shared.exists():
                 raise InputError(f"--shared {args.shared}: no such file or folder")
