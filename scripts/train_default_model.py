@@ -46,6 +46,7 @@ installed into the package.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 import sys
 import time
@@ -180,7 +181,8 @@ def hard_examples(model: Path, modalities: list[str], most: int, table: Path,
     Every training image of ``modalities`` is segmented at its true median diameter and scored
     as the challenge scores (flowseg.metrics.challenge_scores_and_errors); an image gets one extra
     copy per ``HARD_UNIT`` misses and false objects, at most ``most``. The scores are kept in
-    ``table`` (a CSV, reused when present: about 0.3 s an image on one core).
+    ``table`` (a CSV named after the model's content, reused when present: about 0.3 s an image
+    on one core).
     """
     import csv
 
@@ -408,8 +410,8 @@ def main() -> int:
         planes = write_volume_planes(work / "train", args.volumes, seed=500_000)
         copies = DATA_REAL_COPIES | dict(args.real_copies)
         extra = (hard_examples(args.pretrained, args.hard_modalities, args.hard_copies,
-                               work / "hard_examples.csv", args.device)
-                 if args.hard_copies else None)
+                               work / f"hard_examples_{_digest(args.pretrained)}.csv",
+                               args.device) if args.hard_copies else None)
         real = (write_real(work / "train", args.plane_copies)
                 + write_data_real(work / "train", copies, extra))
         print(f"training set: {synthetic} synthetic, {planes} z-stack planes and {real} real "
@@ -436,6 +438,11 @@ def main() -> int:
         lowres=args.lowres, zoom=list(args.zoom), volume_planes=6 * args.volumes,
         averaged_with=str(args.average_with) if args.average_with else None)
     return finish(net, args)
+
+
+def _digest(path: Path) -> str:
+    """A short name for a file's content (a model's scores are kept under it)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
 def _copies(text: str) -> int:
