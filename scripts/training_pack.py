@@ -174,16 +174,18 @@ def unpack(path: Path, folder: Path) -> Path:
     """Extract a pack into ``folder``, checksums checked, and return it (reused once there)."""
     if (folder / MANIFEST).is_file():
         return folder
+    if folder.exists():
+        raise InputError(f"{folder}: exists but holds no unpacked training pack; remove it first")
     part = folder.with_name(folder.name + ".part")
     shutil.rmtree(part, ignore_errors=True)
     try:
         with zipfile.ZipFile(path) as archive:
             archive.extractall(part)  # member names are made safe (no absolute paths, no "..")
-        manifest = json.loads((part / MANIFEST).read_text())
-    except (OSError, zipfile.BadZipFile, ValueError) as error:
+        records = dict(json.loads((part / MANIFEST).read_text())["files"])
+    except (OSError, zipfile.BadZipFile, ValueError, KeyError, TypeError) as error:
         shutil.rmtree(part, ignore_errors=True)
-        raise InputError(f"{path}: not a training pack ({error})") from None
-    for name, record in manifest["files"].items():
+        raise InputError(f"{path}: not a training pack ({error!r})") from None
+    for name, record in records.items():
         if hashlib.sha256((part / name).read_bytes()).hexdigest() != record["sha256"]:
             shutil.rmtree(part)
             raise InputError(f"{path}: {name} does not match its checksum (a damaged copy)")

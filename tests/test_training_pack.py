@@ -114,6 +114,13 @@ def test_a_damaged_pack_is_named_in_one_line(shared, tmp_path):
     (tmp_path / "junk.zip").write_bytes(b"not a zip file")
     with pytest.raises(InputError, match=r"junk\.zip: not a training pack"):
         training_pack.unpack(tmp_path / "junk.zip", tmp_path / "out")
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as archive:  # a zip, but not a pack
+        archive.writestr("notes.txt", "hello")
+    with pytest.raises(InputError, match=r"other\.zip: not a training pack"):
+        training_pack.unpack(tmp_path / "other.zip", tmp_path / "out")
+    (tmp_path / "busy").mkdir()
+    with pytest.raises(InputError, match="busy: exists but holds no unpacked training pack"):
+        training_pack.unpack(tmp_path / "junk.zip", tmp_path / "busy")
     training_pack.write_pack(tmp_path / "pack.zip", shared)
     data = bytearray((tmp_path / "pack.zip").read_bytes())
     data[1000] ^= 0xFF  # inside the first member's bytes (its CRC or checksum catches it)
