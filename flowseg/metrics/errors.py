@@ -37,12 +37,20 @@ def merges_and_splits(true: npt.ArrayLike, pred: npt.ArrayLike) -> tuple[int, in
     (1, 1)
     """
     pairs = _Overlaps.count(true, pred)
-    ti, pj, inter = pairs.ti, pairs.pj, pairs.inter
-    true_inside = inter > 0.5 * pairs.area_true[ti + 1]  # most of true cell ti lies in pj
-    pred_inside = inter > 0.5 * pairs.area_pred[pj + 1]  # most of prediction pj lies in ti
-    merges = int((np.bincount(pj[true_inside], minlength=1) >= 2).sum())
-    splits = int((np.bincount(ti[pred_inside], minlength=1) >= 2).sum())
-    return merges, splits
+    pred_inside = pairs.inter > 0.5 * pairs.area_pred[pairs.pj + 1]  # most of pj lies in ti
+    splits = int((np.bincount(pairs.ti[pred_inside], minlength=1) >= 2).sum())
+    return int(_merging(pairs)[1].sum()), splits
+
+
+def _merging(pairs: _Overlaps) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Per overlapping pair, whether most of its true cell lies in its mask; per mask, a merge.
+
+    A merge is a predicted mask that holds most of the pixels of two or more true cells: the one
+    rule behind :func:`merges_and_splits` and :attr:`Errors.merged`.
+    """
+    true_inside = pairs.inter > 0.5 * pairs.area_true[pairs.ti + 1]
+    merging = np.bincount(pairs.pj[true_inside], minlength=len(pairs.area_pred) - 1) >= 2
+    return true_inside, merging
 
 
 @dataclass(frozen=True)
@@ -123,8 +131,7 @@ def scores_and_errors(
     missed[hit_true] = False
     false = np.ones(n_pred, bool)
     false[hit_pred] = False
-    true_inside = inter > 0.5 * pairs.area_true[ti + 1]  # most of true cell ti lies in pj
-    merging = np.bincount(pj[true_inside], minlength=n_pred) >= 2
+    true_inside, merging = _merging(pairs)
     merged = np.zeros(n_true, bool)
     merged[ti[true_inside & merging[pj]]] = True
     covered = np.bincount(ti, weights=inter, minlength=n_true) >= 0.5 * pairs.area_true[1:]
