@@ -30,6 +30,8 @@ SHAPES = {
     "4 levels (16..128)": NetConfig(widths=(16, 32, 64, 128)),
     "3 levels (16..64)": NetConfig(widths=(16, 32, 64)),
     "double width (32..512)": NetConfig(widths=(32, 64, 128, 256, 512)),
+    "2 blocks at 1/8..1/32 (blocks 1,1,2,2,2)": NetConfig(blocks=(1, 1, 2, 2, 2)),
+    "2 blocks at every level": NetConfig(blocks=2),
 }
 
 

@@ -74,7 +74,7 @@ from flowseg.inference.sizehead import HEAD_CROP, fit_size_head, head_features
 from flowseg.io import read_image, read_labels, write_labels
 from flowseg.io.files import find_pairs
 from flowseg.model.device import resolve_device
-from flowseg.model.net import load_net, save_net
+from flowseg.model.net import NetConfig, deepened, load_net, save_net
 from flowseg.model.runtime import MODELS, export_path, write_export
 from flowseg.training.dataset import DataConfig, label_diameter
 from flowseg.training.synthetic import MODALITIES, TYPICAL_DIAMETER, make_nuclei_volume, make_sample
@@ -359,6 +359,10 @@ def main() -> int:
                         help="the modalities --hard-copies weighs (default: fluorescence)")
     parser.add_argument("--pretrained", type=Path, default=None,
                         help="warm start from these weights (a previous default.pt, say)")
+    parser.add_argument("--blocks", type=_blocks, default=None, metavar="N[,N...]",
+                        help="residual blocks per encoder level, one number or one per level "
+                             "(1,1,2,2,2, say); with --pretrained, its network gets the added "
+                             "blocks as identities (flowseg.model.net.deepened), trained from there")
     parser.add_argument("--average-with", type=Path, default=None, metavar="CHECKPOINT",
                         help="ship the mean of the trained weights and these (the eleventh "
                              "model: its run and the ninth's weights it started from)")
@@ -423,8 +427,15 @@ def main() -> int:
                          boundary_weight=args.boundary_weight, size_head=False)
     data = DataConfig(crop=256, diameter=args.diameter, scale=tuple(args.zoom),
                       lowres=args.lowres)
+    pretrained, net_config = args.pretrained, NetConfig()
+    if args.blocks is not None:
+        net_config = NetConfig(blocks=args.blocks)
+        if pretrained is not None and load_net(pretrained).config.blocks != args.blocks:
+            pretrained = work / "deepened.pt"
+            if not pretrained.is_file():
+                save_net(deepened(load_net(args.pretrained), args.blocks), pretrained)
     last = train(work / "train", work / "run", config=config, data=data, resume=True,
-                 pretrained=args.pretrained, cache_dir=work / "cache")
+                 pretrained=pretrained, net_config=net_config, cache_dir=work / "cache")
     seconds = time.perf_counter() - start
     print(f"trained in {seconds:.0f} s (this invocation): {last}")
     net = load_net(last)
@@ -443,6 +454,15 @@ def main() -> int:
 def _digest(path: Path) -> str:
     """A short name for a file's content (a model's scores are kept under it)."""
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def _blocks(text: str) -> int | tuple[int, ...]:
+    """Residual blocks per encoder level for --blocks: one whole number, or one per level."""
+    parts = text.split(",")
+    if not all(p.strip().isdigit() and int(p) >= 1 for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected whole numbers of at least 1, "
+                                         "separated by commas")
+    return int(parts[0]) if len(parts) == 1 else tuple(int(p) for p in parts)
 
 
 def _copies(text: str) -> int:

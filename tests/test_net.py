@@ -5,11 +5,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowseg.model.net import FlowUNet, NetConfig, count_parameters, load_net, save_net
+from flowseg.model.net import FlowUNet, NetConfig, count_parameters, deepened, load_net, save_net
 
 
 @pytest.mark.parametrize("config", [NetConfig(), NetConfig(skip="concat", style=False),
-                                    NetConfig(widths=(8, 16), full_res=4, blocks=2)])
+                                    NetConfig(widths=(8, 16), full_res=4, blocks=2),
+                                    NetConfig(widths=(8, 16, 32), full_res=4, blocks=(1, 2, 3))])
 def test_output_shape(config: NetConfig) -> None:
     net = FlowUNet(config).eval()
     size = net.stride * 2
@@ -53,6 +54,39 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path: Path) -> None:
 def test_bad_config() -> None:
     with pytest.raises(ValueError, match="skip"):
         NetConfig(skip="sum")
+    for blocks in [(1, 2), 0, (1, 1, 0, 1, 1)]:
+        with pytest.raises(ValueError, match="invalid network shape"):
+            NetConfig(blocks=blocks)
+
+
+def test_per_level_blocks_round_trip(tmp_path: Path) -> None:
+    config = NetConfig(widths=(8, 16, 32), full_res=4, blocks=(1, 2, 2))
+    net = FlowUNet(config).eval()
+    assert [len(level) for level in net.encode] == [1, 2, 2]
+    loaded = load_net(save_net(net, tmp_path / "m.pt"))
+    assert loaded.config == config
+    x = torch.randn(1, 3, 16, 24)
+    with torch.no_grad():
+        assert torch.equal(net(x), loaded(x))
+
+
+def test_deepened_computes_the_same_until_trained(tmp_path: Path) -> None:
+    net = FlowUNet(NetConfig(widths=(8, 16, 32), full_res=4)).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    deeper = deepened(net, (1, 2, 3))
+    assert deeper.config.level_blocks == (1, 2, 3)
+    assert count_parameters(deeper) > count_parameters(net)
+    x = torch.randn(2, 3, 32, 40)
+    with torch.no_grad():
+        assert torch.allclose(net(x), deeper(x), atol=1e-5)
+    # the added blocks learn: their last batch norm gets a gradient from the first step
+    deeper.train()
+    deeper(x).square().mean().backward()
+    assert deeper.encode[2][2].body[-1].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="lose blocks"):
+        deepened(deeper, 1)
 
 
 @pytest.mark.parametrize(("change", "message"), [

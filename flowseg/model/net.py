@@ -42,8 +42,9 @@ class NetConfig:
         Channels of the encoder levels, at 1/2, 1/4, ... of the input resolution.
     full_res : int
         Channels of the full-resolution path.
-    blocks : int
-        Residual blocks per encoder level (the decoder has one per level).
+    blocks : int or tuple of int
+        Residual blocks per encoder level, the same for all or one per level (the decoder has one
+        per level).
     skip : {"add", "concat"}
         How encoder features join the decoder.
     style : bool
@@ -56,15 +57,24 @@ class NetConfig:
     in_channels: int = 3
     widths: tuple[int, ...] = (16, 32, 64, 128, 256)
     full_res: int = 8
-    blocks: int = 1
+    blocks: int | tuple[int, ...] = 1
     skip: str = "add"
     style: bool = False
 
     def __post_init__(self) -> None:
         if self.skip not in ("add", "concat"):
             raise InputError(f"skip must be 'add' or 'concat', got {self.skip!r}")
-        if not self.widths or min(self.widths) < 1 or self.in_channels < 1 or self.blocks < 1:
+        if not self.widths or min(self.widths) < 1 or self.in_channels < 1 or \
+                not isinstance(self.blocks, int | tuple) or \
+                len(self.level_blocks) != len(self.widths) or min(self.level_blocks) < 1:
             raise InputError(f"invalid network shape: {self}")
+
+    @property
+    def level_blocks(self) -> tuple[int, ...]:
+        """Residual blocks of each encoder level."""
+        if isinstance(self.blocks, int):
+            return (self.blocks,) * len(self.widths)
+        return self.blocks
 
 
 def _conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -103,7 +113,8 @@ class FlowUNet(nn.Module):
         self.down = nn.ModuleList(
             [nn.Identity()] + [_conv_bn(w[i - 1], w[i], stride=2) for i in range(1, len(w))])
         self.encode = nn.ModuleList(
-            [nn.Sequential(*[ResBlock(c) for _ in range(config.blocks)]) for c in w])
+            [nn.Sequential(*[ResBlock(c) for _ in range(n)])
+             for c, n in zip(w, config.level_blocks, strict=True)])
         self.lift = nn.ModuleList([nn.Conv2d(w[i + 1], w[i], 1) for i in range(len(w) - 1)])
         self.merge = nn.ModuleList(
             [nn.Conv2d(2 * w[i], w[i], 1) if config.skip == "concat" else nn.Identity()
@@ -170,6 +181,57 @@ class FlowUNet(nn.Module):
             y = self.decode[i](y)
         y = F.interpolate(self.to_full(y), scale_factor=2.0, mode="bilinear", align_corners=False)
         return self.head(torch.cat([y, self.full(x)], dim=1))
+
+
+def deepened(net: FlowUNet, blocks: int | tuple[int, ...]) -> FlowUNet:
+    """Return a copy of ``net`` with more residual blocks per encoder level, computing the same.
+
+    Each added block's last batch norm starts at zero scale and shift, so the block adds nothing
+    to its input (which is a ReLU's output, so the block's own ReLU leaves it unchanged): the copy
+    gives the same output as ``net`` until training moves those weights.
+
+    Parameters
+    ----------
+    net : FlowUNet
+    blocks : int or tuple of int
+        Blocks per level, none fewer than ``net`` has.
+
+    Returns
+    -------
+    net : FlowUNet
+        On the CPU, in eval mode, with ``net``'s metadata.
+
+    Raises
+    ------
+    ValueError
+        If a level would lose blocks.
+
+    Examples
+    --------
+    >>> net = FlowUNet().eval()
+    >>> deeper = deepened(net, (1, 1, 2, 2, 2))
+    >>> x = torch.rand(1, 3, 64, 64)
+    >>> bool(torch.allclose(net(x), deeper(x), atol=1e-5))
+    True
+    """
+    from dataclasses import replace
+
+    config = replace(net.config, blocks=blocks)
+    old, new = net.config.level_blocks, config.level_blocks
+    if any(b < a for a, b in zip(old, new, strict=True)):
+        raise InputError(f"cannot deepen a network with blocks {old} to {new}: a level would "
+                         f"lose blocks")
+    deeper = FlowUNet(config)
+    state = deeper.state_dict()
+    state.update({k: v.float() if v.is_floating_point() else v
+                  for k, v in net.state_dict().items()})
+    deeper.load_state_dict(state)
+    for level, (a, b) in enumerate(zip(old, new, strict=True)):
+        for block in list(deeper.encode[level])[a:b]:
+            nn.init.zeros_(block.body[-1].weight)
+            nn.init.zeros_(block.body[-1].bias)
+    deeper.metadata = dict(net.metadata)
+    return deeper.eval()
 
 
 def count_parameters(net: nn.Module) -> int:
@@ -323,16 +385,21 @@ def _stored_config(raw: Any, path: str | os.PathLike[str]) -> NetConfig:
     config = dict(raw)
     try:
         config["widths"] = tuple(int(w) for w in config.get("widths", NetConfig.widths))
-        for name in ("in_channels", "full_res", "blocks"):
+        for name in ("in_channels", "full_res"):
             if name in config:
                 config[name] = int(config[name])
+        if isinstance(config.get("blocks"), list | tuple):
+            config["blocks"] = tuple(int(b) for b in config["blocks"])
+        elif "blocks" in config:
+            config["blocks"] = int(config["blocks"])
     except (TypeError, ValueError):
         raise InputError(f"{path}: the stored network configuration is not numbers") from None
     sizes = (*config["widths"], config.get("in_channels", 3), config.get("full_res", 8))
+    blocks = config.get("blocks", 1)
     if len(config["widths"]) > DEEPEST or max(sizes) > LARGEST_WIDTH or \
-            config.get("blocks", 1) > DEEPEST:
+            max(blocks if isinstance(blocks, tuple) else (blocks,), default=1) > DEEPEST:
         raise InputError(f"{path}: the stored network is larger than any flowseg model "
-                         f"(widths {config['widths'][:8]}, blocks {config.get('blocks', 1)})")
+                         f"(widths {config['widths'][:8]}, blocks {str(blocks)[:40]})")
     return NetConfig(**config)
 
 
