@@ -427,13 +427,11 @@ def main() -> int:
                          boundary_weight=args.boundary_weight, size_head=False)
     data = DataConfig(crop=256, diameter=args.diameter, scale=tuple(args.zoom),
                       lowres=args.lowres)
-    pretrained, net_config = args.pretrained, NetConfig()
-    if args.blocks is not None:
-        net_config = NetConfig(blocks=args.blocks)
-        if pretrained is not None and load_net(pretrained).config.blocks != args.blocks:
-            pretrained = work / "deepened.pt"
-            if not pretrained.is_file():
-                save_net(deepened(load_net(args.pretrained), args.blocks), pretrained)
+    try:
+        pretrained, net_config = deepen_start(args)
+    except InputError as error:
+        print(f"error: --blocks {args.blocks}: {error}", file=sys.stderr)
+        return 2
     last = train(work / "train", work / "run", config=config, data=data, resume=True,
                  pretrained=pretrained, net_config=net_config, cache_dir=work / "cache")
     seconds = time.perf_counter() - start
@@ -449,6 +447,19 @@ def main() -> int:
         lowres=args.lowres, zoom=list(args.zoom), volume_planes=6 * args.volumes,
         averaged_with=str(args.average_with) if args.average_with else None)
     return finish(net, args)
+
+
+def deepen_start(args: argparse.Namespace) -> tuple[Path | None, NetConfig]:
+    """The weights to start from and the shape to build: --pretrained deepened to --blocks."""
+    if args.blocks is None:
+        return args.pretrained, NetConfig()
+    net_config = NetConfig(blocks=args.blocks)
+    if args.pretrained is None or load_net(args.pretrained).config.blocks == args.blocks:
+        return args.pretrained, net_config
+    start = args.work / "deepened.pt"
+    if not start.is_file():
+        save_net(deepened(load_net(args.pretrained), args.blocks), start)
+    return start, net_config
 
 
 def _digest(path: Path) -> str:
