@@ -454,7 +454,8 @@ def deepen_start(args: argparse.Namespace) -> tuple[Path | None, NetConfig]:
     if args.blocks is None:
         return args.pretrained, NetConfig()
     net_config = NetConfig(blocks=args.blocks)
-    if args.pretrained is None or load_net(args.pretrained).config.blocks == args.blocks:
+    if args.pretrained is None or \
+            load_net(args.pretrained).config.level_blocks == net_config.level_blocks:
         return args.pretrained, net_config
     start = args.work / "deepened.pt"
     if not start.is_file():

@@ -54,7 +54,7 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path: Path) -> None:
 def test_bad_config() -> None:
     with pytest.raises(ValueError, match="skip"):
         NetConfig(skip="sum")
-    for blocks in [(1, 2), 0, (1, 1, 0, 1, 1)]:
+    for blocks in [(1, 2), 0, (1, 1, 0, 1, 1), ("1",) * 5, 1.5]:
         with pytest.raises(ValueError, match="invalid network shape"):
             NetConfig(blocks=blocks)
 
@@ -94,6 +94,8 @@ def test_deepened_computes_the_same_until_trained(tmp_path: Path) -> None:
     (lambda p: p["net_config"].update(colour="red"), "unknown fields colour"),
     (lambda p: p["net_config"].update(widths=[10**6] * 5), "larger than any flowseg model"),
     (lambda p: p["net_config"].update(widths=["a"]), "is not numbers"),
+    (lambda p: p["net_config"].update(blocks=[1, 2, 3]), "invalid network shape"),
+    (lambda p: p["net_config"].update(blocks=[1, 99]), "larger than any flowseg model"),
 ])
 def test_a_checkpoint_with_a_bad_stored_config_is_named(tmp_path: Path, tiny_model: Path,
                                                           change, message: str) -> None:  # type: ignore[no-untyped-def]

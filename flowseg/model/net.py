@@ -65,16 +65,16 @@ class NetConfig:
         if self.skip not in ("add", "concat"):
             raise InputError(f"skip must be 'add' or 'concat', got {self.skip!r}")
         if not self.widths or min(self.widths) < 1 or self.in_channels < 1 or \
-                not isinstance(self.blocks, int | tuple) or \
+                not all(isinstance(b, int) for b in self.level_blocks) or \
                 len(self.level_blocks) != len(self.widths) or min(self.level_blocks) < 1:
             raise InputError(f"invalid network shape: {self}")
 
     @property
     def level_blocks(self) -> tuple[int, ...]:
         """Residual blocks of each encoder level."""
-        if isinstance(self.blocks, int):
-            return (self.blocks,) * len(self.widths)
-        return self.blocks
+        if isinstance(self.blocks, tuple):
+            return self.blocks
+        return (self.blocks,) * len(self.widths)
 
 
 def _conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -400,7 +400,10 @@ def _stored_config(raw: Any, path: str | os.PathLike[str]) -> NetConfig:
             max(blocks if isinstance(blocks, tuple) else (blocks,), default=1) > DEEPEST:
         raise InputError(f"{path}: the stored network is larger than any flowseg model "
                          f"(widths {config['widths'][:8]}, blocks {str(blocks)[:40]})")
-    return NetConfig(**config)
+    try:
+        return NetConfig(**config)
+    except InputError as err:
+        raise InputError(f"{path}: {err}") from None
 
 
 def pick_device(name: str = "auto") -> torch.device:
