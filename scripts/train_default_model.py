@@ -335,6 +335,9 @@ def main() -> int:
                         help="extra weight of the flow error where two cells touch "
                              "(flowseg.training.loss.touching_band; a fifth training, not "
                              "shipped, used 9)")
+    parser.add_argument("--prob-weight", type=float, default=1.0,
+                        help="weight of the cell probability's loss against the flows' (an "
+                             "eighth-session training, not shipped, used 2)")
     parser.add_argument("--diameter", type=float, default=TRAIN_DIAMETER,
                         help="median cell diameter, in px, every image is rescaled to before the "
                              "zoom: the model's working scale (issue 31 point 4 compared 30 and 17)")
@@ -424,7 +427,8 @@ def main() -> int:
     # The size head is fitted below on its own samples (head_samples), not by train().
     config = TrainConfig(epochs=args.epochs, batch_size=8, learning_rate=args.learning_rate,
                          val_fraction=0.0, seed=0, device=args.device, num_workers=1,
-                         boundary_weight=args.boundary_weight, size_head=False)
+                         boundary_weight=args.boundary_weight, prob_weight=args.prob_weight,
+                         size_head=False)
     data = DataConfig(crop=256, diameter=args.diameter, scale=tuple(args.zoom),
                       lowres=args.lowres)
     try:

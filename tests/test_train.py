@@ -169,6 +169,14 @@ def test_bad_device_and_pretrained(tmp_path: Path) -> None:
               pretrained=tmp_path / "nope.pt", cache_dir=tmp_path / "c")
 
 
+@pytest.mark.parametrize("setting", [{"prob_weight": 0.0}, {"boundary_weight": -1.0},
+                                     {"epochs": 0}])
+def test_bad_training_settings_are_named(setting: dict[str, float]) -> None:
+    name = next(iter(setting))
+    with pytest.raises(ValueError, match=f"invalid training settings: .*{name}={setting[name]}"):
+        TrainConfig(**setting)  # type: ignore[arg-type]
+
+
 def test_warmup_lasts_at_least_ten_steps_but_never_past_a_quarter() -> None:
     from flowseg.training.train import MIN_WARMUP_STEPS, optimizer_and_schedule
 

@@ -96,6 +96,8 @@ class TrainConfig:
         Extra weight of the flow error in a band where two cells touch
         (:func:`~flowseg.training.loss.touching_band`): 0 weighs every pixel alike; w weighs the
         band 1 + w times.
+    prob_weight : float
+        Weight of the cell probability's cross-entropy against the flows' error (cellpose: 1).
     size_head : bool
         Refit the size head at the end on the training images at known rescalings
         (:func:`~flowseg.training.sizefit.refit_size_head`), so that the result keeps an
@@ -114,17 +116,19 @@ class TrainConfig:
     num_workers: int = 1
     checkpoint_seconds: float = 120.0
     boundary_weight: float = 0.0
+    prob_weight: float = 1.0
     size_head: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or not self.learning_rate > 0 or \
                 not 0 <= self.val_fraction < 1 or self.val_every < 1 or self.num_workers < 0 or \
-                not self.boundary_weight >= 0:
+                not self.boundary_weight >= 0 or not self.prob_weight > 0:
             raise InputError(
                 f"invalid training settings: epochs={self.epochs} (>= 1), batch_size="
                 f"{self.batch_size} (>= 1), learning_rate={self.learning_rate} (> 0), "
                 f"val_fraction={self.val_fraction} (0 to 1), val_every={self.val_every} (>= 1), "
-                f"workers={self.num_workers} (>= 0), boundary_weight={self.boundary_weight} (>= 0)")
+                f"workers={self.num_workers} (>= 0), boundary_weight={self.boundary_weight} (>= 0), "
+                f"prob_weight={self.prob_weight} (> 0)")
 
 
 def split_pairs(pairs: list[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
@@ -387,7 +391,7 @@ class _Session:
             output = self.net(x)
         flow, prob = flow_loss(output, y, self.config.boundary_weight)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(flow + prob).backward()
+        self.scaler.scale(flow + self.config.prob_weight * prob).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
