@@ -411,6 +411,18 @@ def main() -> int:
         return finish(load_net(args.fit_head), args)
     torch.manual_seed(0)
     work = args.work
+    try:  # every setting checked before any data is written
+        # The size head is fitted below on its own samples (head_samples), not by train().
+        config = TrainConfig(epochs=args.epochs, batch_size=8, learning_rate=args.learning_rate,
+                             val_fraction=0.0, seed=0, device=args.device, num_workers=1,
+                             boundary_weight=args.boundary_weight, prob_weight=args.prob_weight,
+                             size_head=False)
+        data = DataConfig(crop=256, diameter=args.diameter, scale=tuple(args.zoom),
+                          lowres=args.lowres)
+        pretrained, net_config = deepen_start(args)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if not (work / "train" / "labels").is_dir():
         synthetic = write_synthetic(work / "train", args.per_modality, args.size, seed=1,
                                     held_out=args.hold_out)
@@ -424,18 +436,6 @@ def main() -> int:
         print(f"training set: {synthetic} synthetic, {planes} z-stack planes and {real} real "
               "images (with repeats)")
     start = time.perf_counter()
-    # The size head is fitted below on its own samples (head_samples), not by train().
-    config = TrainConfig(epochs=args.epochs, batch_size=8, learning_rate=args.learning_rate,
-                         val_fraction=0.0, seed=0, device=args.device, num_workers=1,
-                         boundary_weight=args.boundary_weight, prob_weight=args.prob_weight,
-                         size_head=False)
-    data = DataConfig(crop=256, diameter=args.diameter, scale=tuple(args.zoom),
-                      lowres=args.lowres)
-    try:
-        pretrained, net_config = deepen_start(args)
-    except InputError as error:
-        print(f"error: --blocks {args.blocks}: {error}", file=sys.stderr)
-        return 2
     last = train(work / "train", work / "run", config=config, data=data, resume=True,
                  pretrained=pretrained, net_config=net_config, cache_dir=work / "cache")
     seconds = time.perf_counter() - start
@@ -457,13 +457,20 @@ def deepen_start(args: argparse.Namespace) -> tuple[Path | None, NetConfig]:
     """The weights to start from and the shape to build: --pretrained deepened to --blocks."""
     if args.blocks is None:
         return args.pretrained, NetConfig()
-    net_config = NetConfig(blocks=args.blocks)
+    try:
+        net_config = NetConfig(blocks=args.blocks)
+    except InputError as error:
+        raise InputError(f"--blocks {args.blocks}: {error}") from None
     if args.pretrained is None or \
             load_net(args.pretrained).config.level_blocks == net_config.level_blocks:
         return args.pretrained, net_config
     start = args.work / "deepened.pt"
     if not start.is_file():
-        save_net(deepened(load_net(args.pretrained), args.blocks), start)
+        try:
+            deeper = deepened(load_net(args.pretrained), args.blocks)
+        except InputError as error:
+            raise InputError(f"--blocks {args.blocks}: {error}") from None
+        save_net(deeper, start)
     return start, net_config
 
 
