@@ -99,7 +99,7 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     return images
 
 
-def resolve_inputs(spec: str | os.PathLike[str]) -> tuple[list[Path], list[str]]:
+def resolve_inputs(spec: str | os.PathLike[str]) -> tuple[list[Path], list[str], list[str]]:
     """Find the images a user meant: a folder's, one file, or a glob pattern's matches.
 
     Parameters
