@@ -51,6 +51,7 @@ import shutil
 import sys
 import time
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -454,23 +455,22 @@ def main() -> int:
 
 
 def deepen_start(args: argparse.Namespace) -> tuple[Path | None, NetConfig]:
-    """The weights to start from and the shape to build: --pretrained deepened to --blocks."""
+    """The weights to start from and the shape to build: --pretrained deepened to --blocks.
+
+    The shape is --pretrained's (the bundled one without it) with --blocks' residual blocks.
+    """
     if args.blocks is None:
         return args.pretrained, NetConfig()
+    base = load_net(args.pretrained) if args.pretrained is not None else None
     try:
-        net_config = NetConfig(blocks=args.blocks)
+        net_config = replace(base.config if base is not None else NetConfig(), blocks=args.blocks)
+        if base is None or base.config.level_blocks == net_config.level_blocks:
+            return args.pretrained, net_config
+        start = args.work / "deepened.pt"
+        if not start.is_file():
+            save_net(deepened(base, args.blocks), start)
     except InputError as error:
         raise InputError(f"--blocks {args.blocks}: {error}") from None
-    if args.pretrained is None or \
-            load_net(args.pretrained).config.level_blocks == net_config.level_blocks:
-        return args.pretrained, net_config
-    start = args.work / "deepened.pt"
-    if not start.is_file():
-        try:
-            deeper = deepened(load_net(args.pretrained), args.blocks)
-        except InputError as error:
-            raise InputError(f"--blocks {args.blocks}: {error}") from None
-        save_net(deeper, start)
     return start, net_config
 
 

@@ -332,3 +332,30 @@ def test_validation_scores_at_the_training_diameter(tmp_path: Path) -> None:
     rescaled = validate(net, pairs, torch.device("cpu"), diameter=30.0)
     print(f"validation F1 of 12-px nuclei: at their own size {native:.3f}, at 30 px {rescaled:.3f}")
     assert rescaled > native + 0.1
+
+
+def test_blocks_start_from_the_pretrained_weights_deepened_once(tmp_path: Path,
+                                                                tiny_model: Path) -> None:
+    # scripts/train_default_model.py --blocks with --pretrained: the same shape starts from the
+    # weights as they are; a deeper one from a deepened copy written once into --work; blocks
+    # that do not fit the levels are refused naming --blocks.
+    from types import SimpleNamespace
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from train_default_model import deepen_start
+
+    def args(blocks: object, pretrained: Path | None = tiny_model) -> SimpleNamespace:
+        return SimpleNamespace(blocks=blocks, pretrained=pretrained, work=tmp_path)
+
+    assert deepen_start(args(None)) == (tiny_model, NetConfig())
+    assert deepen_start(args((1, 1, 2, 2, 2), None)) == (None, NetConfig(blocks=(1, 1, 2, 2, 2)))
+    shape = load_net(tiny_model).config  # 2 levels: the shape is --pretrained's
+    assert deepen_start(args(1)) == (tiny_model, shape)
+    start, config = deepen_start(args((1, 2)))
+    assert start == tmp_path / "deepened.pt" and config.level_blocks == (1, 2)
+    assert load_net(start).config.level_blocks == (1, 2)
+    written = start.stat().st_mtime_ns
+    assert deepen_start(args((1, 2)))[0] == start and start.stat().st_mtime_ns == written
+    for bad in ((1, 0), (1, 1, 1)):
+        with pytest.raises(ValueError, match="--blocks"):
+            deepen_start(args(bad))
