@@ -60,8 +60,8 @@ def mean_interval(values: npt.ArrayLike, *, resamples: int = 10_000,
 
     Examples
     --------
-    >>> mean_interval([0.9, 0.9, 0.9])
-    (0.9, 0.9, 0.9)
+    >>> [round(v, 3) for v in mean_interval([0.9, 0.9, 0.9])]
+    [0.9, 0.9, 0.9]
     """
     values = np.asarray(values, np.float64)
     if values.size == 0:
@@ -70,7 +70,7 @@ def mean_interval(values: npt.ArrayLike, *, resamples: int = 10_000,
     draws = rng.integers(0, values.size, (resamples, values.size))
     means = values[draws].mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
-    return round(float(values.mean()), 12), round(float(low), 12), round(float(high), 12)
+    return float(values.mean()), float(low), float(high)
 
 
 def paired_interval(base: npt.ArrayLike, candidate: npt.ArrayLike, *, resamples: int = 10_000,
